@@ -1,0 +1,266 @@
+"""`patent-images`: parse, call the library, map exceptions to exit codes. No logic here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import DEFAULT_API_BASE, Settings, parse_duration
+from .errors import (
+    DownloaderError,
+    FatalApiError,
+    InputError,
+    Interrupted,
+    LockedError,
+    UsageError,
+)
+
+# Exception class → exit code (first match wins; see the README's table).
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (UsageError, 2),
+    (InputError, 2),
+    (LockedError, 2),
+    (FatalApiError, 3),
+    (Interrupted, 130),
+    (KeyboardInterrupt, 130),
+    (DownloaderError, 1),
+)
+
+
+def exit_code_for(err: BaseException) -> int:
+    """The exit code for an exception that ended a command."""
+    for cls, code in EXIT_CODES:
+        if isinstance(err, cls):
+            return code
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and `python -m downloader`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
+    _sigterm_as_interrupt()
+    try:
+        return int(args.func(args))
+    except BaseException as err:  # noqa: BLE001 - the one place that turns errors into exit codes
+        if isinstance(err, SystemExit):
+            raise
+        code = exit_code_for(err)
+        _report(err, code, debug)
+        return code
+
+
+def _report(err: BaseException, code: int, debug: bool) -> None:
+    if debug and not isinstance(err, KeyboardInterrupt):
+        traceback.print_exception(err, file=sys.stderr)
+    if isinstance(err, FatalApiError):
+        hint = f" — {err.hint}" if err.hint else ""
+        _err(f"patent-images: stopped: {err}{hint}. State and manifest are saved; rerun the same command "
+             "once this is fixed.")
+    elif isinstance(err, KeyboardInterrupt):
+        _err("patent-images: interrupted.")
+    elif isinstance(err, DownloaderError):
+        _err(f"patent-images: {err}")
+    else:
+        _err(f"patent-images: internal error: {type(err).__name__}: {err} (run with --debug for details)")
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)  # noqa: T201
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM outside the pipeline (which handles it itself) stops like Ctrl-C, not abruptly."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every command."""
+    parser = argparse.ArgumentParser(prog="patent-images", description=(
+        "Download PatSnap patent abstract images (front-page drawings) in bulk, resumably, with a manifest."))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_demo(sub)
+    _add_status(sub)
+    _add_simulate(sub)
+    _add_report(sub)
+    return parser
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rate", type=float, default=5.0, help="API requests per second, account-wide (default 5)")
+    p.add_argument("--api-concurrency", type=int, default=4, help="API requests in flight (default 4)")
+    p.add_argument("--download-concurrency", type=int, default=32, help="image downloads in flight (default 32)")
+    p.add_argument("--batch-size", type=int, default=100, help="patents per API request, 1..100 (default 100)")
+    p.add_argument("--retries", type=int, default=5, help="attempts per request on transient faults (default 5)")
+    p.add_argument("--retry-failed", action="store_true", help="also retry patents that failed in earlier runs")
+    p.add_argument("--column", help="input column, when not auto-detected")
+    p.add_argument("--no-progress", action="store_true", help="no bars or progress lines")
+    p.add_argument("--max-charged", type=int, help="stop asking once this many results may be charged (exit 4)")
+    p.add_argument("--max-runtime", type=parse_duration, metavar="DURATION",
+                   help="stop asking after this long, e.g. 90m or 2h (exit 4)")
+    p.add_argument("--recheck-after", type=float, metavar="DAYS", dest="recheck_after_days",
+                   help="ask again for no_image/not_found patents settled more than DAYS ago (default: never)")
+    p.add_argument("--durable", action="store_true",
+                   help="fsync each image and the state before a patent counts as downloaded (slower)")
+    p.add_argument("--expiry-margin", type=float, default=120.0, metavar="SECONDS",
+                   help="do not start a download this close to its URL's expiry; ask again (default 120)")
+    p.add_argument("--dry-run", action="store_true", help="print what the run would do and cost; call nothing")
+    p.add_argument("--json", action="store_true", help="print the summary (or dry-run plan) as JSON on stdout")
+    p.add_argument("--log-file", help="append one line per event worth keeping to this file")
+    p.add_argument("--log-format", choices=("text", "json"), default="text", help="log file format")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="download the abstract images of the patents in CSV files",
+                       description="Download the abstract images of the patents listed in INPUT files into DIR.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT.csv")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (state, manifest, images)")
+    p.add_argument("--api-base", default=_env("PATSNAP_API_BASE") or DEFAULT_API_BASE,
+                   help=f"API base URL (env PATSNAP_API_BASE, default {DEFAULT_API_BASE})")
+    p.add_argument("--api-key", default=_env("PATSNAP_API_KEY"), help="apikey (env PATSNAP_API_KEY)")
+    p.add_argument("--token", default=_env("PATSNAP_TOKEN"), help="static bearer token (env PATSNAP_TOKEN)")
+    p.add_argument("--client-id", default=_env("PATSNAP_CLIENT_ID"), help="OAuth client id (env PATSNAP_CLIENT_ID)")
+    p.add_argument("--client-secret", default=_env("PATSNAP_CLIENT_SECRET"),
+                   help="OAuth client secret (env PATSNAP_CLIENT_SECRET)")
+    _add_common(p)
+    p.set_defaults(func=cmd_run)
+
+
+def _add_demo(sub: Any) -> None:
+    p = sub.add_parser("demo", help="the whole pipeline against the built-in simulator, no credentials",
+                       description="Run the real pipeline against the built-in PatSnap simulator on loopback.")
+    p.add_argument("--out", default="patent-images-demo", metavar="DIR", help="output folder")
+    p.add_argument("--patents", type=int, metavar="N", help="generate N numbers instead of the sample CSV")
+    p.add_argument("--input", metavar="CSV", help="input CSV (default: the bundled sample_inputs/patents.csv)")
+    _add_common(p)
+    p.set_defaults(func=cmd_demo, rate=20.0)
+
+
+def _add_status(sub: Any) -> None:
+    p = sub.add_parser("status", help="counts by status and the last runs, calling nothing")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--runs", type=int, default=10, help="how many recent runs to list")
+    p.set_defaults(func=cmd_status)
+
+
+def _add_simulate(sub: Any) -> None:
+    from .simulator import add_simulate_arguments
+
+    p = sub.add_parser("simulate", help="run the PatSnap API and CDN simulator alone")
+    add_simulate_arguments(p)
+    p.set_defaults(func=cmd_simulate)
+
+
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser("report", help="write a self-contained HTML report of DIR")
+    p.add_argument("--out", required=True, metavar="DIR", help="the job's output folder")
+    p.add_argument("--to", metavar="DIR", help="where to write report.html (default: DIR)")
+    p.set_defaults(func=cmd_report)
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
+    """Settings from parsed options (validated: bad values raise UsageError)."""
+    fields = {name: getattr(args, name) for name in (
+        "rate", "api_concurrency", "download_concurrency", "batch_size", "retries", "retry_failed", "column",
+        "max_charged", "max_runtime", "recheck_after_days", "durable", "expiry_margin", "dry_run", "log_file",
+        "log_format", "debug")}
+    for name in ("api_base", "api_key", "token", "client_id", "client_secret"):
+        if hasattr(args, name):
+            fields[name] = getattr(args, name)
+    fields["progress"] = False if args.no_progress else None
+    fields.update(overrides)
+    return Settings(**fields)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`run`: the main job."""
+    return _run(args.inputs, Path(args.out), settings_from(args), args)
+
+
+def _run(inputs: list[str], out: Path, settings: Settings, args: argparse.Namespace,
+         after: Callable[[dict[str, Any]], None] | None = None) -> int:
+    from .job import run_job
+    from .runlog import open_sinks
+
+    with open_sinks(settings) as sink:
+        summary = run_job(inputs, out, settings, sink=sink, handle_signals=True)
+    if settings.dry_run:
+        from .dryrun import describe_plan
+        print(json.dumps(summary, indent=2) if args.json else describe_plan(summary))  # noqa: T201
+        return 0
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))  # noqa: T201
+    _err(describe_summary(summary, out))
+    if after:
+        after(summary)
+    return int(summary["exit_code"])
+
+
+def describe_summary(s: dict[str, Any], out: Path) -> str:
+    """The final one-paragraph summary on stderr."""
+    by = s.get("by_status", {})
+    parts = ", ".join(f"{by[k]} {k}" for k in ("downloaded", "no_image", "not_found", "failed", "pending",
+                                                  "resolved") if by.get(k))
+    stop = {"budget": " Stopped: the --max-charged budget is spent; the next run continues.",
+            "runtime": " Stopped: --max-runtime reached; the next run continues."}.get(s.get("stop_reason") or "", "")
+    return (f"Done in {s['seconds']:.1f} s: {s.get('unique', 0)} patents ({parts or 'nothing to do'}); "
+            f"{s['api_calls']} API calls, {s['charged']} charged results, {s['retries']} retries, "
+            f"{s['images']} images ({s['bytes'] / 1e6:.1f} MB, {s['images_per_second']:.0f}/s), "
+            f"peak memory {s['peak_rss_mb']:.0f} MB. Manifest: {out / 'manifest.csv'}.{stop}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """`demo`: start the simulator on loopback and run the real pipeline against it."""
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`status`: counts and recent runs from the state store."""
+    from .status import show_status
+
+    return show_status(Path(args.out), args.json, args.runs)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """`simulate`: the simulator alone until Ctrl-C."""
+    from .simulator import config_from_args, serve
+
+    serve(config_from_args(args), args.host, args.port)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`report`: report.html for a job folder."""
+    from .htmlreport import write_report
+
+    path = write_report(Path(args.out), Path(args.to) if args.to else None)
+    print(path)  # noqa: T201
+    return 0

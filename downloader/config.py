@@ -1,0 +1,100 @@
+"""Settings of one job, validated once: a bad value is a UsageError (exit 2) before any work."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from .errors import UsageError
+
+DEFAULT_API_BASE = "https://connect.patsnap.com"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs besides its inputs and output folder."""
+
+    api_base: str = DEFAULT_API_BASE
+    api_key: str | None = None
+    token: str | None = field(default=None, repr=False)
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    rate: float = 5.0
+    api_concurrency: int = 4
+    download_concurrency: int = 32
+    batch_size: int = 100
+    retries: int = 5
+    retry_failed: bool = False
+    column: str | None = None
+    progress: bool | None = None  # None: bars when stderr is a terminal
+    # Backoff between retries: exponential from backoff_initial, capped, with jitter.
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    # How long throttling (67200002/67200007/429) may persist before the run gives up (exit 3).
+    throttle_budget: float = 600.0
+    # A URL closer than this to its expiry is not tried; its patent is asked again.
+    expiry_margin: float = 120.0
+    max_image_bytes: int = 50 * 1024 * 1024
+    api_timeout: float = 60.0
+    download_timeout: float = 300.0
+    stall_timeout: float = 60.0
+    durable: bool = False
+    max_charged: int | None = None
+    max_runtime: float | None = None
+    recheck_after_days: float | None = None
+    dry_run: bool = False
+    log_file: str | None = None
+    log_format: str = "text"
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        _check_url(self.api_base)
+        _check_range("--batch-size", self.batch_size, 1, 100)
+        _check_range("--api-concurrency", self.api_concurrency, 1, 256)
+        _check_range("--download-concurrency", self.download_concurrency, 1, 1024)
+        _check_range("--retries", self.retries, 1, 100)
+        if not 0 < self.rate <= 1000:
+            raise UsageError(f"--rate must be > 0 and ≤ 1000 requests/s, got {self.rate}")
+        if self.max_charged is not None and self.max_charged < 0:
+            raise UsageError("--max-charged must be ≥ 0")
+        if self.max_runtime is not None and self.max_runtime <= 0:
+            raise UsageError("--max-runtime must be positive")
+        if self.log_format not in ("text", "json"):
+            raise UsageError("--log-format must be text or json")
+
+    @property
+    def effective_api_key(self) -> str | None:
+        """The apikey query parameter: given, else the OAuth client id (PatSnap needs one)."""
+        return self.api_key or self.client_id
+
+    def require_credentials(self) -> None:
+        """Raise UsageError unless a token or client credentials, and an apikey, are there."""
+        if not self.token and not (self.client_id and self.client_secret):
+            raise UsageError("no credentials: give --token, or --client-id and --client-secret "
+                             "(or PATSNAP_TOKEN / PATSNAP_CLIENT_ID / PATSNAP_CLIENT_SECRET)")
+        if not self.effective_api_key:
+            raise UsageError("no apikey: give --api-key (or PATSNAP_API_KEY)")
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise UsageError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--api-base must be an http(s) URL like {DEFAULT_API_BASE}, got {url!r}")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '90', '90s', '15m', '2h' or '1d'."""
+    match = _DURATION.match(text)
+    if not match:
+        raise UsageError(f"not a duration: {text!r} (use e.g. 90s, 15m, 2h)")
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2).lower()]
+    return float(match.group(1)) * unit

@@ -1,0 +1,55 @@
+"""`run --dry-run`: what a run would cost, from the inputs and the state store, calling nothing."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import Settings
+from .inputs import read_inputs
+from .model import PatentKey, Reject
+from .state import STATE_FILE, StateStore
+
+
+def dry_run(inputs: Sequence[str | Path], folder: Path, settings: Settings) -> dict[str, Any]:
+    """Counts of a planned run; writes nothing, not even a state file where there was none."""
+    path = folder / STATE_FILE
+    store = StateStore(path if path.exists() else ":memory:")
+    rejected = [0]
+    try:
+        recheck = settings.recheck_after_days
+        plan = store.plan(_keys(read_inputs(inputs, settings.column), rejected),
+                          usable_after=time.time() + settings.expiry_margin,
+                          retry_failed=settings.retry_failed,
+                          recheck_before=None if recheck is None else time.time() - recheck * 86400)
+    finally:
+        store.close()
+    size = settings.batch_size
+    calls = math.ceil(plan["to_ask_numbers"] / size) + math.ceil(plan["to_ask_ids"] / size)
+    to_ask = plan["to_ask_numbers"] + plan["to_ask_ids"]
+    return {"dry_run": True, **plan, "rejected": rejected[0], "to_ask": to_ask, "api_calls": calls,
+            "max_charged": to_ask if settings.max_charged is None else min(to_ask, settings.max_charged),
+            "exit_code": 0}
+
+
+def _keys(rows: Iterable[PatentKey | Reject], rejected: list[int]) -> Iterator[PatentKey]:
+    for row in rows:
+        if isinstance(row, Reject):
+            rejected[0] += 1
+        else:
+            yield row
+
+
+def describe_plan(plan: dict[str, Any]) -> str:
+    """The dry run as a few lines for a person."""
+    return "\n".join([
+        f"inputs: {plan['rows']} rows, {plan['unique']} unique keys, {plan['duplicates']} duplicates, "
+        f"{plan['rejected']} rejected",
+        f"already settled: {plan['settled']}   new: {plan['new']}   failed earlier (kept): {plan['failed_kept']}",
+        f"would ask the API for {plan['to_ask']} keys in {plan['api_calls']} calls "
+        f"(at most {plan['max_charged']} charged results)",
+        f"would download {plan['reusable_urls']} images from still-valid URLs without any call",
+    ])

@@ -1,0 +1,106 @@
+"""One exception hierarchy for everything that can go wrong.
+
+    DownloaderError
+    ├── UsageError              bad option or command line                       → exit 2
+    ├── InputError              unreadable / empty input                         → exit 2
+    ├── LockedError             another live run holds DIR                       → exit 2
+    ├── StopRequested           budget or runtime cap reached                    → exit 4
+    ├── Interrupted             SIGINT/SIGTERM; state and manifest were saved    → exit 130
+    ├── ApiError(code, status)  the metadata API said no
+    │   ├── TransientApiError   5xx, reset, timeout, bad JSON, 68300008: retry with backoff
+    │   │   └── ThrottledError  67200002, 67200007, HTTP 429: slow down, honour retry_after
+    │   ├── TokenExpiredError   67200003, 67200009, HTTP 401: refresh the token once
+    │   ├── InvalidParameterError 68300004, 68300007: split the batch to isolate bad keys
+    │   └── FatalApiError       auth refused, quota, balance, expired client     → exit 3
+    └── DownloadError           one image could not be fetched (per patent, data not a stop)
+        ├── TransientDownloadError  5xx, reset, timeout, truncated body: retry
+        ├── UrlExpiredError     the signed URL expired: ask the API again
+        └── BadImageError       not an image, too large, hostile answer: the patent fails
+
+Per-patent problems become `failed` rows with `error` = "ClassName: detail"; only run-level
+conditions (usage, input, fatal API, caps, signals) stop the run. PatSnap's pages disagree on
+what 67200002 and 67200003 mean, so their classes are the ones that are right under both readings.
+"""
+
+from __future__ import annotations
+
+
+class DownloaderError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class UsageError(DownloaderError):
+    """A bad option value or command line; nothing was started."""
+
+
+class InputError(DownloaderError):
+    """An input file is missing, unreadable, or yields no usable column."""
+
+
+class LockedError(DownloaderError):
+    """Another live process is running a job on the same output folder."""
+
+
+class StopRequested(DownloaderError):
+    """A budget (--max-charged) or time (--max-runtime) cap ended the run cleanly."""
+
+
+class Interrupted(DownloaderError):
+    """SIGINT or SIGTERM stopped the run after state and manifest were written."""
+
+
+class ApiError(DownloaderError):
+    """The metadata API answered with an error code or HTTP status, or not at all."""
+
+    def __init__(self, message: str, *, code: int | None = None, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.retry_after = retry_after
+
+
+class TransientApiError(ApiError):
+    """Worth retrying after a backoff: server errors, resets, timeouts, 68300008."""
+
+
+class ThrottledError(TransientApiError):
+    """The account is over its rate: slow down (and wait `retry_after` seconds if given)."""
+
+
+class TokenExpiredError(ApiError):
+    """The bearer token was refused as expired or invalid: refresh once, then it is fatal."""
+
+
+class InvalidParameterError(ApiError):
+    """The batch holds an identifier the API rejects: split it to find which."""
+
+
+class FatalApiError(ApiError):
+    """Nothing this run can fix (credentials, quota, balance, expired client): stop, exit 3."""
+
+    def __init__(self, message: str, *, hint: str = "", **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.hint = hint
+
+
+class DownloadError(DownloaderError):
+    """One image could not be fetched; the patent gets a status, the run goes on."""
+
+
+class TransientDownloadError(DownloadError):
+    """A network fault or truncated body: retry the same URL."""
+
+
+class UrlExpiredError(DownloadError):
+    """The signed URL is expired or about to: the patent goes back for a fresh URL."""
+
+
+class BadImageError(DownloadError):
+    """The CDN's bytes are not an acceptable image (type, size), or the answer was hostile."""
+
+
+def describe(err: BaseException) -> str:
+    """The `error` column text: the class name, then the message (never a secret, see api.py)."""
+    text = " ".join(str(err).split())[:300]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

@@ -1,0 +1,144 @@
+"""When a signed image URL stops working, read from the URL itself; pure functions only.
+
+Forms, most authoritative first (the signature's own validity, then a response-header hint):
+
+- Tencent COS: `q-sign-time=START;END` inside the URL-encoded `sign` parameter (PatSnap's P021
+  sample) or as a top-level parameter (COS's own style); `q-key-time` is the fallback.
+- AWS SigV4: `X-Amz-Date` + `X-Amz-Expires` (the spec's sample URL).
+- AWS SigV2, Aliyun OSS, CloudFront canned policy: `Expires=EPOCH`.
+- Google Cloud Storage V4: `X-Goog-Date` + `X-Goog-Expires`.
+- `response-expires=HTTP-date`: a header override, not the signature's expiry, so it only counts
+  when nothing above is present.
+
+A garbled value skips its form and the next is tried. Parameter names are case-insensitive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+DEFAULT_LIFETIME = 9 * 3600.0  # P021: "The path is valid for 9 hour"
+_MAX_LIFETIME = 10 * 365 * 86400.0
+_EARLIEST = 946684800.0  # 2000-01-01: an absolute expiry before this is garbage
+_LATEST = 4102444800.0  # 2100-01-01: ... and after this too (milliseconds, say)
+_EXPIRED_PHRASES = (b"request has expired", b"signature expired", b"expired token", b"expiredtoken",
+                    b"token has expired")
+_BODY_SCAN = 64 * 1024
+
+
+def url_expiry(url: str, *, answered_at: float, default_lifetime: float = DEFAULT_LIFETIME) -> float:
+    """Epoch seconds after which `url` no longer works: read from the URL, else `answered_at` +
+    `default_lifetime`."""
+    found = parse_url_expiry(url)
+    return found if found is not None else answered_at + default_lifetime
+
+
+def parse_url_expiry(url: str) -> float | None:
+    """The expiry (epoch seconds) carried by a signed URL, or None when none is recognizable."""
+    try:
+        params = _params(urlsplit(url).query)
+    except ValueError:  # e.g. an unbalanced '[' in the host
+        return None
+    forms: tuple[Callable[[dict[str, str]], float | None], ...] = (
+        _cos, _sigv4, _sigv2, _gcs, _response_expires)
+    for form in forms:
+        found = form(params)
+        if found is not None:
+            return found
+    return None
+
+
+def is_usable(expires_at: float, now: float, margin: float) -> bool:
+    """True when a download starting `now` still has `margin` seconds before the URL expires."""
+    return now + margin < expires_at
+
+
+def is_expired_403(body: bytes) -> bool:
+    """True when an error body (S3, COS, OSS or GCS XML) says the signed request has expired.
+
+    Other 403s (SignatureDoesNotMatch, AccessDenied without expiry wording, clock skew) are not.
+    """
+    text = body[:_BODY_SCAN].lower()
+    return any(phrase in text for phrase in _EXPIRED_PHRASES)
+
+
+def _params(query: str) -> dict[str, str]:
+    """Query parameters by lower-cased name; the first of repeated names wins."""
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        params.setdefault(name.strip().lower(), value.strip())
+    return params
+
+
+def _cos(params: dict[str, str]) -> float | None:
+    nested = [_params(_decoded(params["sign"]))] if "sign" in params else []
+    nested += [_params(_decoded(v)) for k, v in params.items() if k != "sign" and "q-sign-time" in v.lower()]
+    for name in ("q-sign-time", "q-key-time"):
+        for source in (*nested, params):
+            found = _cos_window(source.get(name, ""))
+            if found is not None:
+                return found
+    return None
+
+
+def _decoded(value: str) -> str:
+    # Some servers encode the `sign` value twice; decode again when no '=' is visible yet.
+    return unquote(value) if "=" not in value and "%3d" in value.lower() else value
+
+
+def _cos_window(value: str) -> float | None:
+    start, sep, end = value.partition(";")
+    begin, until = _int(start), _int(end)
+    if not sep or begin is None or until is None or not 0 < until - begin <= _MAX_LIFETIME:
+        return None
+    return _absolute(until)
+
+
+def _sigv4(params: dict[str, str]) -> float | None:
+    return _dated(params.get("x-amz-date"), params.get("x-amz-expires"))
+
+
+def _gcs(params: dict[str, str]) -> float | None:
+    return _dated(params.get("x-goog-date"), params.get("x-goog-expires"))
+
+
+def _dated(stamp: str | None, seconds: str | None) -> float | None:
+    """`YYYYMMDDTHHMMSSZ` plus a lifetime in seconds, as SigV4 and GCS V4 sign them."""
+    lifetime = _int(seconds or "")
+    if not stamp or lifetime is None or not 0 < lifetime <= _MAX_LIFETIME:
+        return None
+    try:
+        signed = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+    return _absolute(signed + lifetime)
+
+
+def _sigv2(params: dict[str, str]) -> float | None:
+    value = _int(params.get("expires", ""))
+    return None if value is None else _absolute(value)
+
+
+def _response_expires(params: dict[str, str]) -> float | None:
+    text = params.get("response-expires", "")
+    if not text:
+        return None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return _absolute(when.timestamp())
+
+
+def _int(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else None
+
+
+def _absolute(epoch: float) -> float | None:
+    return float(epoch) if _EARLIEST <= epoch <= _LATEST else None

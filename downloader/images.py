@@ -1,0 +1,135 @@
+"""CDN downloads: stream a signed URL to a temporary file, verify it, rename it into place.
+
+The body is hashed (SHA-256) and measured while it streams; the first bytes decide the real
+image type. The file is checked against the HTTP status, Content-Length, the magic bytes and
+the size cap before the rename, so nothing unverified ever carries a final name.
+
+Writes go straight from the event loop into a buffered file: a page-cache write of a 64 KB
+chunk costs microseconds, far less than a thread hop per chunk (aiofiles), which measured ~10x
+slower per small image. With --durable the fsync, which can block for milliseconds, runs in a
+worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import aiohttp
+import anyio
+from yarl import URL
+
+from .errors import BadImageError, DownloadError, TransientDownloadError, UrlExpiredError, describe
+from .expiry import is_expired_403, is_usable
+from .httperrors import map_client_errors
+from .model import Counters, Downloaded, Failed, ImageJob, UrlExpired
+from .naming import MAGIC_BYTES_NEEDED, image_path, sniff_image_type
+from .retrying import RetryPolicy
+from .storage import LocalStore
+
+_ERROR_BODY_BYTES = 64 * 1024
+
+
+class ImageFetcher:
+    """Fetches one image per call; the result is data (downloaded, expired, failed), never a raise."""
+
+    def __init__(self, session: aiohttp.ClientSession, store: LocalStore, counters: Counters, *,
+                 policy: Callable[[], RetryPolicy], expiry_margin: float, max_bytes: int) -> None:
+        self._session = session
+        self._store = store
+        self._counters = counters
+        self._policy = policy
+        self._margin = expiry_margin
+        self._max_bytes = max_bytes
+
+    async def fetch(self, job: ImageJob) -> Downloaded | UrlExpired | Failed:
+        """Download `job` with retries on transient faults."""
+        try:
+            async for attempt in self._policy().retrying():
+                with attempt:
+                    return await self._once(job)
+        except UrlExpiredError as err:
+            self._counters.expired_urls += 1
+            return UrlExpired(job.key, describe(err))
+        except DownloadError as err:
+            return Failed(job.key, describe(err))
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _once(self, job: ImageJob) -> Downloaded:
+        if not is_usable(job.expires_at, time.time(), self._margin):
+            raise UrlExpiredError("the URL expires too soon to start the download")
+        with map_client_errors(TransientDownloadError, "image download"):
+            # Signed URLs must go out byte for byte: re-quoting would break the signature.
+            async with self._session.get(URL(job.url, encoded=True), allow_redirects=True) as resp:
+                if resp.status != 200:
+                    await self._refuse(resp, job)
+                declared = resp.content_length
+                if declared is not None and declared > self._max_bytes:
+                    raise BadImageError(f"image is {declared} bytes, over the {self._max_bytes}-byte cap")
+                return await self._stream(resp, job, declared)
+
+    async def _refuse(self, resp: aiohttp.ClientResponse, job: ImageJob) -> None:
+        status = resp.status
+        if status == 403:
+            body = await resp.content.read(_ERROR_BODY_BYTES)
+            if is_expired_403(body) or not is_usable(job.expires_at, time.time(), 0):
+                raise UrlExpiredError("the CDN says the URL has expired (HTTP 403)")
+            raise BadImageError("the CDN refused the URL (HTTP 403)")
+        if status >= 500 or status in (408, 429):
+            raise TransientDownloadError(f"HTTP {status} from the CDN")
+        raise BadImageError(f"HTTP {status} from the CDN")
+
+    async def _stream(self, resp: aiohttp.ClientResponse, job: ImageJob, declared: int | None) -> Downloaded:
+        digest = hashlib.sha256()
+        size = 0
+        head = b""
+        out: BinaryIO | None = None
+        temp: Path | None = None
+        try:
+            async for chunk in resp.content.iter_any():
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise BadImageError(f"image is over the {self._max_bytes}-byte cap")
+                digest.update(chunk)
+                if out is None:
+                    head += chunk
+                    if len(head) < MAGIC_BYTES_NEEDED:
+                        continue
+                    out, temp = self._open(head)
+                    chunk = head
+                out.write(chunk)
+            if out is None:
+                out, temp = self._open(head)
+                out.write(head)
+            if declared is not None and size != declared:
+                raise TransientDownloadError(f"body cut short: {size} of {declared} bytes")
+            relative = image_path(job.pn or job.key.value, job.num, sniff_image_type(head) or "bin")
+            await self._close(out)
+            out = None
+            assert temp is not None
+            self._store.commit(temp, relative)
+            temp = None
+        finally:
+            if out is not None:
+                out.close()
+            if temp is not None:
+                self._store.discard(temp)
+        self._counters.bytes += size
+        self._counters.images += 1
+        return Downloaded(job.key, relative, size, digest.hexdigest())
+
+    def _open(self, head: bytes) -> tuple[BinaryIO, Path]:
+        if sniff_image_type(head) is None:
+            # CDNs do answer 200 with an HTML error page now and then: worth another try.
+            raise TransientDownloadError(f"not an image: the body starts with {head[:16]!r}")
+        return self._store.open_temp()
+
+    async def _close(self, out: BinaryIO) -> None:
+        if self._store.durable:
+            out.flush()
+            await anyio.to_thread.run_sync(os.fsync, out.fileno())
+        out.close()

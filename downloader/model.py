@@ -1,0 +1,144 @@
+"""The shared vocabulary of the pipeline: frozen values passed between stages.
+
+Nothing here does I/O; every stage speaks in these types.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Kind(enum.StrEnum):
+    """Which API parameter a key is sent as. A batch holds one kind only."""
+
+    NUMBER = "patent_number"
+    ID = "patent_id"
+
+
+class Status(enum.StrEnum):
+    """Where a patent stands in the state store.
+
+    `pending` (nothing known yet, or its URL expired) and `resolved` (a signed URL is known, the
+    image is not on disk yet) are unsettled; the other four are what the manifest reports.
+    """
+
+    PENDING = "pending"
+    RESOLVED = "resolved"
+    DOWNLOADED = "downloaded"
+    NO_IMAGE = "no_image"
+    NOT_FOUND = "not_found"
+    FAILED = "failed"
+
+
+SETTLED = frozenset({Status.DOWNLOADED, Status.NO_IMAGE, Status.NOT_FOUND})
+
+
+@dataclass(frozen=True, slots=True)
+class PatentKey:
+    """One normalized input identifier: a publication number or a PatSnap patent id."""
+
+    kind: Kind
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """An input row that cannot be used, and why. Goes to rejects.csv; never stops the run."""
+
+    source: str
+    line: int
+    raw: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Up to 100 keys of one kind, asked in one API call."""
+
+    kind: Kind
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The API gave a signed image URL for this key."""
+
+    key: PatentKey
+    pn: str
+    patent_id: str
+    num: str
+    url: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NoImage:
+    """The patent exists but has no abstract drawing."""
+
+    key: PatentKey
+    pn: str
+    patent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    """The API returned nothing for this key."""
+
+    key: PatentKey
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """This key could not be settled; `error` is `TypeName: detail`, kept in the manifest."""
+
+    key: PatentKey
+    error: str
+
+
+Outcome = Resolved | NoImage | NotFound | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    """An image is on disk, verified, under its final name (relative to the output folder)."""
+
+    key: PatentKey
+    local_file: str
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class UrlExpired:
+    """The URL expired (or was about to) before the download; the key goes back for a fresh URL."""
+
+    key: PatentKey
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageJob:
+    """A download to do: the key, its signed URL and where the file belongs."""
+
+    key: PatentKey
+    pn: str
+    num: str
+    url: str
+    expires_at: float
+
+
+@dataclass(slots=True)
+class Counters:
+    """Run-wide tallies that end up in summary.json and the run history."""
+
+    api_calls: int = 0
+    charged: int = 0
+    retries: int = 0
+    throttled: int = 0
+    token_refreshes: int = 0
+    bytes: int = 0
+    images: int = 0
+    reused_urls: int = 0
+    expired_urls: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)

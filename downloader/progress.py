@@ -1,0 +1,94 @@
+"""What a person watching sees: tqdm bars on a terminal, else a log line every few seconds."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from tqdm import tqdm
+
+from .events import BatchDone, Event, ImageDone, Notice, Planned
+
+
+class Bars:
+    """Two tqdm bars: patents resolved by the API, images downloaded (with bytes)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        stream = stream or sys.stderr
+        self._patents = tqdm(total=0, unit="patent", desc="patents", file=stream, dynamic_ncols=True,
+                             position=0, leave=True)
+        self._images = tqdm(total=0, unit="img", desc="images ", file=stream, dynamic_ncols=True,
+                            position=1, leave=True)
+        self._bytes = 0
+
+    def __call__(self, event: Event) -> None:
+        match event:
+            case Planned(to_ask, reusable, _):
+                self._patents.total = (self._patents.total or 0) + to_ask
+                self._images.total = (self._images.total or 0) + reusable
+                self._patents.refresh()
+            case BatchDone(asked, images, _):
+                self._images.total = (self._images.total or 0) + images
+                self._patents.update(asked)
+            case ImageDone(status, size, _, _):
+                self._bytes += size
+                self._images.update(1)
+                self._images.set_postfix_str(f"{self._bytes / 1e6:.1f} MB" + (
+                    "" if status == "downloaded" else f", last: {status}"), refresh=False)
+            case Notice(_, message):
+                self._patents.write(message)
+
+    def close(self) -> None:
+        """Leave the bars in their final state."""
+        self._images.close()
+        self._patents.close()
+
+
+class LogLines:
+    """For a non-terminal stderr: one progress line every `interval` seconds."""
+
+    def __init__(self, stream: TextIO | None = None, interval: float = 5.0) -> None:
+        self._stream = stream or sys.stderr
+        self._interval = interval
+        self._started = self._last = time.monotonic()
+        self._to_ask = self._asked = self._images = self._bytes = self._charged = 0
+
+    def __call__(self, event: Event) -> None:
+        match event:
+            case Planned(to_ask, _, _):
+                self._to_ask += to_ask
+            case BatchDone(asked, _, charged):
+                self._asked += asked
+                self._charged += charged
+            case ImageDone(status, size, _, _):
+                self._images += status == "downloaded"
+                self._bytes += size
+            case Notice(_, message):
+                self._write(message)
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            self._write(self.line(now))
+
+    def line(self, now: float) -> str:
+        """The current progress as one line."""
+        rate = self._images / max(now - self._started, 1e-9)
+        return (f"progress: {self._asked}/{self._to_ask} patents asked, {self._charged} charged, "
+                f"{self._images} images ({self._bytes / 1e6:.1f} MB, {rate:.0f}/s)")
+
+    def _write(self, text: str) -> None:
+        print(text, file=self._stream, flush=True)  # noqa: T201
+
+    def close(self) -> None:
+        """Nothing to tear down."""
+
+
+def make_progress(enabled: bool | None, stream: TextIO | None = None) -> Bars | LogLines | None:
+    """Bars on a terminal, log lines elsewhere, nothing when disabled (`--no-progress`)."""
+    stream = stream or sys.stderr
+    if enabled is False:
+        return None
+    if enabled or stream.isatty():
+        return Bars(stream)
+    return LogLines(stream)

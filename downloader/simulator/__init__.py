@@ -1,0 +1,57 @@
+"""A faithful, seeded fake of the PatSnap Open API (P021 abstract image) and its image CDN.
+
+It backs `patent-images demo` and `simulate`, the integration tests and the benchmarks.
+
+Routes
+    POST /oauth/token                      HTTP Basic client_id:client_secret (or form fields),
+                                           grant_type=client_credentials → {token, token_type:
+                                           "BearerToken", expires_in, status, issued_at (ms)};
+                                           bad credentials → 401 {"error": "invalid_client"}.
+    GET  /basic-patent-data/abstract-image ?patent_number=A,B|patent_id=…&apikey=K, Bearer token.
+                                           Checks, in order: apikey (67200008), token (67200003),
+                                           QPS (67200007 or HTTP 429), fatal_code, quota
+                                           (67200002), random faults, ids (68300004). Coded errors
+                                           are HTTP 200 with status false. patent_id wins over
+                                           patent_number; unknown patents are omitted.
+    GET  /cdn/{office}/{pn}/{pn}_{num}.{ext}?<signature>
+                                           the drawing, streamed in 64 KB chunks; 403 XML
+                                           AccessDenied "Request has expired" / SignatureDoesNotMatch,
+                                           404 XML NoSuchKey.
+    GET  /_sim/counters, GET|POST /_sim/config, POST /_sim/reset-counters
+                                           for tests driving the tool in a subprocess.
+
+Modules: `universe` (patents and image bytes from a seed), `images` (PNG/JPEG builders),
+`signing` (COS and SigV4 signed URLs), `config` (knobs and counters), `core` (state),
+`api` and `cdn` (handlers), `server` (app and runners), `cli` (the `simulate` command).
+"""
+
+from downloader.simulator.cli import add_simulate_arguments, config_from_args, serve
+from downloader.simulator.config import (
+    API_FAULT_KINDS,
+    IMAGE_FAULT_KINDS,
+    Counters,
+    SimulatorConfig,
+)
+from downloader.simulator.core import Simulator
+from downloader.simulator.server import build_app, running_simulator, simulator_in_thread
+from downloader.simulator.signing import sign_url, verify
+from downloader.simulator.universe import Record, Universe, generate_numbers
+
+__all__ = [
+    "API_FAULT_KINDS",
+    "IMAGE_FAULT_KINDS",
+    "Counters",
+    "Record",
+    "Simulator",
+    "SimulatorConfig",
+    "Universe",
+    "add_simulate_arguments",
+    "build_app",
+    "config_from_args",
+    "generate_numbers",
+    "running_simulator",
+    "serve",
+    "sign_url",
+    "simulator_in_thread",
+    "verify",
+]

@@ -1,0 +1,138 @@
+"""Handler of the fake image CDN: signed, expiring URLs, streamed bodies, body faults.
+
+Paths are `/cdn/{office}/{pn}/{pn}_{num}.{ext}` (office = first two letters of the pn).
+Only a path this simulator signed verifies, so there is no per-path existence check:
+a verified path always has bytes, unless its pn is listed in `config.missing_images`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable, Iterator
+
+from aiohttp import web
+
+from downloader.simulator import images
+from downloader.simulator.api import reset_connection
+from downloader.simulator.core import SIM_KEY, Simulator
+from downloader.simulator.signing import verify
+
+CHUNK = 64 * 1024
+_PATH = re.compile(r"^/cdn/[A-Z]{2}/(?P<pn>[A-Z0-9]+)/(?P=pn)_(?P<num>\d{4})\.(?P<ext>png|jpg)$")
+_CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
+_HTML_PAGE = "<!DOCTYPE html><html><head><title>Access check</title></head><body>Please wait…</body></html>"
+_XML = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{}</Code><Message>{}</Message></Error>'
+
+
+def xml_error(status: int, code: str, message: str) -> web.Response:
+    """An S3/COS-style XML error document."""
+    return web.Response(status=status, text=_XML.format(code, message), content_type="application/xml")
+
+
+async def image_handler(request: web.Request) -> web.StreamResponse:
+    """GET /cdn/...: verify the signature, then stream the drawing (or a fault)."""
+    sim = request.app[SIM_KEY]
+    sim.counters.image_requests += 1
+    with sim.gauge("cdn"):
+        if sim.config.cdn_latency > 0:
+            await asyncio.sleep(sim.config.cdn_latency)
+        refusal = _refusal(sim, request)
+        if refusal is not None:
+            return refusal
+        return await _serve(sim, request)
+
+
+def _refusal(sim: Simulator, request: web.Request) -> web.Response | None:
+    match = _PATH.match(request.path)
+    if match is None or match["pn"] in sim.config.missing_images:
+        sim.counters.image_404 += 1
+        return xml_error(404, "NoSuchKey", "The specified key does not exist.")
+    problem = verify(request.path, request.query, now=sim.clock(), secret=sim.secret)
+    if problem == "expired":
+        sim.counters.image_403_expired += 1
+        return xml_error(403, "AccessDenied", "Request has expired")
+    if problem is not None:
+        sim.counters.image_403_signature += 1
+        return xml_error(
+            403,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+        )
+    return None
+
+
+async def _serve(sim: Simulator, request: web.Request) -> web.StreamResponse:
+    match = _PATH.match(request.path)
+    assert match is not None  # _refusal checked it
+    pn, num, ext = match["pn"], match["num"], match["ext"]
+    if pn in sim.config.huge_images:
+        size = sim.config.huge_image_bytes
+        body: Iterable[bytes] = images.huge_png_chunks(size, CHUNK)
+        content_type = "image/png"
+    else:
+        data = sim.universe.image_bytes(pn, num)
+        size, body, content_type = len(data), _chunks(data), _CONTENT_TYPES[sim.universe.ext_for(pn)]
+    fault = sim.image_fault()
+    if fault is not None:
+        sim.counters.image_faults_injected += 1
+        if fault == "html":
+            return web.Response(text=_HTML_PAGE, content_type="text/html")
+    headers = {"Content-Type": content_type}
+    if "response-content-disposition" in request.query:  # S3 echoes it, so do we
+        headers["Content-Disposition"] = request.query["response-content-disposition"]
+    response = web.StreamResponse(headers=headers)
+    response.content_length = size
+    await response.prepare(request)
+    try:
+        if await _write_body(sim, request, response, body, size, fault):
+            sim.counters.images_served += 1
+            sim.counters.image_bytes_served += size
+    except ConnectionError:
+        pass  # the client went away; nothing to tell it
+    return response
+
+
+def _chunks(data: bytes) -> Iterator[bytes]:
+    if len(data) <= CHUNK:  # the common case: one write, no copy
+        yield data
+        return
+    for start in range(0, len(data), CHUNK):
+        yield data[start : start + CHUNK]
+
+
+async def _write_body(
+    sim: Simulator,
+    request: web.Request,
+    response: web.StreamResponse,
+    body: Iterable[bytes],
+    size: int,
+    fault: str | None,
+) -> bool:
+    """Send the body; True if it all went out. "reset"/"truncate" stop halfway."""
+    if fault == "slow":
+        await asyncio.sleep(sim.config.slow_seconds)
+    cut = size // 2 if fault in ("reset", "truncate") else size
+    sent = 0
+    for chunk in body:
+        piece = chunk[: cut - sent]
+        if piece:
+            await response.write(piece)
+            sent += len(piece)
+        if sent >= cut:
+            break
+    if sent < size:
+        await _break_off(request, fault)
+        return False
+    await response.write_eof()
+    return True
+
+
+async def _break_off(request: web.Request, fault: str | None) -> None:
+    # Give the client time to read headers and part of the body: a reset that outruns
+    # the data would look like "no response" and aiohttp would silently retry the GET.
+    await asyncio.sleep(0.05)
+    if fault == "reset":
+        reset_connection(request)
+    elif request.transport is not None:
+        request.transport.close()  # "truncate": a clean FIN short of Content-Length

@@ -1,0 +1,133 @@
+"""The simulator's knobs (changeable while it runs) and its counters (readable by tests)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+API_FAULT_KINDS = ("500", "502", "503", "68300008", "reset", "slow", "not_json")
+IMAGE_FAULT_KINDS = ("reset", "truncate", "html", "slow")
+THROTTLE_MODES = ("code", "429")
+
+
+@dataclass
+class SimulatorConfig:
+    """Behaviour of the fake PatSnap API and CDN; every field may be changed at run time.
+
+    `api_key` and `client_id` are both accepted as the `apikey` parameter (PatSnap's apikey
+    is the client id; the tool defaults to it with client credentials). Image URLs point at
+    this server's `/cdn/...` unless `cdn_base` is set: then they are
+    `{cdn_base}/{pn}_{num}.{ext}?<signature>`, and the file there must hold
+    `Universe(seed).image_bytes(pn, num)` (the benchmark's nginx serves such a folder).
+    """
+
+    seed: int = 0
+    api_key: str = "demo-key"
+    static_token: str | None = "demo-token"
+    client_id: str = "demo-client"
+    client_secret: str = "demo-secret"
+    token_lifetime: float = 1799.0
+    url_lifetime: float = 3 * 3600.0
+    url_style: str = "cos"
+    qps_limit: float | None = None
+    throttle_mode: str = "code"
+    api_latency: float = 0.0
+    cdn_latency: float = 0.0
+    cdn_base: str | None = None
+    max_batch: int = 100
+    # Faults, all off by default; the random ones draw from a seeded generator.
+    api_fault_rate: float = 0.0
+    api_fault_kinds: tuple[str, ...] = API_FAULT_KINDS
+    image_fault_rate: float = 0.0
+    image_fault_kinds: tuple[str, ...] = IMAGE_FAULT_KINDS
+    slow_seconds: float = 30.0
+    quota_after: int | None = None
+    fatal_code: int | None = None
+    refuse_credentials: bool = False
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    huge_images: set[str] = field(default_factory=set)
+    huge_image_bytes: int = 60 * 1024 * 1024
+    missing_images: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply JSON-ish changes (lists become tuples or sets); unknown names raise KeyError."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - names
+        if unknown:
+            raise KeyError(f"unknown config fields: {sorted(unknown)}")
+        for name, value in changes.items():
+            if name in ("api_fault_kinds", "image_fault_kinds"):
+                value = tuple(value)
+            elif name in ("huge_images", "missing_images"):
+                value = set(value)
+            setattr(self, name, value)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError on values the simulator cannot honour."""
+        if self.url_style not in ("cos", "sigv4"):
+            raise ValueError(f"url_style must be cos or sigv4, not {self.url_style!r}")
+        if self.throttle_mode not in THROTTLE_MODES:
+            raise ValueError(f"throttle_mode must be code or 429, not {self.throttle_mode!r}")
+        if not set(self.api_fault_kinds) <= set(API_FAULT_KINDS):
+            raise ValueError(f"api_fault_kinds must be among {API_FAULT_KINDS}")
+        if not set(self.image_fault_kinds) <= set(IMAGE_FAULT_KINDS):
+            raise ValueError(f"image_fault_kinds must be among {IMAGE_FAULT_KINDS}")
+
+    def as_json(self) -> dict[str, Any]:
+        """The config as JSON-serialisable values (sets and tuples become sorted lists)."""
+        out = dataclasses.asdict(self)
+        for name in ("huge_images", "missing_images"):
+            out[name] = sorted(out[name])
+        for name in ("api_fault_kinds", "image_fault_kinds"):
+            out[name] = list(out[name])
+        return out
+
+
+@dataclass
+class Counters:
+    """What the simulator saw; `asks` counts each normalized identifier in accepted requests."""
+
+    api_requests: int = 0
+    api_ok: int = 0
+    ids_asked: int = 0
+    charged: int = 0
+    api_in_flight: int = 0
+    api_peak_concurrency: int = 0
+    token_requests: int = 0
+    tokens_issued: int = 0
+    token_refused: int = 0
+    auth_refused: int = 0
+    throttled: int = 0
+    api_faults_injected: int = 0
+    quota_refused: int = 0
+    fatal_answers: int = 0
+    invalid_requests: int = 0
+    image_requests: int = 0
+    images_served: int = 0
+    image_bytes_served: int = 0
+    image_403_expired: int = 0
+    image_403_signature: int = 0
+    image_404: int = 0
+    image_faults_injected: int = 0
+    cdn_in_flight: int = 0
+    cdn_peak_concurrency: int = 0
+    asks: Counter[str] = field(default_factory=Counter)
+
+    def as_json(self, max_asks: int = 100_000) -> dict[str, Any]:
+        """Counters as JSON; `asks` in full only when it has at most `max_asks` keys."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "asks"}
+        out["asks_distinct"] = len(self.asks)
+        out["asks_repeated"] = sum(1 for n in self.asks.values() if n > 1)
+        if len(self.asks) <= max_asks:
+            out["asks"] = dict(self.asks)
+        return out
+
+    def fresh(self) -> Counters:
+        """Zeroed counters that keep the live in-flight gauges."""
+        return Counters(api_in_flight=self.api_in_flight, cdn_in_flight=self.cdn_in_flight)

@@ -1,0 +1,29 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from downloader.simulator import Simulator, SimulatorConfig, running_simulator, simulator_in_thread
+
+
+@pytest.fixture
+def sim_config() -> SimulatorConfig:
+    """A fresh simulator configuration (seed 0); tests may change it before or during use."""
+    return SimulatorConfig(seed=0)
+
+
+@pytest.fixture
+async def simulator(sim_config: SimulatorConfig) -> AsyncIterator[Simulator]:
+    """The PatSnap simulator serving on a free loopback port of the test's event loop."""
+    async with running_simulator(sim_config) as sim:
+        yield sim
+
+
+@pytest.fixture
+def threaded_simulator(sim_config: SimulatorConfig) -> Iterator[Simulator]:
+    """The PatSnap simulator on its own loop in a thread, for sync tests and subprocesses."""
+    with simulator_in_thread(sim_config) as sim:
+        yield sim

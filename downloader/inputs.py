@@ -129,14 +129,12 @@ def _open(source: str) -> TextIO:
 
 
 def _encoding_of(source: str) -> str:
-    # Excel's "Unicode Text" export is UTF-16 with a BOM; everything else is read as UTF-8.
-    if os.path.isdir(source):
-        raise IsADirectoryError(source)
+    # Excel's "Unicode Text" export is UTF-16 with a BOM; everything else is read as UTF-8. Only
+    # a regular file is peeked at: a pipe cannot be opened twice.
     if not os.path.isfile(source):
-        return "utf-8-sig"  # a pipe or device cannot be opened twice to peek (or does not exist)
+        return "utf-8-sig"
     with open(source, "rb") as f:
-        start = f.read(2)
-    return "utf-16" if start in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+        return "utf-16" if f.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
 
 
 def _clean(text: str) -> str:
@@ -347,7 +345,7 @@ def _listing(cells: list[str]) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return " ".join(text.split())  # error messages stay on one line
 
 
 def _sniff(line: str) -> str:

@@ -43,7 +43,7 @@ def run_job(inputs: Sequence[str | Path], out: str | Path, settings: Settings, *
     in the last two cases after state, manifest and summary are written.
     """
     sink = sink or (lambda event: None)
-    folder = _prepare_folder(Path(out), [str(p) for p in inputs])
+    folder = _prepare_folder(Path(out), [str(p) for p in inputs], settings.column)
     if settings.dry_run:
         from .dryrun import dry_run
         return dry_run(inputs, folder, settings)
@@ -56,8 +56,8 @@ def run_job(inputs: Sequence[str | Path], out: str | Path, settings: Settings, *
             store.close()
 
 
-def _prepare_folder(folder: Path, inputs: list[str]) -> Path:
-    check_inputs(inputs)
+def _prepare_folder(folder: Path, inputs: list[str], column: str | None) -> Path:
+    check_inputs(inputs, column)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".write-test"

@@ -36,8 +36,8 @@ from .model import Batch, Downloaded, Failed, ImageJob, Outcome, Resolved, UrlEx
 from .protocol import batches
 from .state import StateStore
 
-MAX_ROUNDS = 5
-MAX_EXPIRIES = 3
+MAX_ROUNDS = 50
+MAX_EXPIRIES = 5
 _FLUSH_ITEMS = 500
 _FLUSH_SECONDS = 0.25
 _SIGNAL_GRACE = 3.0
@@ -90,6 +90,7 @@ class Pipeline:
             if handle_signals:
                 outer.start_soon(self._watch_signals, outer)
             for number in range(1, MAX_ROUNDS + 1):
+                left_before = self._unsettled()
                 await self._round(number)
                 if self.control.stopping():
                     break
@@ -97,14 +98,16 @@ class Pipeline:
                                                         MAX_EXPIRIES)
                 if failed:
                     self.sink(Notice("failed", f"{failed} patents: URL expired {MAX_EXPIRIES} times"))
-                if not self.state.counts(self.run_id).get("pending") and not self._reusable_left():
+                left = self._unsettled()
+                if left == 0 or left >= left_before:  # done, or a round that changed nothing
                     break
             outer.cancel_scope.cancel()
         if self.control.fatal is not None:
             raise self.control.fatal
 
-    def _reusable_left(self) -> bool:
-        return next(self.state.iter_reusable(self.run_id, 0.0, page=1), None) is not None
+    def _unsettled(self) -> int:
+        counts = self.state.counts(self.run_id)
+        return counts.get("pending", 0) + counts.get("resolved", 0)
 
     async def _round(self, number: int) -> None:
         to_results, results = anyio.create_memory_object_stream[Record](64)

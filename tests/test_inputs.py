@@ -248,3 +248,23 @@ def test_check_inputs_accepts_good_files_and_refuses_none(tmp_path: Path) -> Non
     check_inputs([_write(tmp_path, "pn\nCN104169186A\n", "a.csv"), _write(tmp_path, "", "b.csv")])
     with pytest.raises(InputError, match="no input files"):
         check_inputs([])
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    pytest.param("pn\r\nCN12345678901234\r\nhello\r\n",  # 16 + CRLF: the CR lands on the cap
+                 [N("CN12345678901234"), (3, "not a patent number or patent id: 'hello'")],
+                 id="crlf-split-at-the-cap"),
+    pytest.param("pn\r\nCN123456789012345\r\nhello\r\n",
+                 [(2, "line too long (17 bytes)"), (3, "not a patent number or patent id: 'hello'")],
+                 id="just-over-the-cap"),
+    pytest.param("pn\r\n" + "x" * 32 + "\r\nhello\r\n",  # the last chunk ends on a CR at the cap
+                 [(2, "line too long (32 bytes)"), (3, "not a patent number or patent id: 'hello'")],
+                 id="long-line-crlf-split"),
+    pytest.param("pn\n" + "é" * 20 + "\nUS11205304B2\n",
+                 [(2, "line too long (40 bytes)"), N("US11205304B2")], id="size-in-utf8-bytes"),
+])
+def test_line_cap_keeps_line_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str,
+                                     expected: list[object]) -> None:
+    """At the line cap (shrunk here to 16 characters) CRLF pairs stay one line break."""
+    monkeypatch.setattr("downloader.inputs.MAX_LINE_CHARS", 16)
+    assert _read(tmp_path, content) == expected

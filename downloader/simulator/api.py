@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import socket
 import struct
@@ -10,7 +11,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import BasicAuth, web
+from aiohttp import web
 
 from downloader.simulator.core import SIM_KEY, Simulator
 from downloader.simulator.universe import Record
@@ -78,13 +79,13 @@ async def token_handler(request: web.Request) -> web.Response:
 
 
 def _client_credentials(request: web.Request, form: Mapping[str, Any]) -> tuple[str, str]:
-    header = request.headers.get("Authorization", "")
-    if header:
-        try:
-            auth = BasicAuth.decode(header)
-        except ValueError:
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:  # decoded by hand: aiohttp 3.14 deprecates BasicAuth
+            login, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
             return "", ""
-        return auth.login, auth.password
+        return login, password
     return str(form.get("client_id", "")), str(form.get("client_secret", ""))
 
 

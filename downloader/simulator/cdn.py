@@ -37,17 +37,23 @@ async def image_handler(request: web.Request) -> web.StreamResponse:
     with sim.gauge("cdn"):
         if sim.config.cdn_latency > 0:
             await asyncio.sleep(sim.config.cdn_latency)
-        refusal = _refusal(sim, request)
+        match = _PATH.match(request.path)
+        if match is None:
+            return _not_found(sim)
+        refusal = _signature_refusal(sim, request)
         if refusal is not None:
             return refusal
-        return await _serve(sim, request)
+        if match["pn"] in sim.config.missing_images:
+            return _not_found(sim)
+        return await _serve(sim, request, match["pn"], match["num"])
 
 
-def _refusal(sim: Simulator, request: web.Request) -> web.Response | None:
-    match = _PATH.match(request.path)
-    if match is None or match["pn"] in sim.config.missing_images:
-        sim.counters.image_404 += 1
-        return xml_error(404, "NoSuchKey", "The specified key does not exist.")
+def _not_found(sim: Simulator) -> web.Response:
+    sim.counters.image_404 += 1
+    return xml_error(404, "NoSuchKey", "The specified key does not exist.")
+
+
+def _signature_refusal(sim: Simulator, request: web.Request) -> web.Response | None:
     problem = verify(request.path, request.query, now=sim.clock(), secret=sim.secret)
     if problem == "expired":
         sim.counters.image_403_expired += 1
@@ -62,10 +68,7 @@ def _refusal(sim: Simulator, request: web.Request) -> web.Response | None:
     return None
 
 
-async def _serve(sim: Simulator, request: web.Request) -> web.StreamResponse:
-    match = _PATH.match(request.path)
-    assert match is not None  # _refusal checked it
-    pn, num, ext = match["pn"], match["num"], match["ext"]
+async def _serve(sim: Simulator, request: web.Request, pn: str, num: str) -> web.StreamResponse:
     if pn in sim.config.huge_images:
         size = sim.config.huge_image_bytes
         body: Iterable[bytes] = images.huge_png_chunks(size, CHUNK)

@@ -46,9 +46,12 @@ class SimulatorConfig:
     quota_after: int | None = None
     fatal_code: int | None = None
     refuse_credentials: bool = False
+    # Requested identifier (any case) -> the raw JSON item answered in its place.
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Full pns (with kind code, as in the image URL) whose image is a huge PNG-headed body...
     huge_images: set[str] = field(default_factory=set)
     huge_image_bytes: int = 60 * 1024 * 1024
+    # ...or a 404 NoSuchKey (after the signature check, as S3 does).
     missing_images: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:

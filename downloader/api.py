@@ -17,7 +17,14 @@ import aiohttp
 from . import protocol
 from .auth import TokenProvider
 from .budget import Budget
-from .errors import InvalidParameterError, ThrottledError, TokenExpiredError, TransientApiError, describe
+from .errors import (
+    FatalApiError,
+    InvalidParameterError,
+    ThrottledError,
+    TokenExpiredError,
+    TransientApiError,
+    describe,
+)
 from .httperrors import map_client_errors
 from .model import Batch, Counters, Failed, Outcome, PatentKey
 from .ratelimit import AdaptiveRate
@@ -76,7 +83,13 @@ class PatsnapClient:
             first, charged_left = await self._resolve_splitting(left)
             second, charged_right = await self._resolve_splitting(right)
             return first + second, charged_left + charged_right
-        except (TransientApiError, TokenExpiredError) as err:
+        except ThrottledError as err:  # still throttled when the throttle budget ran out: stop the run
+            raise FatalApiError(f"{err}, still after the throttle budget", code=err.code, status=err.status,
+                                hint="the quota may be used up: wait for it to renew, or lower --rate") from err
+        except TokenExpiredError as err:  # refused again right after a token refresh: stop the run
+            raise FatalApiError(f"{err}, even with a fresh token", code=err.code, status=err.status,
+                                hint="check --client-id/--client-secret and that the client is enabled") from err
+        except TransientApiError as err:
             # Retries are spent: the keys fail for now (a later run retries them).
             text = describe(err)
             return [Failed(PatentKey(batch.kind, k), text) for k in batch.keys], 0

@@ -46,10 +46,10 @@ def _keys(rows: Iterable[PatentKey | Reject], rejected: list[int]) -> Iterator[P
 def describe_plan(plan: dict[str, Any]) -> str:
     """The dry run as a few lines for a person."""
     return "\n".join([
-        f"inputs: {plan['rows']} rows, {plan['unique']} unique keys, {plan['duplicates']} duplicates, "
-        f"{plan['rejected']} rejected",
+        f"inputs: {plan['rows']} keys read, {plan['unique']} unique, {plan['duplicates']} duplicates; "
+        f"{plan['rejected']} rows rejected",
         f"already settled: {plan['settled']}   new: {plan['new']}   failed earlier (kept): {plan['failed_kept']}",
-        f"would ask the API for {plan['to_ask']} keys in {plan['api_calls']} calls "
-        f"(at most {plan['max_charged']} charged results)",
+        f"would ask the API for {plan['to_ask']} keys ({plan['new']} new, {plan['to_ask'] - plan['new']} left "
+        f"from earlier runs) in {plan['api_calls']} calls (at most {plan['max_charged']} charged results)",
         f"would download {plan['reusable_urls']} images from still-valid URLs without any call",
     ])

@@ -30,7 +30,7 @@ from .lock import DirLock
 from .model import Counters, PatentKey, Reject, Status
 from .pipeline import Control, Pipeline
 from .ratelimit import AdaptiveRate
-from .report import RejectsWriter, write_manifest, write_summary
+from .report import RejectsWriter, remove_stale_temps, write_manifest, write_summary
 from .state import STATE_FILE, StateStore
 from .storage import LocalStore
 
@@ -49,6 +49,7 @@ def run_job(inputs: Sequence[str | Path], out: str | Path, settings: Settings, *
         return dry_run(inputs, folder, settings)
     settings.require_credentials()
     with DirLock(folder):
+        remove_stale_temps(folder)
         store = StateStore(folder / STATE_FILE, durable=settings.durable)
         try:
             return _run_locked(inputs, folder, settings, store, sink, handle_signals)

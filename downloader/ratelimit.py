@@ -45,7 +45,8 @@ class AdaptiveRate:
         """Slow down after a throttling answer; True when this started a new episode."""
         now = self._clock()
         self._quiet = 0
-        self._paused_until = max(self._paused_until, now + (retry_after or 1.0 / self.rate))
+        # Without Retry-After, wait out one QPS window (1 s): waiting one request slot only hammers on.
+        self._paused_until = max(self._paused_until, now + (retry_after or 1.0))
         if now - self._last_cut < max(1.0, 2.0 / self.rate):
             return False
         self._last_cut = now

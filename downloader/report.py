@@ -41,6 +41,13 @@ def atomic_text(path: Path, durable: bool = False) -> Iterator[TextIO]:
         raise
 
 
+def remove_stale_temps(folder: Path) -> None:
+    """Delete the temp files of writes a killed run left half done (call it holding the DIR lock)."""
+    for name in (MANIFEST_CSV, MANIFEST_JSONL, REJECTS_CSV, SUMMARY_JSON):
+        for temp in folder.glob(f".{name}.*.tmp"):
+            temp.unlink(missing_ok=True)
+
+
 def write_manifest(folder: Path, rows: Callable[[], Iterable[dict[str, Any]]], durable: bool = False) -> int:
     """manifest.csv and manifest.jsonl from `rows()` (called once per file); returns the row count."""
     count = 0

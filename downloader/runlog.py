@@ -2,20 +2,54 @@
 
 The log keeps what an operator of an unattended run needs afterwards: start, end, failed
 patents, throttling episodes, token refreshes, stops. It never sees a credential: events carry
-none, and error texts are built without URLs (see httperrors).
+none, error texts are built without URLs (see httperrors), and the start line names the API by
+scheme and host only. The start and end lines are written by `open_sinks` itself, around the
+job: the end line holds the caller's summary when it passes one to `RunSink.finish`, else the
+tally of the events seen, plus the error that ended the run, if one did.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+from urllib.parse import urlsplit
 
+from . import __version__
 from .config import Settings
-from .events import Event, ImageDone, Notice, Sink, fan_out
+from .events import BatchDone, Event, ImageDone, Notice, Sink, fan_out
 from .progress import make_progress
+
+_STOPS = ("budget", "runtime", "interrupted", "fatal")
+
+
+@dataclass
+class Tally:
+    """What the events of a run add up to (the end line when no summary is given)."""
+
+    batches: int = 0
+    charged: int = 0
+    images: int = 0
+    bytes: int = 0
+    failed_images: int = 0
+    stop_reason: str | None = None
+
+    def add(self, event: Event) -> None:
+        """Count one event."""
+        match event:
+            case BatchDone(_, _, charged):
+                self.batches += 1
+                self.charged += charged
+            case ImageDone(status, size, _, _):
+                self.images += status == "downloaded"
+                self.failed_images += status == "failed"
+                self.bytes += size
+            case Notice(kind, _) if kind in _STOPS and self.stop_reason is None:
+                self.stop_reason = kind
 
 
 class LogFile:
@@ -24,15 +58,34 @@ class LogFile:
     def __init__(self, out: TextIO, fmt: str) -> None:
         self._out = out
         self._json = fmt == "json"
+        self.tally = Tally()
 
     def __call__(self, event: Event) -> None:
+        self.tally.add(event)
         match event:
             case Notice(kind, message):
-                self._write(kind, message)
+                # The API client's notices already start with their kind ("throttled: ..."); say it once.
+                self._write(kind, message.removeprefix(f"{kind}: "))
             case ImageDone("failed", _, error, key):
                 self._write("failed", f"{key}: {error}", key=key)
 
-    def _write(self, kind: str, message: str, **extra: str) -> None:
+    def start(self, settings: Settings) -> None:
+        """The run's first line: version, pid and the options that shape cost and pace."""
+        options = _options(settings)
+        text = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None)
+        self._write("start", f"patent-images {__version__} pid {os.getpid()}: {text}",
+                    version=__version__, pid=os.getpid(), options=options)
+
+    def end(self, summary: dict[str, Any] | None, error: BaseException | None) -> None:
+        """The run's last line: the summary if known, else the tally; and what stopped it."""
+        fields: dict[str, Any] = _summary_fields(summary) if summary else asdict(self.tally)
+        if error is not None:
+            fields["error"] = "interrupted" if isinstance(error, KeyboardInterrupt) else (
+                f"{type(error).__name__}: {error}")
+        text = ", ".join(f"{k}={_text(v)}" for k, v in fields.items() if v is not None)
+        self._write("end", text, **fields)
+
+    def _write(self, kind: str, message: str, **extra: Any) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         if self._json:
             line = json.dumps({"time": stamp, "event": kind, "message": message, **extra}, ensure_ascii=False)
@@ -42,18 +95,61 @@ class LogFile:
         self._out.flush()
 
 
+class RunSink:
+    """The sink handed to the job; `finish(summary)` puts the job's own summary in the end line."""
+
+    def __init__(self, sinks: list[Sink]) -> None:
+        self._emit = fan_out(*sinks)
+        self.summary: dict[str, Any] | None = None
+
+    def __call__(self, event: Event) -> None:
+        self._emit(event)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Record the job's summary for the log's end line."""
+        self.summary = summary
+
+
 @contextmanager
-def open_sinks(settings: Settings) -> Iterator[Sink]:
-    """The event sink for a run: progress display plus the optional log file."""
+def open_sinks(settings: Settings) -> Iterator[RunSink]:
+    """The event sink for a run: progress display plus the optional log file (start/end lines)."""
     progress = None if settings.dry_run else make_progress(settings.progress)
-    sinks: list[Sink] = [progress] if progress else []
-    log = open(settings.log_file, "a", encoding="utf-8") if settings.log_file else None  # noqa: SIM115
+    # A dry run promises to write nothing, so it leaves the log file alone too.
+    out = open(settings.log_file, "a", encoding="utf-8") if settings.log_file and not settings.dry_run else None  # noqa: SIM115
+    log = LogFile(out, settings.log_format) if out else None
+    sink = RunSink([s for s in (progress, log) if s is not None])
     if log:
-        sinks.append(LogFile(log, settings.log_format))
+        log.start(settings)
+    error: BaseException | None = None
     try:
-        yield fan_out(*sinks)
+        yield sink
+    except BaseException as err:
+        error = err
+        raise
     finally:
         if progress:
             progress.close()
-        if log:
-            log.close()
+        if log and out:
+            log.end(sink.summary, error)
+            out.close()
+
+
+def _options(settings: Settings) -> dict[str, Any]:
+    """Options worth a log line; the API as scheme://host only (a URL may hold user:password)."""
+    api = urlsplit(settings.api_base)
+    return {"api": f"{api.scheme}://{api.hostname}" + (f":{api.port}" if api.port else ""),
+            "rate": settings.rate, "batch_size": settings.batch_size,
+            "api_concurrency": settings.api_concurrency, "download_concurrency": settings.download_concurrency,
+            "max_charged": settings.max_charged, "max_runtime": settings.max_runtime,
+            "recheck_after_days": settings.recheck_after_days, "retry_failed": settings.retry_failed or None}
+
+
+def _summary_fields(summary: dict[str, Any]) -> dict[str, Any]:
+    keep = ("exit_code", "stop_reason", "by_status", "api_calls", "charged", "images", "bytes", "seconds")
+    return {k: summary.get(k) for k in keep}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + " ".join(f"{k}:{v}" for k, v in value.items()) + "}"
+    return str(value)

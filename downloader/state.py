@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS patents (
     error TEXT,
     updated_at REAL,
     seen_run INTEGER,
+    first_run INTEGER,
     UNIQUE (kind, key)
 );
 CREATE INDEX IF NOT EXISTS patents_work ON patents (seen_run, status, seq);
@@ -148,34 +149,31 @@ class StateStore:
     # --- inputs ---------------------------------------------------------------------------
 
     def ingest(self, keys: Iterable[PatentKey], run_id: int, chunk: int = 5000) -> IngestCounts:
-        """Add keys (new ones as pending) and mark every key as part of this run, de-duplicating."""
-        counts = IngestCounts()
-        batch: list[PatentKey] = []
-        for key in keys:
-            batch.append(key)
-            if len(batch) >= chunk:
-                self._ingest_chunk(batch, run_id, counts)
-                batch.clear()
-        if batch:
-            self._ingest_chunk(batch, run_id, counts)
-        return counts
+        """Add keys (new ones as pending) and mark every key as part of this run, de-duplicating.
 
-    def _ingest_chunk(self, keys: Sequence[PatentKey], run_id: int, counts: IngestCounts) -> None:
+        One upsert per key (executemany per chunk); new, known and repeated keys are told apart
+        afterwards by `first_run`, which only a fresh insert sets to this run.
+        """
+        rows = 0
+        batch: list[tuple[str, str, int, int, float]] = []
+        for key in keys:
+            batch.append((key.kind.value, key.value, run_id, run_id, time.time()))
+            if len(batch) >= chunk:
+                self._upsert(batch)
+                rows += len(batch)
+                batch = []
+        if batch:
+            self._upsert(batch)
+            rows += len(batch)
+        unique, new = self._reader.execute(
+            "SELECT COUNT(*), COALESCE(SUM(first_run=?), 0) FROM patents WHERE seen_run=?", (run_id, run_id)).fetchone()
+        return IngestCounts(new=new, known=unique - new, duplicates=rows - unique)
+
+    def _upsert(self, batch: list[tuple[str, str, int, int, float]]) -> None:
         with self._transaction():
-            for key in keys:
-                cur = self._conn.execute(
-                    "INSERT OR IGNORE INTO patents (kind, key, seen_run, updated_at) VALUES (?, ?, ?, ?)",
-                    (key.kind.value, key.value, run_id, time.time()))
-                if cur.rowcount:
-                    counts.new += 1
-                    continue
-                cur = self._conn.execute(
-                    "UPDATE patents SET seen_run=? WHERE kind=? AND key=? AND seen_run IS NOT ?",
-                    (run_id, key.kind.value, key.value, run_id))
-                if cur.rowcount:
-                    counts.known += 1
-                else:
-                    counts.duplicates += 1
+            self._conn.executemany(
+                "INSERT INTO patents (kind, key, seen_run, first_run, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (kind, key) DO UPDATE SET seen_run=excluded.seen_run", batch)
 
     def reopen(self, run_id: int, *, retry_failed: bool, recheck_before: float | None) -> None:
         """Send back to `pending` what this run should ask again: failed (if asked), stale misses."""
@@ -205,13 +203,20 @@ class StateStore:
             last = rows[-1][0]
 
     def iter_to_ask(self, run_id: int, usable_after: float, page: int = 1000) -> Iterator[PatentKey]:
-        """Keys that need the API: pending ones and resolved ones whose URL has (nearly) expired."""
+        """Keys that need the API: pending ones, then resolved ones whose URL has (nearly) expired.
+
+        Two index-ordered scans rather than one OR query: SQLite answers the OR with a sort of
+        every match per page, which made a million-key run quadratic.
+        """
+        yield from self._page_keys("status='pending'", (run_id,), page)
+        yield from self._page_keys("status='resolved' AND expires_at<=?", (run_id, usable_after), page)
+
+    def _page_keys(self, condition: str, params: tuple[Any, ...], page: int) -> Iterator[PatentKey]:
         last = -1
         while True:
             rows = self._reader.execute(
-                "SELECT seq, kind, key FROM patents WHERE seen_run=? AND seq>? AND (status='pending' "
-                "OR (status='resolved' AND expires_at<=?)) ORDER BY seq LIMIT ?",
-                (run_id, last, usable_after, page)).fetchall()
+                f"SELECT seq, kind, key FROM patents WHERE seen_run=? AND {condition} AND seq>? ORDER BY seq LIMIT ?",
+                (*params, last, page)).fetchall()
             if not rows:
                 return
             for _, kind, key in rows:
@@ -227,12 +232,20 @@ class StateStore:
     # --- results --------------------------------------------------------------------------
 
     def apply(self, events: Sequence[Outcome | Downloaded | UrlExpired]) -> None:
-        """Write a batch of pipeline results in one transaction."""
+        """Write a batch of pipeline results in one transaction (one executemany per run of alike events).
+
+        Order is kept: a key's `resolved` must be applied before its `downloaded` in the same batch.
+        """
         now = time.time()
+        grouped: list[tuple[str, list[tuple[Any, ...]]]] = []
+        for event in events:
+            sql, params = _update_for(event)
+            if not grouped or grouped[-1][0] != sql:
+                grouped.append((sql, []))
+            grouped[-1][1].append((*params, now, event.key.kind.value, event.key.value))
         with self._transaction():
-            for event in events:
-                sql, params = _update_for(event)
-                self._conn.execute(sql, (*params, now, event.key.kind.value, event.key.value))
+            for sql, rows in grouped:
+                self._conn.executemany(sql, rows)
 
     def fail_expired_repeatedly(self, run_id: int, max_expiries: int) -> int:
         """Give up on keys whose fresh URLs kept expiring before their download."""
@@ -293,6 +306,31 @@ class StateStore:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._conn)
+
+    # --- report queries ---
+
+    def iter_failure_groups(self, cap: int = 200) -> Iterator[tuple[str, int, str, str, str]]:
+        """Failed keys grouped by error type (the `error` up to its first ':'), biggest group first.
+
+        Streams (type, group size, key, pn, error), at most `cap` keys per group, in input order.
+        """
+        cur = self._reader.execute(
+            "WITH f AS (SELECT seq, key, pn, error, CASE WHEN instr(error, ':') > 0 "
+            "THEN substr(error, 1, instr(error, ':') - 1) ELSE coalesce(nullif(error, ''), 'unknown') END AS type "
+            "FROM patents WHERE status='failed'), "
+            "g AS (SELECT f.*, COUNT(*) OVER (PARTITION BY type) AS n, "
+            "ROW_NUMBER() OVER (PARTITION BY type ORDER BY seq) AS rn FROM f) "
+            "SELECT type, n, key, coalesce(pn, ''), coalesce(error, '') FROM g WHERE rn <= ? "
+            "ORDER BY n DESC, type, seq", (cap,))
+        yield from cur
+
+    def iter_recent_downloads(self, limit: int = 5000) -> Iterator[tuple[str, str, str, str]]:
+        """The most recently downloaded drawings, newest first: (key, pn, num, local_file)."""
+        cur = self._reader.execute(
+            "SELECT key, coalesce(pn, ''), coalesce(num, ''), local_file FROM patents "
+            "WHERE status='downloaded' AND local_file IS NOT NULL ORDER BY updated_at DESC, seq DESC LIMIT ?",
+            (limit,))
+        yield from cur
 
 
 class _Transaction:

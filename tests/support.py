@@ -69,3 +69,68 @@ def check_downloads(out: Path, sim: Simulator) -> int:
 def leftovers(out: Path) -> list[Path]:
     """Temporary or partial files anywhere under the output folder."""
     return [p for p in out.rglob("*") if p.name.endswith((".part", ".tmp"))]
+
+
+# --- helpers for the fault, kill, CLI, secrets and hostile-answer tests -----------------------
+
+
+def cli_args(sim: Simulator, inputs: Iterable[Path], out: Path, *extra: str, credentials: bool = True) -> list[str]:
+    """`run` arguments for the CLI against the simulator (static token and apikey unless told not to)."""
+    args = ["run", *[str(p) for p in inputs], "--out", str(out), "--api-base", str(sim.base_url),
+            "--no-progress"]
+    if credentials:
+        args += ["--token", "demo-token", "--api-key", "demo-key"]
+    return args + list(extra)
+
+
+def cli_command(*args: str) -> list[str]:
+    """The argv of `python -m downloader ARGS` with this interpreter."""
+    import sys
+
+    return [sys.executable, "-m", "downloader", *args]
+
+
+def run_cli(*args: str, timeout: float = 60.0, env: dict[str, str] | None = None) -> Any:
+    """Run the CLI in a subprocess to completion; returns the CompletedProcess (text)."""
+    import subprocess
+
+    return subprocess.run(cli_command(*args), capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=Path(__file__).resolve().parents[1], check=False)
+
+
+def state_rows(out: Path) -> list[tuple[str, str, str]]:
+    """(kind, key, status) of every row of the state store, read with a separate connection."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{out / 'state.sqlite'}?mode=ro", uri=True, timeout=30)
+    try:
+        return [tuple(r) for r in conn.execute("SELECT kind, key, status FROM patents")]
+    finally:
+        conn.close()
+
+
+SETTLED_STATUSES = ("downloaded", "no_image", "not_found")
+
+
+def settled_keys(out: Path) -> set[str]:
+    """Keys whose status says they must never be asked from the API again."""
+    return {key for _, key, status in state_rows(out) if status in SETTLED_STATUSES}
+
+
+def image_files(out: Path) -> set[str]:
+    """Every regular file under DIR/images/, as a path relative to DIR (POSIX separators)."""
+    root = out / "images"
+    return {p.relative_to(out).as_posix() for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def downloaded_files(out: Path) -> set[str]:
+    """local_file of every `downloaded` manifest row."""
+    return {r["local_file"] for r in manifest(out) if r["status"] == "downloaded"}
+
+
+def one_clear_line(stderr: str) -> str:
+    """The stderr of a failed command: exactly one non-empty line and no traceback; returns it."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr, stderr
+    assert len(lines) == 1, stderr
+    return lines[0]

@@ -20,6 +20,15 @@ Routes
     GET  /_sim/counters, GET|POST /_sim/config, POST /_sim/reset-counters
                                            for tests driving the tool in a subprocess.
 
+With `cdn_base` set, image URLs are `{cdn_base}/{pn}_{num}.{ext}?<signature>` instead, and
+whatever serves them must hold `Universe(seed).image_bytes(pn, num)`.
+
+Faults as an aiohttp client sees them: API "reset" → the connection drops before any
+response (aiohttp retries an idempotent GET once by itself, then raises
+ClientOSError/ServerDisconnectedError); image "reset" → headers and half the body, then a
+TCP RST (ClientPayloadError); "truncate" → half the declared Content-Length, then FIN
+(ClientPayloadError); "slow" → a stall of `slow_seconds` (a sock_read timeout fires).
+
 Modules: `universe` (patents and image bytes from a seed), `images` (PNG/JPEG builders),
 `signing` (COS and SigV4 signed URLs), `config` (knobs and counters), `core` (state),
 `api` and `cdn` (handlers), `server` (app and runners), `cli` (the `simulate` command).

@@ -96,10 +96,10 @@ async def abstract_image_handler(request: web.Request) -> web.StreamResponse:
     with sim.gauge("api"):
         if sim.config.api_latency > 0:
             await asyncio.sleep(sim.config.api_latency)
-        refusal = _refusal(sim, request) or await _injected_fault(sim, request)
-        if refusal is not None:
-            return refusal
-        return _answer(sim, request)
+        refusal = _refusal(sim, request)
+        if refusal is None:
+            refusal = await _injected_fault(sim, request)
+        return refusal if refusal is not None else _answer(sim, request)
 
 
 def _refusal(sim: Simulator, request: web.Request) -> web.StreamResponse | None:
@@ -113,7 +113,7 @@ def _refusal(sim: Simulator, request: web.Request) -> web.StreamResponse | None:
     if scheme.lower() != "bearer" or not sim.token_valid(token.strip()):
         counters.auth_refused += 1
         return coded_error(67200003)
-    if not sim.admit(apikey):
+    if not sim.admit():
         counters.throttled += 1
         if config.throttle_mode == "429":
             return coded_error(67200007, status=429, headers={"Retry-After": "1"})

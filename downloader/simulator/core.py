@@ -6,7 +6,7 @@ import hashlib
 import random
 import secrets
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -33,7 +33,7 @@ class Simulator:
         self._universe = Universe(self.config.seed)
         self._api_dice = random.Random(f"api-faults\x1f{self.config.seed}")
         self._image_dice = random.Random(f"image-faults\x1f{self.config.seed}")
-        self._windows: defaultdict[str, deque[float]] = defaultdict(deque)
+        self._window: deque[float] = deque()  # one account: apikey and client id are the same
 
     @property
     def universe(self) -> Universe:
@@ -77,13 +77,16 @@ class Simulator:
         expiry = self.tokens.get(token)
         return expiry is not None and self.clock() < expiry
 
-    def admit(self, account: str) -> bool:
-        """Count a request against the account's sliding 1 s window; False if over the limit."""
+    def admit(self) -> bool:
+        """Count a request in the account's sliding 1 s window; False if over the limit.
+
+        The limit allows max(1, int(qps_limit)) requests per window; refused ones do not count.
+        """
         limit = self.config.qps_limit
         if limit is None:
             return True
         now = self.clock()
-        window = self._windows[account]
+        window = self._window
         while window and window[0] <= now - 1.0:
             window.popleft()
         if len(window) >= max(1, int(limit)):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
+from yarl import URL
 
 from . import protocol
 from .auth import TokenProvider
@@ -27,6 +28,7 @@ from .errors import (
 )
 from .httperrors import map_client_errors
 from .model import Batch, Counters, Failed, Outcome, PatentKey
+from .proxies import proxy_for
 from .ratelimit import AdaptiveRate
 from .retrying import RetryPolicy
 
@@ -50,7 +52,8 @@ class PatsnapClient:
                  rate: AdaptiveRate, policy: Callable[[], RetryPolicy], counters: Counters,
                  budget: Budget, log: Callable[[str, dict[str, object]], None] | None = None) -> None:
         self._session = session
-        self._url = api_base.rstrip("/") + API_PATH
+        self._url = URL(api_base.rstrip("/") + API_PATH)
+        self._proxy = proxy_for(self._url)
         self._api_key = api_key
         self._tokens = tokens
         self.rate = rate
@@ -126,7 +129,7 @@ class PatsnapClient:
     async def _get(self, params: dict[str, str], token: str) -> object:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         with map_client_errors(TransientApiError, "API request"):
-            async with self._session.get(self._url, params=params, headers=headers) as resp:
+            async with self._session.get(self._url, params=params, headers=headers, proxy=self._proxy) as resp:
                 if resp.status == 401:
                     await self._tokens.refresh(token)
                 if resp.status != 200:

@@ -13,9 +13,11 @@ from typing import Protocol
 
 import aiohttp
 import anyio
+from yarl import URL
 
 from .errors import FatalApiError, TokenExpiredError, TransientApiError
 from .httperrors import map_client_errors
+from .proxies import proxy_for
 
 
 def refresh_at(issued: float, lifetime: float) -> float:
@@ -56,7 +58,7 @@ class OAuthToken:
                  clock: Callable[[], float] = time.monotonic,
                  on_refresh: Callable[[], None] | None = None) -> None:
         self._session = session
-        self._url = api_base.rstrip("/") + "/oauth/token"
+        self._url = URL(api_base.rstrip("/") + "/oauth/token")
         # Built by hand: aiohttp.BasicAuth is deprecated in 3.14 and encode_basic_auth is new in it.
         basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
         self._headers = {"Authorization": f"Basic {basic}", "Accept": "application/json"}
@@ -85,7 +87,7 @@ class OAuthToken:
     async def _fetch(self) -> None:
         started = self._clock()
         with map_client_errors(TransientApiError, "token request"):
-            async with self._session.post(self._url, headers=self._headers,
+            async with self._session.post(self._url, headers=self._headers, proxy=proxy_for(self._url),
                                           data={"grant_type": "client_credentials"}) as resp:
                 if resp.status in (400, 401, 403):
                     raise FatalApiError(

@@ -45,7 +45,8 @@ def exit_code_for(err: BaseException) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and `python -m downloader`."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(with_simulator="simulate" in argv)
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     _sigterm_as_interrupt()
@@ -89,8 +90,9 @@ def _sigterm_as_interrupt() -> None:
 # --- parser ---------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every command."""
+def build_parser(with_simulator: bool = True) -> argparse.ArgumentParser:
+    """The argument parser with every command (the simulator's options only when asked for:
+    importing the simulator costs start-up time every other command does not need)."""
     parser = argparse.ArgumentParser(prog="patent-images", description=(
         "Download PatSnap patent abstract images (front-page drawings) in bulk, resumably, with a manifest."))
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -98,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_demo(sub)
     _add_status(sub)
-    _add_simulate(sub)
+    _add_simulate(sub, with_simulator)
     _add_report(sub)
     return parser
 
@@ -166,11 +168,12 @@ def _add_status(sub: Any) -> None:
     p.set_defaults(func=cmd_status)
 
 
-def _add_simulate(sub: Any) -> None:
-    from .simulator import add_simulate_arguments
-
+def _add_simulate(sub: Any, full: bool) -> None:
     p = sub.add_parser("simulate", help="run the PatSnap API and CDN simulator alone")
-    add_simulate_arguments(p)
+    if full:
+        from .simulator import add_simulate_arguments
+
+        add_simulate_arguments(p)
     p.set_defaults(func=cmd_simulate)
 
 

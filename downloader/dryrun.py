@@ -47,7 +47,7 @@ def describe_plan(plan: dict[str, Any]) -> str:
     """The dry run as a few lines for a person."""
     return "\n".join([
         f"inputs: {plan['rows']} keys read, {plan['unique']} unique, {plan['duplicates']} duplicates; "
-        f"{plan['rejected']} rows rejected",
+        f"{plan['rejected']} row{'' if plan['rejected'] == 1 else 's'} rejected",
         f"already settled: {plan['settled']}   new: {plan['new']}   failed earlier (kept): {plan['failed_kept']}",
         f"would ask the API for {plan['to_ask']} keys ({plan['new']} new, {plan['to_ask'] - plan['new']} left "
         f"from earlier runs) in {plan['api_calls']} calls (at most {plan['max_charged']} charged results)",

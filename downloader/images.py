@@ -28,6 +28,7 @@ from .expiry import is_expired_403, is_usable
 from .httperrors import map_client_errors
 from .model import Counters, Downloaded, Failed, ImageJob, UrlExpired
 from .naming import MAGIC_BYTES_NEEDED, image_path, sniff_image_type
+from .proxies import proxy_for
 from .retrying import RetryPolicy
 from .storage import LocalStore
 
@@ -64,7 +65,8 @@ class ImageFetcher:
             raise UrlExpiredError("the URL expires too soon to start the download")
         with map_client_errors(TransientDownloadError, "image download"):
             # Signed URLs must go out byte for byte: re-quoting would break the signature.
-            async with self._session.get(URL(job.url, encoded=True), allow_redirects=True) as resp:
+            url = URL(job.url, encoded=True)
+            async with self._session.get(url, allow_redirects=True, proxy=proxy_for(url)) as resp:
                 if resp.status != 200:
                     await self._refuse(resp, job)
                 declared = resp.content_length

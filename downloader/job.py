@@ -157,7 +157,8 @@ async def _execute(settings: Settings, store: StateStore, run_id: int, folder: P
 def _session(limit: int, total: float, stall: float) -> aiohttp.ClientSession:
     timeout = aiohttp.ClientTimeout(total=total, sock_connect=30, sock_read=stall)
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=True)
+    # Proxies from the environment are applied per request by proxies.proxy_for (cached).
+    return aiohttp.ClientSession(connector=connector, timeout=timeout)
 
 
 def _tokens(settings: Settings, session: aiohttp.ClientSession, counters: Counters, sink: Sink) -> TokenProvider:

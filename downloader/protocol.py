@@ -59,6 +59,10 @@ CODE_CLASSES: dict[int, type[ApiError]] = {
     68300005: TransientApiError,
     68300006: TransientApiError,
     68300008: TransientApiError,
+    # The spec's table also lists HTTP-like codes inside status:false answers.
+    401: TokenExpiredError,
+    403: FatalApiError,
+    404: FatalApiError,
 }
 
 

@@ -118,6 +118,7 @@ SPEC_CODES = {
     68300004: errors.InvalidParameterError, 68300005: errors.TransientApiError,
     68300006: errors.TransientApiError, 68300007: errors.InvalidParameterError,
     68300008: errors.TransientApiError, 68300010: errors.TransientApiError, 99999999: errors.TransientApiError,
+    401: errors.TokenExpiredError, 403: errors.FatalApiError, 404: errors.FatalApiError,
 }
 
 

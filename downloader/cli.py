@@ -20,6 +20,7 @@ from .errors import (
     InputError,
     Interrupted,
     LockedError,
+    StopRequested,
     UsageError,
 )
 
@@ -31,6 +32,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (FatalApiError, 3),
     (Interrupted, 130),
     (KeyboardInterrupt, 130),
+    (StopRequested, 4),
     (DownloaderError, 1),
 )
 
@@ -119,7 +121,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--column", help="input column, when not auto-detected")
     p.add_argument("--no-progress", action="store_true", help="no bars or progress lines")
     p.add_argument("--max-charged", type=int, help="stop asking once this many results may be charged (exit 4)")
-    p.add_argument("--max-runtime", type=parse_duration, metavar="DURATION",
+    p.add_argument("--max-runtime", type=_duration, metavar="DURATION",
                    help="stop asking after this long, e.g. 90m or 2h (exit 4)")
     p.add_argument("--recheck-after", type=float, metavar="DAYS", dest="recheck_after_days",
                    help="ask again for no_image/not_found patents settled more than DAYS ago (default: never)")
@@ -132,6 +134,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-file", help="append one line per event worth keeping to this file")
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="log file format")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _duration(text: str) -> float:
+    """parse_duration for argparse: a bad value is a usage error (exit 2), not a traceback."""
+    try:
+        return parse_duration(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _add_run(sub: Any) -> None:
@@ -213,6 +223,7 @@ def _run(inputs: list[str], out: Path, settings: Settings, args: argparse.Namesp
 
     with open_sinks(settings) as sink:
         summary = run_job(inputs, out, settings, sink=sink, handle_signals=True)
+        sink.finish(summary)
     if settings.dry_run:
         from .dryrun import describe_plan
         print(json.dumps(summary, indent=2) if args.json else describe_plan(summary))  # noqa: T201

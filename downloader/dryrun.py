@@ -17,7 +17,12 @@ from .state import STATE_FILE, StateStore
 def dry_run(inputs: Sequence[str | Path], folder: Path, settings: Settings) -> dict[str, Any]:
     """Counts of a planned run; writes nothing, not even a state file where there was none."""
     path = folder / STATE_FILE
-    store = StateStore(path if path.exists() else ":memory:")
+    # A dry run beside a live run is fine: the plan only writes a TEMP table (see StateStore.plan).
+    return _plan(inputs, path if path.exists() else ":memory:", settings)
+
+
+def _plan(inputs: Sequence[str | Path], path: Path | str, settings: Settings) -> dict[str, Any]:
+    store = StateStore(path)
     rejected = [0]
     try:
         recheck = settings.recheck_after_days

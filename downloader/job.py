@@ -140,7 +140,7 @@ async def _execute(settings: Settings, store: StateStore, run_id: int, folder: P
 
         client = PatsnapClient(api_http, settings.api_base, settings.effective_api_key or "", tokens, rate,
                                policy, counters, Budget(settings.max_charged),
-                               log=lambda kind, fields: sink(Notice(kind, f"{kind}: {fields}")))
+                               log=lambda kind, fields: sink(Notice(kind, _fields_text(fields))))
         fetcher = ImageFetcher(cdn, files, counters, policy=policy, expiry_margin=settings.expiry_margin,
                                max_bytes=settings.max_image_bytes)
         pipeline = Pipeline(store, run_id, client, fetcher, sink, settings.batch_size,
@@ -167,6 +167,10 @@ def _tokens(settings: Settings, session: aiohttp.ClientSession, counters: Counte
                           on_refresh=lambda: sink(Notice("token", "token refreshed")))
     assert settings.token is not None
     return StaticToken(settings.token)
+
+
+def _fields_text(fields: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in fields.items())
 
 
 def _count_retry(counters: Counters) -> None:

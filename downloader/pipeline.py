@@ -161,9 +161,13 @@ class Pipeline:
                     return
                 if result.unasked:
                     self._stop("budget", "the --max-charged budget is spent; the next run continues")
-                await to_results.send(result.outcomes)
+                with anyio.CancelScope(shield=True):  # a billed answer is recorded even when stopping
+                    await to_results.send(result.outcomes)
                 images = [o for o in result.outcomes if isinstance(o, Resolved)]
                 self.sink(BatchDone(len(result.outcomes), len(images), result.charged))
+                for o in result.outcomes:
+                    if isinstance(o, Failed):
+                        self.sink(Notice("failed", f"{o.key.value}: {o.error}"))
                 for o in images:
                     await _send_quietly(to_downloads, ImageJob(o.key, o.pn, o.num, o.url, o.expires_at))
 
@@ -180,7 +184,8 @@ class Pipeline:
         async with jobs, to_results:
             async for job in jobs:
                 result = await self.fetcher.fetch(job)
-                await to_results.send([result])
+                with anyio.CancelScope(shield=True):  # a file renamed into place is recorded even when stopping
+                    await to_results.send([result])
                 self.sink(_image_event(result))
 
     async def _record(self, results: MemoryObjectReceiveStream[Record]) -> None:

@@ -262,10 +262,14 @@ class StateStore:
         self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS plan_keys (kind TEXT, key TEXT, UNIQUE (kind, key))")
         self._conn.execute("DELETE FROM plan_keys")
         rows = 0
-        with self._transaction():
+        # A deferred BEGIN: only the TEMP table is written, so a live run's writes are never blocked.
+        self._conn.execute("BEGIN")
+        try:
             for key in keys:
                 rows += 1
                 self._conn.execute("INSERT OR IGNORE INTO plan_keys VALUES (?, ?)", (key.kind.value, key.value))
+        finally:
+            self._conn.execute("COMMIT")
         ask = ("p.status IS NULL OR p.status='pending' OR (p.status='resolved' AND p.expires_at<=:usable)"
                + (" OR p.status='failed'" if retry_failed else "")
                + (" OR (p.status IN ('no_image','not_found') AND p.updated_at<:recheck)"

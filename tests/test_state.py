@@ -113,3 +113,19 @@ def test_run_history(store):
     store.finish_run(run, 0, {"api_calls": 3})
     [row] = store.runs()
     assert row["exit_code"] == 0 and row["summary"] == {"api_calls": 3} and row["options"] == {"rate": 5}
+
+
+def test_plan_does_not_block_a_live_runs_writes(tmp_path, store):
+    run = store.start_run({})
+    store.ingest([key("A1")], run)
+    live = StateStore(tmp_path / "state.sqlite")
+    live._conn.execute("PRAGMA busy_timeout=200")  # fail fast instead of waiting 30 s
+
+    def keys_while_the_run_writes():
+        yield key("A1")
+        live.apply([NotFound(key("A1"))])  # raises "database is locked" if plan held the write lock
+        yield key("B1")
+
+    plan = store.plan(keys_while_the_run_writes(), usable_after=0.0, retry_failed=False, recheck_before=None)
+    assert plan["settled"] == 1 and plan["new"] == 1
+    live.close()

@@ -1,0 +1,350 @@
+"""`patent-images report`: one self-contained `report.html` describing a job folder.
+
+The page works offline and from any copy of DIR: inline CSS, JS and SVG only, no fonts, CDNs or
+inlined image bytes; thumbnails are `<img loading="lazy">` pointing at DIR/images relative to the
+report. It stays small and quick at millions of patents because every list is capped: failures
+(at most `FAILURES_PER_GROUP` keys per error type), the contact sheet (the `SHEET_LIMIT` most
+recent drawings, embedded as a compact JSON array and paged by script), the chart (the last
+`CHART_RUNS` runs). Rows are streamed from the state store straight into a temporary file,
+which is renamed into place at the end.
+
+Everything from data is escaped: `html.escape` for markup, and JSON in `<script>` blocks has
+`<`, `>` and `&` written as `\\u003c`-style escapes, so no value can close the block.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import quote
+
+from .errors import UsageError
+from .state import STATE_FILE, StateStore
+
+REPORT_FILE = "report.html"
+SHEET_LIMIT = 5000
+SHEET_PAGE = 200
+FAILURES_PER_GROUP = 200
+CHART_RUNS = 365
+STATUSES = (("downloaded", "Downloaded"), ("no_image", "No image"), ("not_found", "Not found"),
+            ("failed", "Failed"), ("pending", "Pending"), ("resolved", "Resolved, not downloaded"))
+
+_CSS = """
+:root{--fg:#1f2937;--muted:#6b7280;--line:#e5e7eb;--bg:#f6f7f9;--card:#fff;--blue:#2563eb;--green:#16a34a;
+--red:#dc2626;--amber:#d97706}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
+color:var(--fg);background:var(--bg)}
+header{background:#111827;color:#f9fafb;padding:18px 32px}
+header h1{margin:0 0 4px;font-size:20px;font-weight:600}
+header p{margin:0;color:#d1d5db;font-size:13px}
+header code{color:#f9fafb;background:#1f2937;padding:1px 6px;border-radius:4px}
+main{max-width:1200px;margin:0 auto;padding:20px 32px 48px}
+section{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:16px 20px;margin:0 0 18px}
+h2{font-size:16px;margin:0 0 12px;font-weight:600}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px;background:none;border:0;
+padding:0}
+.card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px 16px;
+border-top:3px solid var(--muted)}
+.card .label{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
+.card .value{font-size:26px;font-weight:600;font-variant-numeric:tabular-nums}
+.card.downloaded{border-top-color:var(--green)}.card.failed{border-top-color:var(--red)}
+.card.total{border-top-color:#111827}.card.pending,.card.resolved{border-top-color:var(--amber)}
+.card.no_image,.card.not_found{border-top-color:#9ca3af}
+table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
+th,td{text-align:right;padding:5px 10px;border-bottom:1px solid var(--line);white-space:nowrap}
+th{color:var(--muted);font-weight:500;font-size:12px}th:first-child,td:first-child,td.l,th.l{text-align:left}
+.exit{display:inline-block;min-width:22px;text-align:center;border-radius:10px;padding:0 6px;color:#fff;
+background:var(--red)}.exit.e0{background:var(--green)}.exit.e4,.exit.e1{background:var(--amber)}
+svg{display:block;max-width:100%;height:auto}
+svg text{font:11px system-ui,sans-serif;fill:var(--muted)}
+details{border:1px solid var(--line);border-radius:6px;margin:0 0 8px}
+summary{cursor:pointer;padding:8px 12px;font-weight:500}
+summary .n{color:var(--muted);font-weight:400;margin-left:8px}
+details ul{margin:0;padding:6px 12px 10px 32px;max-height:320px;overflow:auto;columns:2 420px}
+details li{break-inside:avoid}details li code{font-size:12px}
+.err{color:var(--muted);font-size:12px;margin-left:6px}.more{color:var(--muted);list-style:none}
+.muted{color:var(--muted)}.ok{color:var(--green);margin:0}
+.tools{display:flex;gap:10px;align-items:center;margin:0 0 12px;flex-wrap:wrap}
+.tools input{font:inherit;padding:6px 10px;border:1px solid #d1d5db;border-radius:6px;width:260px}
+.tools button{font:inherit;padding:5px 12px;border:1px solid #d1d5db;border-radius:6px;background:#fff;cursor:pointer}
+.tools button:disabled{opacity:.4;cursor:default}
+#sheet{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:12px}
+#sheet figure{margin:0;border:1px solid var(--line);border-radius:6px;padding:6px;background:#fff}
+#sheet img{display:block;width:100%;height:130px;object-fit:contain;background:#fafafa}
+#sheet figcaption{font-size:12px;margin-top:4px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+#sheet figcaption span{color:var(--muted);margin-left:4px}
+"""
+
+# Pages the embedded rows; builds thumbnails with textContent and properties, never HTML strings.
+_SCRIPT = """
+(function () {
+  var data = JSON.parse(document.getElementById("sheet-data").textContent);
+  var grid = document.getElementById("sheet"), box = document.getElementById("filter");
+  var info = document.getElementById("page-info"), prev = document.getElementById("prev"),
+      next = document.getElementById("next"), size = data.page, rows = data.rows, page = 0;
+  function thumb(row) {
+    var fig = document.createElement("figure"), link = document.createElement("a"),
+        img = document.createElement("img"), cap = document.createElement("figcaption"),
+        pn = document.createElement("b"), num = document.createElement("span");
+    img.loading = "lazy"; img.alt = row[0] + " drawing " + row[1]; img.src = data.base + row[2];
+    link.href = img.src; link.appendChild(img);
+    pn.textContent = row[0]; num.textContent = "#" + row[1]; cap.append(pn, num);
+    fig.append(link, cap); return fig;
+  }
+  function render() {
+    var pages = Math.max(1, Math.ceil(rows.length / size));
+    page = Math.min(Math.max(page, 0), pages - 1);
+    var frag = document.createDocumentFragment();
+    rows.slice(page * size, (page + 1) * size).forEach(function (r) { frag.appendChild(thumb(r)); });
+    grid.replaceChildren(frag);
+    info.textContent = rows.length ? (page * size + 1) + "\\u2013" + Math.min(rows.length, (page + 1) * size) +
+      " of " + rows.length.toLocaleString("en") + " \\u00b7 page " + (page + 1) + " of " + pages : "no drawing matches";
+    prev.disabled = page === 0; next.disabled = page >= pages - 1;
+  }
+  box.addEventListener("input", function () {
+    var q = box.value.trim().toUpperCase();
+    rows = q ? data.rows.filter(function (r) { return r[0].toUpperCase().indexOf(q) >= 0; }) : data.rows;
+    page = 0; render();
+  });
+  prev.addEventListener("click", function () { page -= 1; render(); });
+  next.addEventListener("click", function () { page += 1; render(); });
+  render();
+})();
+"""
+
+
+def write_report(folder: Path, to: Path | None = None) -> Path:
+    """Write `report.html` for the job folder `folder` into `to` (default: the folder); returns its path."""
+    path = folder / STATE_FILE
+    if not path.exists():
+        raise UsageError(f"no state store in {folder} (has a run used this --out?)")
+    target_dir = to or folder
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / REPORT_FILE
+    temp = target.with_name(f".{REPORT_FILE}.{os.getpid()}.tmp")
+    store = StateStore(path)
+    try:
+        with temp.open("w", encoding="utf-8") as out:
+            _write_page(out, store, folder, target_dir)
+        os.replace(temp, target)
+    finally:
+        store.close()
+        temp.unlink(missing_ok=True)
+    return target
+
+
+def _write_page(out: TextIO, store: StateStore, folder: Path, target_dir: Path) -> None:
+    """The whole page, top to bottom; the long lists are streamed from the store."""
+    counts = store.counts()
+    runs = [r for r in reversed(store.runs(CHART_RUNS)) if r["summary"]]
+    out.write('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+              '<meta name="viewport" content="width=device-width,initial-scale=1">'
+              # Offline by construction: nothing but inline code and local images may load.
+              '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+              "img-src 'self' file: data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
+              f"<title>patent-images report — {_e(folder.name)}</title><style>{_CSS}</style></head><body>\n")
+    out.write(_header(folder, runs))
+    out.write("<main>\n" + _cards(counts) + _runs_section(runs))
+    _write_failures(out, store.iter_failure_groups(FAILURES_PER_GROUP), counts.get("failed", 0))
+    _write_sheet(out, store.iter_recent_downloads(SHEET_LIMIT), counts.get("downloaded", 0),
+                 _relative_base(folder, target_dir))
+    out.write(f"</main>\n<script>{_SCRIPT}</script>\n</body></html>\n")
+
+
+def _header(folder: Path, runs: list[dict[str, Any]]) -> str:
+    if runs:
+        last = runs[-1]
+        when = (f"last run #{last['id']} started {_e(_when(last['started']))}, "
+                f"exit {_e(last['exit_code'])}" + (f" ({_e(last['summary'].get('stop_reason'))})"
+                                                   if last["summary"].get("stop_reason") else ""))
+    else:
+        when = "no finished run yet"
+    return (f"<header><h1>patent-images report</h1><p><code id=\"folder\">{_e(folder.resolve())}</code> · "
+            f'<span id="last-run">{when}</span> · generated {_e(_when(time.time()))}</p></header>\n')
+
+
+def _cards(counts: dict[str, int]) -> str:
+    # `resolved` (URL known, image not yet fetched) only lingers after an interrupted run: shown then.
+    shown = [(s, label) for s, label in STATUSES if s != "resolved" or counts.get(s)]
+    cards = [_card("total", "All patents", sum(counts.values()))]
+    cards += [_card(s, label, counts.get(s, 0)) for s, label in shown]
+    return '<section class="cards" aria-label="totals by status">' + "".join(cards) + "</section>\n"
+
+
+def _card(key: str, label: str, value: int) -> str:
+    return (f'<div class="card {key}"><div class="label">{_e(label)}</div>'
+            f'<div class="value"><span id="count-{key}" data-count="{value}">{value:,}</span></div></div>')
+
+
+def _runs_section(runs: list[dict[str, Any]]) -> str:
+    if not runs:
+        return '<section><h2>Runs</h2><p class="muted">No finished run yet.</p></section>\n'
+    rows = "".join(_run_row(r) for r in reversed(runs[-10:]))
+    return ("<section><h2>Charged results and images per run</h2>" + chart_svg(runs) +
+            '<h2 style="margin-top:16px">Last runs</h2><table id="runs"><tr><th>run</th><th class="l">started</th>'
+            "<th>seconds</th><th>exit</th><th>API calls</th><th>charged</th><th>images</th><th>MB</th>"
+            f'<th class="l">stop</th></tr>{rows}</table></section>\n')
+
+
+def _run_row(run: dict[str, Any]) -> str:
+    s = run["summary"]
+    code = run["exit_code"]
+    return (f"<tr><td>{run['id']}</td><td class=\"l\">{_e(_when(run['started']))}</td>"
+            f"<td>{_num(s.get('seconds'), 1)}</td><td><span class=\"exit e{_e(code)}\">{_e(code)}</span></td>"
+            f"<td>{_num(s.get('api_calls'))}</td><td>{_num(s.get('charged'))}</td><td>{_num(s.get('images'))}</td>"
+            f"<td>{_num((s.get('bytes') or 0) / 1e6, 1)}</td>"
+            f"<td class=\"l\">{_e(s.get('stop_reason') or '')}</td></tr>")
+
+
+def chart_svg(runs: list[dict[str, Any]], width: int = 1100, height: int = 260) -> str:
+    """An SVG line chart of charged results and images per run, x by start time, with axes and legend."""
+    left, right, top, bottom = 56, 16, 28, 36
+    series = (("charged", "charged results", "#2563eb"), ("images", "images downloaded", "#16a34a"))
+    times = [float(r["started"]) for r in runs]
+    step = max(1, _nice_step(max([_int(r["summary"].get(k)) for r in runs for k, _, _ in series] + [1]) / 4))
+    ymax = step * 4
+    t0, t1 = min(times), max(times)
+
+    def x(t: float) -> float:
+        return left + (width - left - right) * (0.5 if t1 == t0 else (t - t0) / (t1 - t0))
+
+    def y(v: float) -> float:
+        return top + (height - top - bottom) * (1 - v / ymax)
+
+    parts = [f'<svg id="runs-chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+             'aria-label="charged results and images per run">']
+    for i in range(5):  # horizontal grid lines with y labels
+        v = step * i
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#e5e7eb"/>'
+                     f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{_num(v)}</text>')
+    parts.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{height - bottom}" stroke="#9ca3af"/>'
+                 f'<line x1="{left}" x2="{width - right}" y1="{height - bottom}" y2="{height - bottom}" '
+                 'stroke="#9ca3af"/>')
+    ticks, shown = _time_ticks(t0, t1), ""
+    for i, t in enumerate(ticks):  # the end labels hug the edges, so none is clipped
+        label = time.strftime(_tick_format(t1 - t0), time.localtime(t))
+        anchor = "middle" if len(ticks) == 1 else {0: "start", len(ticks) - 1: "end"}.get(i, "middle")
+        if label != shown:
+            parts.append(f'<text x="{x(t):.1f}" y="{height - bottom + 16}" text-anchor="{anchor}">{_e(label)}</text>')
+        shown = label
+    for key, _label, color in series:
+        points = [(x(float(r["started"])), y(_int(r["summary"].get(key))), r) for r in runs]
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
+                     + " ".join(f"{px:.1f},{py:.1f}" for px, py, _ in points) + '"/>')
+        parts += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="{color}"><title>{_e(_tooltip(r))}</title>'
+                  "</circle>" for px, py, r in points]
+    for i, (_, label, color) in enumerate(series):  # legend, top right
+        lx = width - right - 300 + i * 150
+        parts.append(f'<rect x="{lx}" y="6" width="12" height="12" rx="2" fill="{color}"/>'
+                     f'<text x="{lx + 18}" y="16" style="fill:#1f2937">{_e(label)}</text>')
+    return "".join(parts) + "</svg>"
+
+
+def _tooltip(run: dict[str, Any]) -> str:
+    s = run["summary"]
+    return (f"run {run['id']}, {_when(run['started'])}: {_int(s.get('charged'))} charged, "
+            f"{_int(s.get('images'))} images, {_int(s.get('api_calls'))} API calls")
+
+
+def _nice_step(raw: float) -> float:
+    """The smallest 1, 2 or 5 × 10^k at least `raw` (grid steps people read easily)."""
+    power = 10 ** math.floor(math.log10(max(raw, 1e-9)))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def _tick_format(span: float) -> str:
+    """Only as much of the date and time as tells the ticks of this span apart."""
+    if span < 3600:
+        return "%H:%M:%S"
+    return "%m-%d %H:%M" if span < 3 * 86400 else "%Y-%m-%d"
+
+
+def _time_ticks(t0: float, t1: float, count: int = 6) -> list[float]:
+    if t1 == t0:
+        return [t0]
+    return [t0 + (t1 - t0) * i / (count - 1) for i in range(count)]
+
+
+def _write_failures(out: TextIO, rows: Iterable[tuple[str, int, str, str, str]], failed: int) -> None:
+    """Failure groups as <details>, one per error type, written as the rows stream in."""
+    out.write(f'<section id="failures"><h2>Failures by reason <span class="muted">({failed:,})</span></h2>\n')
+    if not failed:
+        out.write('<p class="ok">No failed patents.</p>')
+    group: str | None = None
+    shown = total = 0
+    for kind, size, key, pn, error in rows:
+        if kind != group:
+            _close_group(out, group, shown, total)
+            group, shown, total = kind, 0, size
+            out.write(f'<details class="failure-group"><summary>{_e(kind)}<span class="n">{size:,} patents</span>'
+                      "</summary><ul>")
+        shown += 1
+        detail = error.partition(":")[2].strip() if ":" in error else ""
+        label = key if not pn or pn == key else f"{key} ({pn})"
+        out.write(f'<li><code>{_e(label)}</code><span class="err">{_e(detail)}</span></li>')
+    _close_group(out, group, shown, total)
+    out.write("</section>\n")
+
+
+def _close_group(out: TextIO, group: str | None, shown: int, total: int) -> None:
+    if group is None:
+        return
+    if total > shown:
+        out.write(f'<li class="more">+{total - shown} more</li>')
+    out.write("</ul></details>\n")
+
+
+def _write_sheet(out: TextIO, rows: Iterable[tuple[str, str, str, str]], downloaded: int, base: str) -> None:
+    """The contact sheet: controls, an empty grid, and its rows as JSON for the script to page."""
+    out.write('<section id="contact-sheet"><h2>Most recent drawings <span class="muted">'
+              f'(<span id="sheet-total">{min(downloaded, SHEET_LIMIT):,}</span> most recent of {downloaded:,} '
+              'downloaded)</span></h2><div class="tools"><input id="filter" type="search" '
+              'placeholder="Filter by publication number" aria-label="filter by publication number">'
+              '<button id="prev" type="button">&larr; Prev</button><button id="next" type="button">Next &rarr;'
+              '</button><span id="page-info" class="muted"></span></div><div id="sheet"></div>'
+              '<noscript>The contact sheet needs JavaScript.</noscript></section>\n'
+              f'<script type="application/json" id="sheet-data">{{"base":{_json(base)},"page":{SHEET_PAGE},'
+              '"rows":[')
+    for i, (key, pn, num, local_file) in enumerate(rows):
+        out.write(("," if i else "") + _json([pn or key, num, quote(Path(local_file).as_posix())]))
+    out.write("]}</script>\n")
+
+
+def _relative_base(folder: Path, target_dir: Path) -> str:
+    """The URL prefix from the report's folder to the job folder (images are `local_file` below it)."""
+    try:
+        rel = os.path.relpath(folder.resolve(), target_dir.resolve())
+    except ValueError:  # another drive on Windows: no relative path exists
+        return folder.resolve().as_uri() + "/"
+    return "" if rel == "." else quote(Path(rel).as_posix()) + "/"
+
+
+def _json(value: Any) -> str:
+    """JSON safe inside <script>: nothing in it can end the block or open a comment."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if not isinstance(value, int | float):
+        return ""
+    return f"{value:,.{digits}f}"
+
+
+def _when(stamp: float, with_time: bool = True) -> str:
+    return time.strftime("%Y-%m-%d %H:%M" if with_time else "%Y-%m-%d", time.localtime(stamp))

@@ -20,6 +20,7 @@ from .errors import (
     InputError,
     Interrupted,
     LockedError,
+    StateError,
     StopRequested,
     UsageError,
 )
@@ -29,6 +30,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (UsageError, 2),
     (InputError, 2),
     (LockedError, 2),
+    (StateError, 2),
     (FatalApiError, 3),
     (Interrupted, 130),
     (KeyboardInterrupt, 130),

@@ -4,6 +4,7 @@
     ├── UsageError              bad option or command line                       → exit 2
     ├── InputError              unreadable / empty input                         → exit 2
     ├── LockedError             another live run holds DIR                       → exit 2
+    ├── StateError              the state store is unreadable or too new         → exit 2
     ├── StopRequested           budget or runtime cap reached                    → exit 4
     ├── Interrupted             SIGINT/SIGTERM; state and manifest were saved    → exit 130
     ├── ApiError(code, status)  the metadata API said no
@@ -39,6 +40,10 @@ class InputError(DownloaderError):
 
 class LockedError(DownloaderError):
     """Another live process is running a job on the same output folder."""
+
+
+class StateError(DownloaderError):
+    """The state store in DIR cannot be used (corrupt, or written by a newer version)."""
 
 
 class StopRequested(DownloaderError):

@@ -95,7 +95,8 @@ def _run_locked(inputs: Sequence[str | Path], folder: Path, settings: Settings, 
         exit_code = 130
         raise Interrupted("interrupted while reading the inputs; state is saved") from None
     finally:
-        summary = _finish(summary, folder, store, run_id, counters, control, started, exit_code)
+        summary = _finish(summary, folder, store, run_id, counters, control, started, exit_code,
+                          settings.durable)
     if control.stop_reason == "interrupted":
         raise Interrupted("interrupted; state and manifest are saved, run the same command to continue")
     return summary
@@ -189,7 +190,7 @@ def _exit_code(control: Control, counts: dict[str, int]) -> int:
 
 
 def _finish(summary: dict[str, Any], folder: Path, store: StateStore, run_id: int, counters: Counters,
-            control: Control, started: float, exit_code: int) -> dict[str, Any]:
+            control: Control, started: float, exit_code: int, durable: bool) -> dict[str, Any]:
     """Manifest, summary.json and the run's history row: written on every way out."""
     seconds = time.time() - started
     counts = store.counts(run_id)
@@ -200,8 +201,8 @@ def _finish(summary: dict[str, Any], folder: Path, store: StateStore, run_id: in
                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if control.fatal is not None:
         summary["fatal"] = str(control.fatal)
-    summary["manifest_rows"] = write_manifest(folder, lambda: store.iter_manifest(run_id))
-    write_summary(folder, summary)
+    summary["manifest_rows"] = write_manifest(folder, lambda: store.iter_manifest(run_id), durable)
+    write_summary(folder, summary, durable)
     store.finish_run(run_id, exit_code, summary)
     return summary
 

@@ -32,7 +32,7 @@ from .api import PatsnapClient
 from .errors import FatalApiError
 from .events import BatchDone, ImageDone, Notice, Planned, Sink
 from .images import ImageFetcher
-from .model import Batch, Downloaded, Failed, ImageJob, Outcome, Resolved, UrlExpired
+from .model import Batch, Downloaded, Failed, ImageJob, NoImage, NotFound, Outcome, Resolved, UrlExpired
 from .protocol import batches
 from .state import StateStore
 
@@ -134,18 +134,15 @@ class Pipeline:
         """Known good URLs go straight to the downloaders; the rest is batched for the API."""
         usable_after = time.time() + self.expiry_margin
         async with to_api, to_downloads:
-            reusable = list(self.state.iter_reusable(self.run_id, usable_after))
-            to_ask = self.state.counts(self.run_id).get("pending", 0) + self._expired_count(usable_after)
-            self.sink(Planned(to_ask, len(reusable), number))
-            for job in reusable:
+            pending = self.state.counts(self.run_id).get("pending", 0)
+            to_ask = pending + self.state.count_expired(self.run_id, usable_after)
+            self.sink(Planned(to_ask, self.state.count_reusable(self.run_id, usable_after), number))
+            for job in self.state.iter_reusable(self.run_id, usable_after):
                 await _send_quietly(to_downloads, job)
             for batch in batches(self.state.iter_to_ask(self.run_id, usable_after), self.batch_size):
                 if self.control.stopping():
                     return
                 await to_api.send(batch)
-
-    def _expired_count(self, usable_after: float) -> int:
-        return self.state.count_expired(self.run_id, usable_after)
 
     async def _api_worker(self, batches_in: MemoryObjectReceiveStream[Batch],
                           to_downloads: MemoryObjectSendStream[ImageJob],
@@ -189,7 +186,11 @@ class Pipeline:
                 self.sink(_image_event(result))
 
     async def _record(self, results: MemoryObjectReceiveStream[Record]) -> None:
-        """The single writer: batches results into transactions, flushing at least every 0.25 s."""
+        """The single writer: batches results into transactions, flushing at least every 0.25 s.
+
+        An API answer is flushed at once: it was billed, and a kill before its commit would make
+        the next run pay for it again. Download results can wait for company.
+        """
         pending: list[Outcome | Downloaded | UrlExpired] = []
         due = math.inf
         async with results:
@@ -197,10 +198,13 @@ class Pipeline:
                 ended = False
                 with anyio.move_on_after(max(0.0, due - time.monotonic()) if pending else None):
                     try:
-                        pending.extend(await results.receive())
+                        items = await results.receive()
                     except anyio.EndOfStream:
                         ended = True
-                    due = min(due, time.monotonic() + _FLUSH_SECONDS)
+                    else:
+                        pending.extend(items)
+                        billed = any(isinstance(i, Resolved | NoImage | NotFound) for i in items)
+                        due = time.monotonic() if billed else min(due, time.monotonic() + _FLUSH_SECONDS)
                 if pending and (ended or len(pending) >= _FLUSH_ITEMS or time.monotonic() >= due):
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(self.state.apply, pending)

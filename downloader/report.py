@@ -89,8 +89,8 @@ class RejectsWriter:
                 pass
 
 
-def write_summary(folder: Path, summary: dict[str, Any]) -> None:
+def write_summary(folder: Path, summary: dict[str, Any], durable: bool = False) -> None:
     """summary.json of the last run."""
-    with atomic_text(folder / SUMMARY_JSON) as out:
+    with atomic_text(folder / SUMMARY_JSON, durable) as out:
         json.dump(summary, out, indent=2, sort_keys=True)
         out.write("\n")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import StateError
 from .model import (
     Downloaded,
     Failed,
@@ -97,7 +98,15 @@ class IngestCounts:
 
 
 def connect(path: Path | str, *, durable: bool = False) -> sqlite3.Connection:
-    """A connection in WAL mode with the schema in place."""
+    """A connection in WAL mode with the schema in place; StateError if the file is not usable."""
+    try:
+        return _connect(path, durable)
+    except sqlite3.DatabaseError as err:
+        raise StateError(f"{path} is not a usable state store ({err}); move it aside to start afresh "
+                         "(the images already on disk are kept and re-verified by the next run)") from err
+
+
+def _connect(path: Path | str, durable: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode survives a process kill; FULL also survives power loss (--durable).
@@ -107,7 +116,8 @@ def connect(path: Path | str, *, durable: bool = False) -> sqlite3.Connection:
     if row is None:
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     elif int(row[0]) > SCHEMA_VERSION:
-        raise RuntimeError(f"{path} was written by a newer version (schema {row[0]})")
+        conn.close()
+        raise StateError(f"{path} was written by a newer patent-images (schema {row[0]}); upgrade to use it")
     return conn
 
 
@@ -222,6 +232,12 @@ class StateStore:
             for _, kind, key in rows:
                 yield PatentKey(Kind(kind), key)
             last = rows[-1][0]
+
+    def count_reusable(self, run_id: int, usable_after: float) -> int:
+        """Resolved keys whose URL is still good past `usable_after`."""
+        row = self._reader.execute("SELECT COUNT(*) FROM patents WHERE seen_run=? AND status='resolved' "
+                                   "AND expires_at>?", (run_id, usable_after)).fetchone()
+        return int(row[0])
 
     def count_expired(self, run_id: int, usable_after: float) -> int:
         """Resolved keys whose URL will not be good at `usable_after` (they must be asked again)."""

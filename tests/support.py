@@ -134,3 +134,21 @@ def one_clear_line(stderr: str) -> str:
     assert "Traceback" not in stderr, stderr
     assert len(lines) == 1, stderr
     return lines[0]
+
+
+def when(condition: Any, action: Any, timeout: float = 60.0) -> Any:
+    """Run `action()` once `condition()` holds (polled every 2 ms in a daemon thread); returns the thread."""
+    import threading
+    import time
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                action()
+                return
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread

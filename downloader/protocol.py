@@ -203,11 +203,10 @@ def map_answer(batch: Batch, items: Sequence[Mapping[str, Any]], answered_at: fl
     matched: dict[str, Mapping[str, Any]] = {}
     unmatched: list[str] = []
     for key in dict.fromkeys(batch.keys):
-        item = by_exact.pop(key, None)
-        if item is None:
-            unmatched.append(key)
+        if key in by_exact:
+            matched[key] = by_exact.pop(key)
         else:
-            matched[key] = item
+            unmatched.append(key)
     ambiguous = _match_by_base(unmatched, by_exact, matched) if batch.kind is Kind.NUMBER else {}
     outcomes: list[Outcome] = []
     for key in batch.keys:

@@ -15,7 +15,7 @@ from yarl import URL
 
 @functools.lru_cache(maxsize=1024)
 def _proxy(scheme: str, host: str) -> str | None:
-    if urllib.request.proxy_bypass_environment(host):
+    if urllib.request.proxy_bypass_environment(host):  # type: ignore[attr-defined]  # real, not in typeshed
         return None
     return urllib.request.getproxies_environment().get(scheme)
 

@@ -98,11 +98,7 @@ class PatsnapClient:
             return [Failed(PatentKey(batch.kind, k), text) for k in batch.keys], 0
 
     async def _call(self, batch: Batch) -> tuple[list[Outcome], int]:
-        policy = self._policy()
-        async for attempt in policy.retrying():
-            with attempt:
-                return await self._once(batch)
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+        return await self._policy().call(lambda: self._once(batch))
 
     async def _once(self, batch: Batch) -> tuple[list[Outcome], int]:
         await self.rate.acquire()

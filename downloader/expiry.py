@@ -15,6 +15,7 @@ A garbled value skips its form and the next is tried. Parameter names are case-i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -36,8 +37,18 @@ def url_expiry(url: str, *, answered_at: float, default_lifetime: float = DEFAUL
     return found if found is not None else answered_at + default_lifetime
 
 
+# PatSnap's own style, found without parsing the query (~2 µs instead of ~50 µs per URL, which
+# showed in profiles of the metadata stage); anything else takes the general path below.
+_FAST_COS = re.compile(r"(?:[?&=]|%26|%3D)q-sign-time(?:=|%3D)(\d{1,12})(?:;|%3B)(\d{1,12})(?:&|%26|$)", re.IGNORECASE)
+
+
 def parse_url_expiry(url: str) -> float | None:
     """The expiry (epoch seconds) carried by a signed URL, or None when none is recognizable."""
+    fast = _FAST_COS.search(url)
+    if fast:
+        found = _cos_window(f"{fast[1]};{fast[2]}")
+        if found is not None:
+            return found
     try:
         params = _params(urlsplit(url).query)
     except ValueError:  # e.g. an unbalanced '[' in the host

@@ -50,15 +50,12 @@ class ImageFetcher:
     async def fetch(self, job: ImageJob) -> Downloaded | UrlExpired | Failed:
         """Download `job` with retries on transient faults."""
         try:
-            async for attempt in self._policy().retrying():
-                with attempt:
-                    return await self._once(job)
+            return await self._policy().call(lambda: self._once(job))
         except UrlExpiredError as err:
             self._counters.expired_urls += 1
             return UrlExpired(job.key, describe(err))
         except DownloadError as err:
             return Failed(job.key, describe(err))
-        raise AssertionError("unreachable: tenacity re-raises the last error")
 
     async def _once(self, job: ImageJob) -> Downloaded:
         if not is_usable(job.expires_at, time.time(), self._margin):

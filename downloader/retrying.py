@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+import anyio
 from tenacity import AsyncRetrying, RetryCallState
 
 from .errors import ThrottledError, TokenExpiredError, TransientApiError, TransientDownloadError
 
+T = TypeVar("T")
 RETRYABLE = (TransientApiError, TokenExpiredError, TransientDownloadError)
 _testing = False
 
@@ -46,13 +49,32 @@ class RetryPolicy:
     _token_retries: int = field(default=0, init=False)
     _throttled_since: float | None = field(default=None, init=False)
 
+    async def call(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt` under this policy.
+
+        The first try runs outside tenacity: its loop costs ~40 µs a call, which measured as a
+        few percent of the CPU per image, and almost every call succeeds at once. A failure worth
+        retrying is counted, waited for, and the remaining tries go through the tenacity loop.
+        """
+        try:
+            return await attempt()
+        except RETRYABLE as err:
+            if not self._admit(err):
+                raise
+            self._report(err)
+            await anyio.sleep(self._delay(err))
+        async for state in self.retrying():
+            with state:
+                return await attempt()
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
     def retrying(self) -> AsyncRetrying:
         """The tenacity loop for one call: `async for attempt in policy.retrying(): with attempt: ...`."""
-        return AsyncRetrying(retry=self._should_retry, wait=self._wait, stop=lambda _: False,
-                             reraise=True, before_sleep=self._notify)
+        return AsyncRetrying(retry=lambda state: self._admit(_error(state)), wait=lambda state: self._delay(
+            _error(state)), stop=lambda _: False, reraise=True, before_sleep=lambda state: self._report(_error(state)))
 
-    def _should_retry(self, state: RetryCallState) -> bool:
-        err = state.outcome.exception() if state.outcome else None
+    def _admit(self, err: BaseException | None) -> bool:
+        """Count a failure; True when it is worth another try."""
         if isinstance(err, ThrottledError):
             self._throttled_since = self._throttled_since or self.clock()
             return self.clock() - self._throttled_since < self.throttle_budget
@@ -64,15 +86,17 @@ class RetryPolicy:
             return self._failures < self.attempts
         return False
 
-    def _wait(self, state: RetryCallState) -> float:
-        err = state.outcome.exception() if state.outcome else None
+    def _delay(self, err: BaseException | None) -> float:
         if _testing or isinstance(err, TokenExpiredError):
             return 0.0
         if isinstance(err, ThrottledError):
             return max(err.retry_after or 0.0, backoff(2, self.initial, self.maximum))
         return backoff(self._failures, self.initial, self.maximum)
 
-    def _notify(self, state: RetryCallState) -> None:
-        err = state.outcome.exception() if state.outcome else None
+    def _report(self, err: BaseException | None) -> None:
         if self.on_retry and err is not None:
             self.on_retry(err)
+
+
+def _error(state: RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome else None

@@ -1,0 +1,82 @@
+"""The retry policy: what is retried, how often, and the pure backoff arithmetic."""
+
+from __future__ import annotations
+
+import pytest
+
+from downloader import retrying
+from downloader.errors import (
+    BadImageError,
+    FatalApiError,
+    ThrottledError,
+    TokenExpiredError,
+    TransientApiError,
+    TransientDownloadError,
+)
+
+
+@pytest.fixture(autouse=True)
+def no_sleep():
+    retrying.set_testing(True)
+    yield
+    retrying.set_testing(False)
+
+
+def failing(errors: list[BaseException], calls: list[int]):
+    async def attempt() -> str:
+        calls.append(1)
+        if errors:
+            raise errors.pop(0)
+        return "ok"
+    return attempt
+
+
+async def test_transient_errors_are_retried_up_to_the_attempts():
+    seen: list[BaseException] = []
+    calls: list[int] = []
+    policy = retrying.RetryPolicy(3, on_retry=seen.append)
+    assert await policy.call(failing([TransientApiError("a"), TransientDownloadError("b")], calls)) == "ok"
+    assert len(calls) == 3 and [type(e) for e in seen] == [TransientApiError, TransientDownloadError]
+    calls.clear()
+    with pytest.raises(TransientApiError):
+        await retrying.RetryPolicy(3).call(failing([TransientApiError(str(i)) for i in range(5)], calls))
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("err", [FatalApiError("x"), BadImageError("y"), ValueError("z")])
+async def test_other_errors_are_not_retried(err):
+    calls: list[int] = []
+    with pytest.raises(type(err)):
+        await retrying.RetryPolicy(5).call(failing([err], calls))
+    assert len(calls) == 1
+
+
+async def test_a_refused_token_gets_one_more_try_only():
+    calls: list[int] = []
+    assert await retrying.RetryPolicy(5).call(failing([TokenExpiredError("t")], calls)) == "ok"
+    with pytest.raises(TokenExpiredError):
+        await retrying.RetryPolicy(5).call(failing([TokenExpiredError("t"), TokenExpiredError("t")], []))
+
+
+async def test_throttling_is_bounded_by_time_not_attempts():
+    now = [0.0]
+    policy = retrying.RetryPolicy(2, throttle_budget=10.0, clock=lambda: now[0])
+
+    async def attempt() -> str:
+        now[0] += 3.0
+        if now[0] < 9.5:
+            raise ThrottledError("slow down")
+        return "ok"
+
+    assert await policy.call(attempt) == "ok"  # three throttled answers, more than `attempts`
+    now[0] = 0.0
+    late = retrying.RetryPolicy(2, throttle_budget=4.0, clock=lambda: now[0])
+    with pytest.raises(ThrottledError):
+        await late.call(attempt)
+
+
+def test_backoff_is_full_jitter_exponential_and_capped():
+    assert retrying.backoff(1, 0.5, 30.0, rng=lambda: 1.0) == 0.5
+    assert retrying.backoff(4, 0.5, 30.0, rng=lambda: 1.0) == 4.0
+    assert retrying.backoff(20, 0.5, 30.0, rng=lambda: 1.0) == 30.0
+    assert retrying.backoff(3, 0.5, 30.0, rng=lambda: 0.5) == 1.0

@@ -7,6 +7,7 @@ happened (fatal answer, cap, signal), so the next run continues from them.
 
 from __future__ import annotations
 
+import importlib.util
 import resource
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -86,7 +87,8 @@ def _run_locked(inputs: Sequence[str | Path], folder: Path, settings: Settings, 
         recheck = settings.recheck_after_days
         store.reopen(run_id, retry_failed=settings.retry_failed,
                      recheck_before=None if recheck is None else time.time() - recheck * 86400)
-        control = anyio.run(_execute, settings, store, run_id, folder, counters, sink, handle_signals)
+        control = anyio.run(_execute, settings, store, run_id, folder, counters, sink, handle_signals,
+                            backend_options={"use_uvloop": _has_uvloop()})
         exit_code = _exit_code(control, store.counts(run_id))
     except FatalApiError:
         exit_code = 3
@@ -170,6 +172,11 @@ def _tokens(settings: Settings, session: aiohttp.ClientSession, counters: Counte
     return StaticToken(settings.token)
 
 
+def _has_uvloop() -> bool:
+    """uvloop (the optional `fast` extra) when installed: a quicker event loop, same behaviour."""
+    return importlib.util.find_spec("uvloop") is not None
+
+
 def _fields_text(fields: dict[str, object]) -> str:
     return ", ".join(f"{k}={v}" for k, v in fields.items())
 
@@ -196,7 +203,7 @@ def _finish(summary: dict[str, Any], folder: Path, store: StateStore, run_id: in
     counts = store.counts(run_id)
     summary = {**summary, "run_id": run_id, "exit_code": exit_code, "seconds": round(seconds, 3),
                "by_status": counts, "stop_reason": control.stop_reason,
-               **{k: v for k, v in asdict(counters).items() if k != "by_status"},
+               **asdict(counters),
                "images_per_second": round(counters.images / seconds, 1) if seconds else 0.0,
                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if control.fatal is not None:

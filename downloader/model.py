@@ -6,7 +6,7 @@ Nothing here does I/O; every stage speaks in these types.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class Kind(enum.StrEnum):
@@ -139,6 +139,4 @@ class Counters:
     token_refreshes: int = 0
     bytes: int = 0
     images: int = 0
-    reused_urls: int = 0
     expired_urls: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)

@@ -16,7 +16,6 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import BinaryIO
 
 import aiohttp
@@ -87,7 +86,7 @@ class ImageFetcher:
         size = 0
         head = b""
         out: BinaryIO | None = None
-        temp: Path | None = None
+        temp: str | None = None
         try:
             async for chunk in resp.content.iter_any():
                 size += len(chunk)
@@ -121,7 +120,7 @@ class ImageFetcher:
         self._counters.images += 1
         return Downloaded(job.key, relative, size, digest.hexdigest())
 
-    def _open(self, head: bytes) -> tuple[BinaryIO, Path]:
+    def _open(self, head: bytes) -> tuple[BinaryIO, str]:
         if sniff_image_type(head) is None:
             # CDNs do answer 200 with an HTML error page now and then: worth another try.
             raise TransientDownloadError(f"not an image: the body starts with {head[:16]!r}")

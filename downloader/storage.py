@@ -7,9 +7,9 @@ no final file or a complete one; leftovers in `.partial/` are removed by the nex
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,34 +22,38 @@ class LocalStore:
     def __init__(self, root: Path, *, durable: bool = False) -> None:
         self.root = root
         self.durable = durable
-        self._partial = root / PARTIAL_DIR
+        # Plain strings and os functions below: pathlib's object churn showed up per image.
+        self._root = str(root)
+        self._partial = os.path.join(self._root, PARTIAL_DIR)
         self._made: set[str] = set()
+        self._names = itertools.count()
 
     def prepare(self) -> None:
         """Create the folders and remove partial files from an earlier, interrupted run."""
         shutil.rmtree(self._partial, ignore_errors=True)
-        self._partial.mkdir(parents=True, exist_ok=True)
+        os.makedirs(self._partial, exist_ok=True)
 
-    def open_temp(self) -> tuple[BinaryIO, Path]:
+    def open_temp(self) -> tuple[BinaryIO, str]:
         """A new temporary file opened for writing, and its path."""
-        path = self._partial / f"{uuid.uuid4().hex}.part"
-        return open(path, "wb", buffering=256 * 1024), path  # noqa: SIM115 - closed by the caller
+        # Unique within the run: one run per DIR (the lock) and `.partial/` starts empty.
+        path = os.path.join(self._partial, f"{next(self._names)}.part")
+        return open(path, "wb"), path  # noqa: SIM115 - closed by the caller
 
-    def commit(self, temp: Path, relative: str) -> None:
+    def commit(self, temp: str, relative: str) -> None:
         """Move a finished temporary file into its final place (atomic replace)."""
-        final = self.root / relative
-        parent = str(final.parent)
+        final = os.path.join(self._root, relative)
+        parent = os.path.dirname(final)
         if parent not in self._made:
             os.makedirs(parent, exist_ok=True)
             self._made.add(parent)
         os.replace(temp, final)
         if self.durable:
-            _fsync_dir(final.parent)
+            _fsync_dir(parent)
 
-    def discard(self, temp: Path) -> None:
+    def discard(self, temp: str) -> None:
         """Remove a temporary file that will not be kept."""
         try:
-            temp.unlink()
+            os.unlink(temp)
         except FileNotFoundError:
             pass
 
@@ -58,7 +62,7 @@ class LocalStore:
         shutil.rmtree(self._partial, ignore_errors=True)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -77,7 +77,7 @@ def _run_locked(inputs: Sequence[str | Path], folder: Path, settings: Settings, 
     counters = Counters()
     control = Control()
     summary: dict[str, Any] = {}
-    exit_code = 2
+    exit_code = 1  # an unforeseen error, unless one of the cases below says otherwise
     try:
         ingest, rejected = _ingest(inputs, folder, settings, store, run_id)
         summary.update(ingest)
@@ -90,6 +90,9 @@ def _run_locked(inputs: Sequence[str | Path], folder: Path, settings: Settings, 
         control = anyio.run(_execute, settings, store, run_id, folder, counters, sink, handle_signals,
                             backend_options={"use_uvloop": _has_uvloop()})
         exit_code = _exit_code(control, store.counts(run_id))
+    except InputError:
+        exit_code = 2
+        raise
     except FatalApiError:
         exit_code = 3
         raise

@@ -12,6 +12,9 @@ Architecture (one module per stage; `job.run_job` is the entry point, `cli` a th
 - pipeline  the task group: planner → API workers → download workers → one recorder
 - report    manifest.csv/.jsonl, rejects.csv, summary.json, written atomically
 - progress  tqdm bars or periodic log lines, fed by frozen events (events), log files (runlog)
+- budget    the --max-charged reservation arithmetic; dryrun: what a run would cost, calling nothing
+- status, htmlreport  what DIR holds: totals and run history as text/JSON, or one offline report.html
+- lock      one run per DIR (flock); proxies: HTTP(S)_PROXY/NO_PROXY resolved once per host
 - simulator a faithful fake of the PatSnap API and CDN for demo, tests and benchmarks
 """
 

@@ -8,6 +8,7 @@ bad identifiers are alone; those fail, the rest go through.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,8 +144,6 @@ class PatsnapClient:
 
 
 def _json(raw: bytes) -> object:
-    import json
-
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

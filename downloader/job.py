@@ -211,7 +211,7 @@ def _finish(summary: dict[str, Any], folder: Path, store: StateStore, run_id: in
                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if control.fatal is not None:
         summary["fatal"] = str(control.fatal)
-    summary["manifest_rows"] = write_manifest(folder, lambda: store.iter_manifest(run_id), durable)
+    summary["manifest_rows"] = write_manifest(folder, store.iter_manifest(run_id), durable)
     write_summary(folder, summary, durable)
     store.finish_run(run_id, exit_code, summary)
     return summary

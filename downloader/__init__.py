@@ -26,16 +26,16 @@ __version__ = "0.1.0"
 __all__ = ["Settings", "__version__", "run_job"]
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .job import run_job
+    from downloader.core.settings import Settings
+    from downloader.job import run_job
 
 
 def __getattr__(name: str) -> Any:
     # Imported lazily so that `python -m downloader --help` stays quick.
     if name == "run_job":
-        from .job import run_job
+        from downloader.job import run_job
         return run_job
     if name == "Settings":
-        from .config import Settings
+        from downloader.core.settings import Settings
         return Settings
     raise AttributeError(name)

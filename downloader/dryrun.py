@@ -8,10 +8,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
-from .inputs import read_inputs
-from .model import PatentKey, Reject
-from .state import STATE_FILE, StateStore
+from downloader.core.model import PatentKey, Reject
+from downloader.core.settings import Settings
+from downloader.inputs.reader import read_inputs
+from downloader.state.sqlite import STATE_FILE, StateStore
 
 
 def dry_run(inputs: Sequence[str | Path], folder: Path, settings: Settings) -> dict[str, Any]:

@@ -18,22 +18,22 @@ from typing import Any
 import aiohttp
 import anyio
 
-from . import retrying
-from .api import PatsnapClient
-from .auth import OAuthToken, StaticToken, TokenProvider
-from .budget import Budget
-from .config import Settings
-from .errors import FatalApiError, InputError, Interrupted, UsageError
-from .events import Notice, Sink
-from .images import ImageFetcher
-from .inputs import check_inputs, read_inputs
-from .lock import DirLock
-from .model import Counters, PatentKey, Reject, Status
-from .pipeline import Control, Pipeline
-from .ratelimit import AdaptiveRate
-from .report import RejectsWriter, remove_stale_temps, write_manifest, write_summary
-from .state import STATE_FILE, StateStore
-from .storage import LocalStore
+from downloader.core.budget import Budget
+from downloader.core.errors import FatalApiError, InputError, Interrupted, UsageError
+from downloader.core.events import Notice, Sink
+from downloader.core.model import Counters, PatentKey, Reject, Status
+from downloader.core.settings import Settings
+from downloader.inputs.reader import check_inputs, read_inputs
+from downloader.net import retrying
+from downloader.net.api import PatsnapClient
+from downloader.net.auth import OAuthToken, StaticToken, TokenProvider
+from downloader.net.cdn import ImageFetcher
+from downloader.net.ratelimit import AdaptiveRate
+from downloader.outputs import RejectsWriter, remove_stale_temps, write_manifest, write_summary
+from downloader.pipeline import Control, Pipeline
+from downloader.sinks.local import LocalStore
+from downloader.state.lock import DirLock
+from downloader.state.sqlite import STATE_FILE, StateStore
 
 
 def run_job(inputs: Sequence[str | Path], out: str | Path, settings: Settings, *,
@@ -46,7 +46,7 @@ def run_job(inputs: Sequence[str | Path], out: str | Path, settings: Settings, *
     sink = sink or (lambda event: None)
     folder = _prepare_folder(Path(out), [str(p) for p in inputs], settings.column)
     if settings.dry_run:
-        from .dryrun import dry_run
+        from downloader.dryrun import dry_run
         return dry_run(inputs, folder, settings)
     settings.require_credentials()
     with DirLock(folder):

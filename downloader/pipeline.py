@@ -29,13 +29,13 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .api import PatsnapClient
-from .errors import FatalApiError
-from .events import BatchDone, ImageDone, Notice, Planned, Sink
-from .images import ImageFetcher
-from .model import Batch, Downloaded, Failed, ImageJob, NoImage, NotFound, Outcome, Resolved, UrlExpired
-from .protocol import batches
-from .state import StateStore
+from downloader.core.errors import FatalApiError
+from downloader.core.events import BatchDone, ImageDone, Notice, Planned, Sink
+from downloader.core.model import Batch, Downloaded, Failed, ImageJob, NoImage, NotFound, Outcome, Resolved, UrlExpired
+from downloader.core.protocol import batches
+from downloader.net.api import PatsnapClient
+from downloader.net.cdn import ImageFetcher
+from downloader.state.sqlite import StateStore
 
 T = TypeVar("T")
 MAX_ROUNDS = 50

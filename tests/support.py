@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from downloader.config import Settings
+from downloader.core.settings import Settings
 from downloader.job import run_job
 from downloader.simulator import Simulator, generate_numbers
 

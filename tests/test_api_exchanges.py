@@ -10,13 +10,13 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
-from downloader import retrying
-from downloader.api import PatsnapClient
-from downloader.auth import OAuthToken, StaticToken
-from downloader.budget import Budget
-from downloader.errors import FatalApiError
-from downloader.model import Batch, Counters, Kind, NotFound, Resolved
-from downloader.ratelimit import AdaptiveRate
+from downloader.core.budget import Budget
+from downloader.core.errors import FatalApiError
+from downloader.core.model import Batch, Counters, Kind, NotFound, Resolved
+from downloader.net import retrying
+from downloader.net.api import PatsnapClient
+from downloader.net.auth import OAuthToken, StaticToken
+from downloader.net.ratelimit import AdaptiveRate
 
 from .aioresponses_compat import install
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from downloader.budget import Budget
-from downloader.ratelimit import MIN_RATE, AdaptiveRate
+from downloader.core.budget import Budget
+from downloader.net.ratelimit import MIN_RATE, AdaptiveRate
 
 
 def test_budget_shrinks_the_last_batch_and_refunds_unused():

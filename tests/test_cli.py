@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from downloader import __version__, cli, errors
-from downloader.errors import FatalApiError
+from downloader import __version__
+from downloader.cli import app as cli
+from downloader.core import errors
+from downloader.core.errors import FatalApiError
 from downloader.simulator import Simulator, SimulatorConfig, simulator_in_thread
 
 from .support import cli_args, manifest, numbers, one_clear_line, run_cli, write_csv

@@ -7,7 +7,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from downloader.expiry import is_expired_403, is_usable, parse_url_expiry, url_expiry
+from downloader.core.expiry import is_expired_403, is_usable, parse_url_expiry, url_expiry
 
 SPEC_SAMPLE = (
     "https://patsnap-image.cdn.zhihuiya.com/CN/D/33/07/35/9/00000001_0001.png?response-content-disposition"

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from downloader import cli
-from downloader.model import Downloaded, Kind, PatentKey, Resolved
-from downloader.report import atomic_text
+from downloader.cli import app as cli
+from downloader.core.model import Downloaded, Kind, PatentKey, Resolved
+from downloader.outputs import atomic_text
 from downloader.simulator import SimulatorConfig, simulator_in_thread
-from downloader.state import StateStore
+from downloader.state.sqlite import StateStore
 
 from .support import (
     check_downloads,
@@ -331,7 +331,7 @@ def test_atomic_text_keeps_the_old_file_when_a_write_fails(tmp_path):
 _KILLED_WRITER = """
 import os, signal, sys
 from pathlib import Path
-from downloader.report import atomic_text
+from downloader.outputs import atomic_text
 with atomic_text(Path(sys.argv[1])) as out:
     out.write("new,half")
     out.flush()

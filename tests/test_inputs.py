@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from downloader.errors import InputError
-from downloader.inputs import check_inputs, classify_value, looks_like_key, read_inputs
-from downloader.model import Kind, PatentKey, Reject
+from downloader.core.errors import InputError
+from downloader.core.model import Kind, PatentKey, Reject
+from downloader.inputs.reader import check_inputs, classify_value, looks_like_key, read_inputs
 
 ID1 = "077f4978-092c-4522-bc98-e8257a5c99f9"
 ID2 = "6e5c550d-28d6-4cf1-a265-b5488996b641"
@@ -266,5 +266,5 @@ def test_check_inputs_accepts_good_files_and_refuses_none(tmp_path: Path) -> Non
 def test_line_cap_keeps_line_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str,
                                      expected: list[object]) -> None:
     """At the line cap (shrunk here to 16 characters) CRLF pairs stay one line break."""
-    monkeypatch.setattr("downloader.inputs.MAX_LINE_CHARS", 16)
+    monkeypatch.setattr("downloader.inputs.reader.MAX_LINE_CHARS", 16)
     assert _read(tmp_path, content) == expected

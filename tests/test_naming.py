@@ -6,7 +6,7 @@ import posixpath
 
 import pytest
 
-from downloader.naming import image_path, safe_part, sniff_image_type
+from downloader.core.naming import image_path, safe_part, sniff_image_type
 
 
 @pytest.mark.parametrize("pn", ["../../x", "a/b\\c", "US1\x00B2", "é" * 5, "A" * 5000, "..", "", "CON", " "])

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from downloader import cli
-from downloader.lock import DirLock
+from downloader.cli import app as cli
 from downloader.simulator import Universe
-from downloader.state import STATE_FILE, connect
+from downloader.state.lock import DirLock
+from downloader.state.sqlite import STATE_FILE, connect
 
 from .support import check_downloads, leftovers, manifest, numbers, write_csv
 

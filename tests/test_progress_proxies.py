@@ -7,9 +7,9 @@ import io
 import pytest
 from yarl import URL
 
-from downloader import proxies
-from downloader.events import BatchDone, ImageDone, Notice, Planned, Recording, fan_out
-from downloader.progress import Bars, LogLines, make_progress
+from downloader.cli.progress import Bars, LogLines, make_progress
+from downloader.core.events import BatchDone, ImageDone, Notice, Planned, Recording, fan_out
+from downloader.net import proxies
 
 
 class FakeTTY(io.StringIO):

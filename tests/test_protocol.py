@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from downloader import errors, protocol
-from downloader.model import Batch, Failed, Kind, NoImage, NotFound, PatentKey, Resolved
+from downloader.core import errors, protocol
+from downloader.core.model import Batch, Failed, Kind, NoImage, NotFound, PatentKey, Resolved
 
 URL = ("https://cdn.example.com/a.png?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20210929T071822Z"
        "&X-Amz-Expires=10800&X-Amz-Signature=abc")

@@ -16,10 +16,10 @@ from urllib.parse import unquote
 
 import pytest
 
-from downloader import cli
-from downloader.htmlreport import SHEET_LIMIT, SHEET_PAGE, write_report
+from downloader.cli import app as cli
+from downloader.cli.htmlreport import SHEET_LIMIT, SHEET_PAGE, write_report
 from downloader.simulator import Universe
-from downloader.state import STATE_FILE, StateStore, connect
+from downloader.state.sqlite import STATE_FILE, StateStore, connect
 
 from .support import manifest, numbers, run, write_csv
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from downloader import retrying
-from downloader.errors import (
+from downloader.core.errors import (
     BadImageError,
     FatalApiError,
     ThrottledError,
@@ -13,6 +12,7 @@ from downloader.errors import (
     TransientApiError,
     TransientDownloadError,
 )
+from downloader.net import retrying
 
 
 @pytest.fixture(autouse=True)

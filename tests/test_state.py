@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from downloader.model import Downloaded, Failed, Kind, NoImage, NotFound, PatentKey, Resolved, Status, UrlExpired
-from downloader.state import StateStore, transition_allowed
+from downloader.core.model import Downloaded, Failed, Kind, NoImage, NotFound, PatentKey, Resolved, Status, UrlExpired
+from downloader.state.sqlite import StateStore, transition_allowed
 
 
 def key(v: str) -> PatentKey:

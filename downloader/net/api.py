@@ -16,10 +16,9 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
-from . import protocol
-from .auth import TokenProvider
-from .budget import Budget
-from .errors import (
+from downloader.core import protocol
+from downloader.core.budget import Budget
+from downloader.core.errors import (
     FatalApiError,
     InvalidParameterError,
     ThrottledError,
@@ -27,11 +26,12 @@ from .errors import (
     TransientApiError,
     describe,
 )
-from .httperrors import map_client_errors
-from .model import Batch, Counters, Failed, Outcome, PatentKey
-from .proxies import proxy_for
-from .ratelimit import AdaptiveRate
-from .retrying import RetryPolicy
+from downloader.core.model import Batch, Counters, Failed, Outcome, PatentKey
+from downloader.net.auth import TokenProvider
+from downloader.net.httperrors import map_client_errors
+from downloader.net.proxies import proxy_for
+from downloader.net.ratelimit import AdaptiveRate
+from downloader.net.retrying import RetryPolicy
 
 API_PATH = "/basic-patent-data/abstract-image"
 _MAX_ANSWER_BYTES = 16 * 1024 * 1024

@@ -10,7 +10,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from .errors import LockedError
+from downloader.core.errors import LockedError
 
 LOCK_FILE = ".lock"
 

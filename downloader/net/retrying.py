@@ -17,7 +17,7 @@ from typing import TypeVar
 import anyio
 from tenacity import AsyncRetrying, RetryCallState
 
-from .errors import ThrottledError, TokenExpiredError, TransientApiError, TransientDownloadError
+from downloader.core.errors import ThrottledError, TokenExpiredError, TransientApiError, TransientDownloadError
 
 T = TypeVar("T")
 RETRYABLE = (TransientApiError, TokenExpiredError, TransientDownloadError)

@@ -22,14 +22,14 @@ import aiohttp
 import anyio
 from yarl import URL
 
-from .errors import BadImageError, DownloadError, TransientDownloadError, UrlExpiredError, describe
-from .expiry import is_expired_403, is_usable
-from .httperrors import map_client_errors
-from .model import Counters, Downloaded, Failed, ImageJob, UrlExpired
-from .naming import MAGIC_BYTES_NEEDED, image_path, sniff_image_type
-from .proxies import proxy_for
-from .retrying import RetryPolicy
-from .storage import LocalStore
+from downloader.core.errors import BadImageError, DownloadError, TransientDownloadError, UrlExpiredError, describe
+from downloader.core.expiry import is_expired_403, is_usable
+from downloader.core.model import Counters, Downloaded, Failed, ImageJob, UrlExpired
+from downloader.core.naming import MAGIC_BYTES_NEEDED, image_path, sniff_image_type
+from downloader.net.httperrors import map_client_errors
+from downloader.net.proxies import proxy_for
+from downloader.net.retrying import RetryPolicy
+from downloader.sinks.local import LocalStore
 
 _ERROR_BODY_BYTES = 64 * 1024
 

@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from . import __version__
-from .config import Settings
-from .events import BatchDone, Event, ImageDone, Notice, Sink, fan_out
-from .progress import make_progress
+from downloader import __version__
+from downloader.cli.progress import make_progress
+from downloader.core.events import BatchDone, Event, ImageDone, Notice, Sink, fan_out
+from downloader.core.settings import Settings
 
 _STOPS = ("budget", "runtime", "interrupted", "fatal")
 

@@ -8,7 +8,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from .events import BatchDone, Event, ImageDone, Notice, Planned
+from downloader.core.events import BatchDone, Event, ImageDone, Notice, Planned
 
 
 class Bars:

@@ -25,8 +25,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from .errors import InputError
-from .model import Kind, PatentKey, Reject
+from downloader.core.errors import InputError
+from downloader.core.model import Kind, PatentKey, Reject
 
 MAX_LINE_CHARS = 1 << 20  # a physical line longer than this is rejected unread
 MAX_RECORD_LINES = 100  # a quoted cell spanning more lines than this is an unbalanced quote

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .state import STATE_FILE, StateStore
+from downloader.core.errors import UsageError
+from downloader.state.sqlite import STATE_FILE, StateStore
 
 
 def status_data(folder: Path, runs: int = 10) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import StateError
-from .model import (
+from downloader.core.errors import StateError
+from downloader.core.model import (
     Downloaded,
     Failed,
     ImageJob,

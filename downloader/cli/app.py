@@ -12,9 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .config import DEFAULT_API_BASE, Settings, parse_duration
-from .errors import (
+from downloader import __version__
+from downloader.core.errors import (
     DownloaderError,
     FatalApiError,
     InputError,
@@ -24,6 +23,7 @@ from .errors import (
     StopRequested,
     UsageError,
 )
+from downloader.core.settings import DEFAULT_API_BASE, Settings, parse_duration
 
 # Exception class → exit code (first match wins; see the README's table).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
@@ -183,7 +183,7 @@ def _add_status(sub: Any) -> None:
 def _add_simulate(sub: Any, full: bool) -> None:
     p = sub.add_parser("simulate", help="run the PatSnap API and CDN simulator alone")
     if full:
-        from .simulator import add_simulate_arguments
+        from downloader.simulator import add_simulate_arguments
 
         add_simulate_arguments(p)
     p.set_defaults(func=cmd_simulate)
@@ -220,14 +220,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run(inputs: list[str], out: Path, settings: Settings, args: argparse.Namespace,
          after: Callable[[dict[str, Any]], None] | None = None) -> int:
-    from .job import run_job
-    from .runlog import open_sinks
+    from downloader.cli.runlog import open_sinks
+    from downloader.job import run_job
 
     with open_sinks(settings) as sink:
         summary = run_job(inputs, out, settings, sink=sink, handle_signals=True)
         sink.finish(summary)
     if settings.dry_run:
-        from .dryrun import describe_plan
+        from downloader.dryrun import describe_plan
         print(json.dumps(summary, indent=2) if args.json else describe_plan(summary))  # noqa: T201
         return 0
     if args.json:
@@ -253,21 +253,21 @@ def describe_summary(s: dict[str, Any], out: Path) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """`demo`: start the simulator on loopback and run the real pipeline against it."""
-    from .demo import run_demo
+    from downloader.cli.demo import run_demo
 
     return run_demo(args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`status`: counts and recent runs from the state store."""
-    from .status import show_status
+    from downloader.cli.status import show_status
 
     return show_status(Path(args.out), args.json, args.runs)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """`simulate`: the simulator alone until Ctrl-C."""
-    from .simulator import config_from_args, serve
+    from downloader.simulator import config_from_args, serve
 
     serve(config_from_args(args), args.host, args.port)
     return 0
@@ -275,7 +275,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """`report`: report.html for a job folder."""
-    from .htmlreport import write_report
+    from downloader.cli.htmlreport import write_report
 
     path = write_report(Path(args.out), Path(args.to) if args.to else None)
     print(path)  # noqa: T201

@@ -6,7 +6,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from .cli import _err, _run, settings_from
+from downloader.cli.app import _err, _run, settings_from
 
 _SAMPLE = Path("sample_inputs") / "patents.csv"
 
@@ -18,7 +18,7 @@ def demo_input(args: argparse.Namespace, out: Path) -> Path:
     for candidate in (Path.cwd() / _SAMPLE, Path(__file__).resolve().parents[1] / _SAMPLE):
         if args.patents is None and candidate.exists():
             return candidate
-    from .simulator import generate_numbers
+    from downloader.simulator import generate_numbers
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "demo_input.csv"
@@ -31,7 +31,7 @@ def demo_input(args: argparse.Namespace, out: Path) -> Path:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Start the simulator, run the pipeline on the demo input, say where the results are."""
-    from .simulator import SimulatorConfig, simulator_in_thread
+    from downloader.simulator import SimulatorConfig, simulator_in_thread
 
     out = Path(args.out)
     source = demo_input(args, out)

@@ -15,9 +15,9 @@ import aiohttp
 import anyio
 from yarl import URL
 
-from .errors import FatalApiError, TokenExpiredError, TransientApiError
-from .httperrors import map_client_errors
-from .proxies import proxy_for
+from downloader.core.errors import FatalApiError, TokenExpiredError, TransientApiError
+from downloader.net.httperrors import map_client_errors
+from downloader.net.proxies import proxy_for
 
 
 def refresh_at(issued: float, lifetime: float) -> float:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from .errors import UsageError
-from .state import STATE_FILE, StateStore
+from downloader.core.errors import UsageError
+from downloader.state.sqlite import STATE_FILE, StateStore
 
 REPORT_FILE = "report.html"
 SHEET_LIMIT = 5000

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import aiohttp
 
-from .errors import DownloaderError
+from downloader.core.errors import DownloaderError
 
 
 @contextmanager

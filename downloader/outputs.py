@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from .model import Reject
-from .state import MANIFEST_COLUMNS
+from downloader.core.model import Reject
+from downloader.state.sqlite import MANIFEST_COLUMNS
 
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSONL = "manifest.jsonl"

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .errors import UsageError
+from downloader.core.errors import UsageError
 
 DEFAULT_API_BASE = "https://connect.patsnap.com"
 

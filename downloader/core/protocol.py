@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from .errors import (
+from downloader.core.errors import (
     ApiError,
     FatalApiError,
     InvalidParameterError,
@@ -21,8 +21,8 @@ from .errors import (
     TokenExpiredError,
     TransientApiError,
 )
-from .expiry import url_expiry
-from .model import Batch, Failed, Kind, NoImage, NotFound, Outcome, PatentKey, Resolved
+from downloader.core.expiry import url_expiry
+from downloader.core.model import Batch, Failed, Kind, NoImage, NotFound, Outcome, PatentKey, Resolved
 
 MAX_BATCH = 100
 # PatSnap's gateway refuses very long query strings; stay well under ~8 KB.

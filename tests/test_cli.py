@@ -15,8 +15,8 @@ import pytest
 
 from downloader import __version__
 from downloader.cli import app as cli
-from downloader.core import errors
-from downloader.core.errors import FatalApiError
+from downloader.core import errors, outcome
+from downloader.core.errors import FatalError
 from downloader.simulator import Simulator, SimulatorConfig, simulator_in_thread
 
 from .support import cli_args, manifest, numbers, one_clear_line, run_cli, write_csv
@@ -59,10 +59,12 @@ def test_version():
 
 
 def _instance(cls: type[BaseException]) -> BaseException:
-    return FatalApiError("PatSnap error 67200005", hint="top it up") if cls is FatalApiError else cls("boom")
+    if issubclass(cls, FatalError):
+        return cls("PatSnap error 67200005", hint="top it up")
+    return cls("boom")
 
 
-@pytest.mark.parametrize(("cls", "code"), cli.EXIT_CODES, ids=[c.__name__ for c, _ in cli.EXIT_CODES])
+@pytest.mark.parametrize(("cls", "code"), outcome.EXIT_BY_ERROR, ids=[c.__name__ for c, _ in outcome.EXIT_BY_ERROR])
 def test_each_row_of_the_exit_code_table(cls, code, tmp_path, monkeypatch, capsys):
     """An exception of the row's class ending a command gives the row's exit code and one stderr line."""
     def fail(args: argparse.Namespace) -> int:
@@ -73,7 +75,7 @@ def test_each_row_of_the_exit_code_table(cls, code, tmp_path, monkeypatch, capsy
     assert cli.main(["status", "--out", str(tmp_path)]) == code
     line = one_clear_line(capsys.readouterr().err)
     assert line.startswith("patent-images: ")
-    if cls is FatalApiError:
+    if issubclass(cls, FatalError):
         assert "top it up" in line and "rerun" in line
 
 
@@ -83,7 +85,7 @@ def test_the_table_agrees_with_the_error_tree():
     assert len(documented) >= 6
     for name, code in documented:
         cls = getattr(errors, name)
-        assert cli.exit_code_for(_instance(cls)) == int(code), name
+        assert outcome.exit_code_for(_instance(cls)) == int(code), name
 
 
 def test_a_corrupt_state_store_is_a_clear_usage_error(tmp_path, sim):

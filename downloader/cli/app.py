@@ -13,38 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from downloader import __version__
-from downloader.core.errors import (
-    DownloaderError,
-    FatalApiError,
-    InputError,
-    Interrupted,
-    LockedError,
-    StateError,
-    StopRequested,
-    UsageError,
-)
+from downloader.core.errors import DownloaderError, FatalError, UsageError
+from downloader.core.outcome import exit_code_for
 from downloader.core.settings import DEFAULT_API_BASE, Settings, parse_duration
-
-# Exception class → exit code (first match wins; see the README's table).
-EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (UsageError, 2),
-    (InputError, 2),
-    (LockedError, 2),
-    (StateError, 2),
-    (FatalApiError, 3),
-    (Interrupted, 130),
-    (KeyboardInterrupt, 130),
-    (StopRequested, 4),
-    (DownloaderError, 1),
-)
-
-
-def exit_code_for(err: BaseException) -> int:
-    """The exit code for an exception that ended a command."""
-    for cls, code in EXIT_CODES:
-        if isinstance(err, cls):
-            return code
-    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _report(err: BaseException, code: int, debug: bool) -> None:
     if debug and not isinstance(err, KeyboardInterrupt):
         traceback.print_exception(err, file=sys.stderr)
-    if isinstance(err, FatalApiError):
+    if isinstance(err, FatalError):
         hint = f" — {err.hint}" if err.hint else ""
         _err(f"patent-images: stopped: {err}{hint}. State and manifest are saved; rerun the same command "
              "once this is fixed.")
@@ -204,7 +175,7 @@ def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
     fields = {name: getattr(args, name) for name in (
         "rate", "api_concurrency", "download_concurrency", "batch_size", "retries", "retry_failed", "column",
         "max_charged", "max_runtime", "recheck_after_days", "durable", "expiry_margin", "dry_run", "log_file",
-        "log_format", "debug")}
+        "log_format")}
     for name in ("api_base", "api_key", "token", "client_id", "client_secret"):
         if hasattr(args, name):
             fields[name] = getattr(args, name)

@@ -5,8 +5,11 @@
     ├── InputError              unreadable / empty input                         → exit 2
     ├── LockedError             another live run holds DIR                       → exit 2
     ├── StateError              the state store is unreadable or too new         → exit 2
-    ├── StopRequested           budget or runtime cap reached                    → exit 4
     ├── Interrupted             SIGINT/SIGTERM; state and manifest were saved    → exit 130
+    ├── FatalError              the run cannot go on; state kept                  → exit 3
+    │   ├── OutageError         the API or CDN unreachable / failing every call for a while
+    │   ├── OutputError         the output folder or bucket is full, gone or read-only
+    │   └── FatalApiError       (also an ApiError, below)
     ├── ApiError(code, status)  the metadata API said no
     │   ├── TransientApiError   5xx, reset, timeout, bad JSON, 68300008: retry with backoff
     │   │   └── ThrottledError  67200002, 67200007, HTTP 429: slow down, honour retry_after
@@ -46,12 +49,27 @@ class StateError(DownloaderError):
     """The state store in DIR cannot be used (corrupt, or written by a newer version)."""
 
 
-class StopRequested(DownloaderError):
-    """A budget (--max-charged) or time (--max-runtime) cap ended the run cleanly."""
-
-
 class Interrupted(DownloaderError):
     """SIGINT or SIGTERM stopped the run after state and manifest were written."""
+
+
+class FatalError(DownloaderError):
+    """A condition of the whole run that no retry fixes: stop cleanly, keep state, exit 3.
+
+    `hint` says what to do, in words for the person running the job.
+    """
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class OutageError(FatalError):
+    """The API or the CDN failed every call for a while (refused, DNS, TLS, timeouts, 5xx)."""
+
+
+class OutputError(FatalError):
+    """The output folder or bucket cannot take more: full, gone, read-only."""
 
 
 class ApiError(DownloaderError):
@@ -81,11 +99,12 @@ class InvalidParameterError(ApiError):
     """The batch holds an identifier the API rejects: split it to find which."""
 
 
-class FatalApiError(ApiError):
+class FatalApiError(ApiError, FatalError):
     """Nothing this run can fix (credentials, quota, balance, expired client): stop, exit 3."""
 
-    def __init__(self, message: str, *, hint: str = "", **kw: object) -> None:
-        super().__init__(message, **kw)  # type: ignore[arg-type]
+    def __init__(self, message: str, *, hint: str = "", code: int | None = None, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        ApiError.__init__(self, message, code=code, status=status, retry_after=retry_after)
         self.hint = hint
 
 

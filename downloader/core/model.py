@@ -31,8 +31,6 @@ class Status(enum.StrEnum):
     FAILED = "failed"
 
 
-SETTLED = frozenset({Status.DOWNLOADED, Status.NO_IMAGE, Status.NOT_FOUND})
-
 
 @dataclass(frozen=True, slots=True)
 class PatentKey:

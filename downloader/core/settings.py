@@ -46,7 +46,6 @@ class Settings:
     dry_run: bool = False
     log_file: str | None = None
     log_format: str = "text"
-    debug: bool = False
 
     def __post_init__(self) -> None:
         _check_url(self.api_base)

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from downloader import __version__
+from downloader.cli.finalline import describe_summary
 from downloader.core.errors import DownloaderError, FatalError, UsageError
-from downloader.core.outcome import exit_code_for
+from downloader.core.outcome import Summary, exit_code_for
 from downloader.core.settings import DEFAULT_API_BASE, Settings, parse_duration
 
 
@@ -106,6 +107,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary (or dry-run plan) as JSON on stdout")
     p.add_argument("--log-file", help="append one line per event worth keeping to this file")
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="log file format")
+    p.add_argument("--state", dest="state_url", default=_env("PATENT_IMAGES_STATE"), metavar="URL",
+                   help="where the state lives: default DIR/state.sqlite; postgresql://user@host:port/db for a "
+                        "store shared by several workers (env PATENT_IMAGES_STATE)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes on this machine that share the job (default: the number of cores)")
+    p.add_argument("--lease", type=float, default=60.0, metavar="SECONDS",
+                   help="how long a worker's claim on a batch lives without renewal; a dead worker's keys are "
+                        "taken over after it (default 60)")
+    p.add_argument("--s3-endpoint-url", default=_env("AWS_ENDPOINT_URL"), metavar="URL",
+                   help="S3-compatible service for --out s3://bucket/prefix (MinIO, Ceph, COS, OSS); credentials "
+                        "come from the standard AWS chain (env AWS_ENDPOINT_URL)")
+    p.add_argument("--throttle-patience", type=float, default=60.0, metavar="SECONDS",
+                   help="how long throttling answers may persist while the run is down to single spaced probes "
+                        "before it is called a spent quota, exit 3 (default 60)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -175,7 +190,7 @@ def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
     fields = {name: getattr(args, name) for name in (
         "rate", "api_concurrency", "download_concurrency", "batch_size", "retries", "retry_failed", "column",
         "max_charged", "max_runtime", "recheck_after_days", "durable", "expiry_margin", "dry_run", "log_file",
-        "log_format")}
+        "log_format", "state_url", "workers", "lease", "s3_endpoint_url", "throttle_patience")}
     for name in ("api_base", "api_key", "token", "client_id", "client_secret"):
         if hasattr(args, name):
             fields[name] = getattr(args, name)
@@ -203,23 +218,10 @@ def _run(inputs: list[str], out: Path, settings: Settings, args: argparse.Namesp
         return 0
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))  # noqa: T201
-    _err(describe_summary(summary, out))
+    _err(describe_summary(Summary.from_dict(summary), str(out / 'manifest.csv')))
     if after:
         after(summary)
     return int(summary["exit_code"])
-
-
-def describe_summary(s: dict[str, Any], out: Path) -> str:
-    """The final one-paragraph summary on stderr."""
-    by = s.get("by_status", {})
-    parts = ", ".join(f"{by[k]} {k}" for k in ("downloaded", "no_image", "not_found", "failed", "pending",
-                                                  "resolved") if by.get(k))
-    stop = {"budget": " Stopped: the --max-charged budget is spent; the next run continues.",
-            "runtime": " Stopped: --max-runtime reached; the next run continues."}.get(s.get("stop_reason") or "", "")
-    return (f"Done in {s['seconds']:.1f} s: {s.get('unique', 0)} patents ({parts or 'nothing to do'}); "
-            f"{s['api_calls']} API calls, {s['charged']} charged results, {s['retries']} retries, "
-            f"{s['images']} images ({s['bytes'] / 1e6:.1f} MB, {s['images_per_second']:.0f}/s), "
-            f"peak memory {s['peak_rss_mb']:.0f} MB. Manifest: {out / 'manifest.csv'}.{stop}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -116,6 +116,18 @@ class UrlExpired:
 
 
 @dataclass(frozen=True, slots=True)
+class Deferred:
+    """Not settled for reasons outside the patent (an outage, spent retries): stays pending, asked later.
+
+    `retry_at` (epoch seconds) keeps other claims off it until then; `error` says why, for the log.
+    """
+
+    key: PatentKey
+    error: str
+    retry_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class ImageJob:
     """A download to do: the key, its signed URL and where the file belongs."""
 

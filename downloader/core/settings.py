@@ -40,6 +40,16 @@ class Settings:
     download_timeout: float = 300.0
     stall_timeout: float = 60.0
     durable: bool = False
+    # Where the state lives: None = DIR/state.sqlite (embedded); postgresql://… = shared by workers.
+    state_url: str | None = None
+    # Processes on this machine sharing the job (None: the number of cores, capped).
+    workers: int | None = None
+    # How long a worker's claim on keys lives without renewal; a dead worker's keys are taken over after it.
+    lease: float = 60.0
+    # S3-compatible endpoint for --out s3://…; None = AWS_ENDPOINT_URL or AWS itself.
+    s3_endpoint_url: str | None = None
+    # How long throttling may persist while the run is down to single spaced probes (then: spent quota).
+    throttle_patience: float = 60.0
     max_charged: int | None = None
     max_runtime: float | None = None
     recheck_after_days: float | None = None
@@ -59,6 +69,12 @@ class Settings:
             raise UsageError("--max-charged must be ≥ 0")
         if self.max_runtime is not None and self.max_runtime <= 0:
             raise UsageError("--max-runtime must be positive")
+        if self.workers is not None:
+            _check_range("--workers", self.workers, 1, 64)
+        if not 1 <= self.lease <= 3600:
+            raise UsageError(f"--lease must be between 1 and 3600 seconds, got {self.lease}")
+        if self.throttle_patience <= 0:
+            raise UsageError("--throttle-patience must be positive")
         if self.log_format not in ("text", "json"):
             raise UsageError("--log-format must be text or json")
 

@@ -8,30 +8,42 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from downloader.core.model import PatentKey, Reject
 from downloader.core.settings import Settings
-from downloader.inputs.reader import read_inputs
-from downloader.state.sqlite import STATE_FILE, StateStore
+from downloader.inputs.reader import check_inputs, read_inputs
+from downloader.sinks import is_remote
+from downloader.state import is_shared, open_store
+from downloader.state.sqlite import STATE_FILE
 
 
-def dry_run(inputs: Sequence[str | Path], folder: Path, settings: Settings) -> dict[str, Any]:
-    """Counts of a planned run; writes nothing, not even a state file where there was none."""
-    path = folder / STATE_FILE
-    # A dry run beside a live run is fine: the plan only writes a TEMP table (see StateStore.plan).
-    return _plan(inputs, path if path.exists() else ":memory:", settings)
+def dry_run(inputs: Sequence[str | Path], out: str | Path, settings: Settings) -> dict[str, Any]:
+    """Counts of a planned run; writes nothing, not even a state file where there was none.
+
+    A dry run beside a live run is fine: the plan only writes a temporary table.
+    """
+    check_inputs([str(p) for p in inputs], settings.column)
+    return anyio.run(_dry_run, list(inputs), out, settings)
 
 
-def _plan(inputs: Sequence[str | Path], path: Path | str, settings: Settings) -> dict[str, Any]:
-    store = StateStore(path)
+async def _dry_run(inputs: list[str | Path], out: str | Path, settings: Settings) -> dict[str, Any]:
+    from downloader.job import state_folder
+
+    path = state_folder(out) / STATE_FILE
+    if not is_remote(out):
+        path.parent.mkdir(parents=True, exist_ok=True)  # the folder the real run would use; nothing in it
+    embedded_missing = not is_shared(settings.state_url) and not settings.state_url and not path.exists()
+    store = await open_store(":memory:" if embedded_missing else settings.state_url, path)
     rejected = [0]
     try:
         recheck = settings.recheck_after_days
-        plan = store.plan(_keys(read_inputs(inputs, settings.column), rejected),
-                          usable_after=time.time() + settings.expiry_margin,
-                          retry_failed=settings.retry_failed,
-                          recheck_before=None if recheck is None else time.time() - recheck * 86400)
+        plan = await store.plan(_keys(read_inputs(inputs, settings.column), rejected),
+                                usable_after=time.time() + settings.expiry_margin,
+                                retry_failed=settings.retry_failed,
+                                recheck_before=None if recheck is None else time.time() - recheck * 86400)
     finally:
-        store.close()
+        await store.close()
     size = settings.batch_size
     calls = math.ceil(plan["to_ask_numbers"] / size) + math.ceil(plan["to_ask_ids"] / size)
     to_ask = plan["to_ask_numbers"] + plan["to_ask_ids"]

@@ -1,220 +1,239 @@
 """One job from inputs to manifest: `run_job(inputs, out, settings)` is what the CLI calls.
 
-Order of work: check inputs and DIR → lock DIR → read inputs into the state store (streaming,
-de-duplicated there) → the async pipeline → manifest, summary and run history, written whatever
-happened (fatal answer, cap, signal), so the next run continues from them.
+Order of work: check inputs → open the sink (folder or bucket) and the state store (embedded
+SQLite, locked to this run; or shared PostgreSQL, coordinated by leases) → read inputs into the
+store (streaming, de-duplicated there, idempotent across workers) → the pipeline → manifest,
+summary and run history, written whatever happened (fatal condition, cap, signal), so the next
+run continues from them. With several workers the one that settles the last key writes them.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import resource
+import socket
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 
-from downloader.core.budget import Budget
-from downloader.core.errors import FatalApiError, InputError, Interrupted, UsageError
+from downloader.core.errors import FatalError, InputError, Interrupted, UsageError, cause_of
 from downloader.core.events import Notice, Sink
-from downloader.core.model import Counters, PatentKey, Reject, Status
+from downloader.core.model import Counters, PatentKey, Reject
+from downloader.core.outcome import StopReason, Summary, exit_code
 from downloader.core.settings import Settings
 from downloader.inputs.reader import check_inputs, read_inputs
-from downloader.net import retrying
-from downloader.net.api import PatsnapClient
-from downloader.net.auth import OAuthToken, StaticToken, TokenProvider
-from downloader.net.cdn import ImageFetcher
-from downloader.net.ratelimit import AdaptiveRate
-from downloader.outputs import RejectsWriter, remove_stale_temps, write_manifest, write_summary
+from downloader.outputs import RejectsWriter, write_manifest, write_summary
 from downloader.pipeline import Control, Pipeline
-from downloader.sinks.local import LocalStore
+from downloader.sinks import is_remote, open_sink
+from downloader.sinks.base import ImageSink
+from downloader.state import is_shared, open_store
+from downloader.state.base import StateStore
 from downloader.state.lock import DirLock
-from downloader.state.sqlite import STATE_FILE, StateStore
+from downloader.state.sqlite import STATE_FILE, local_state_home
+from downloader.wiring import http_clients
 
 
 def run_job(inputs: Sequence[str | Path], out: str | Path, settings: Settings, *,
-            sink: Sink | None = None, handle_signals: bool = False) -> dict[str, Any]:
-    """Run the whole job; returns the summary (its `exit_code` is 0, 1 or 4).
+            sink: Sink | None = None, handle_signals: bool = False) -> Summary:
+    """Run the whole job; returns its summary (`exit_code` 0, 1, 3 or 4).
 
-    Raises UsageError/InputError/LockedError (exit 2), FatalApiError (3) or Interrupted (130),
-    in the last two cases after state, manifest and summary are written.
+    Raises UsageError/InputError/LockedError/StateError (exit 2) or Interrupted (130), in the
+    last case after state, manifest and summary are written. A fatal condition (exit 3) is
+    returned in the summary (`stop_reason` fatal, `fatal` the message) and also raised as the
+    FatalError, so the CLI can print its hint.
     """
-    sink = sink or (lambda event: None)
-    folder = _prepare_folder(Path(out), [str(p) for p in inputs], settings.column)
-    if settings.dry_run:
-        from downloader.dryrun import dry_run
-        return dry_run(inputs, folder, settings)
+    check_inputs([str(p) for p in inputs], settings.column)
     settings.require_credentials()
-    with DirLock(folder):
-        remove_stale_temps(folder)
-        store = StateStore(folder / STATE_FILE, durable=settings.durable)
+    job = _Job(list(inputs), str(out), settings, sink or (lambda event: None), handle_signals)
+    return anyio.run(job.run, backend_options={"use_uvloop": _has_uvloop()})
+
+
+def state_folder(out: str | Path) -> Path:
+    """Where the embedded state (and its lock) lives for `--out`: DIR itself, or a local folder for a bucket."""
+    if not is_remote(out):
+        return Path(out)
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(out).removeprefix("s3://").strip("/"))
+    return local_state_home() / slug
+
+
+@asynccontextmanager
+async def opened(out: str | Path, settings: Settings, *,
+                 lock: bool = True) -> AsyncIterator[tuple[ImageSink, StateStore]]:
+    """The sink and the store of a job (and, for the embedded store, the folder's lock)."""
+    sink = open_sink(out, endpoint_url=settings.s3_endpoint_url, durable=settings.durable)
+    folder = state_folder(out)
+    guard: AbstractContextManager[Any] = nullcontext()
+    if lock and not is_shared(settings.state_url):
         try:
-            return _run_locked(inputs, folder, settings, store, sink, handle_signals)
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"cannot write to --out {folder}: {err.strerror or err}") from None
+        guard = DirLock(folder)
+    with guard:
+        await sink.prepare()
+        store = await open_store(settings.state_url, folder / STATE_FILE, durable=settings.durable)
+        try:
+            yield sink, store
         finally:
-            store.close()
+            with anyio.CancelScope(shield=True):
+                await store.close()
+                await sink.close()
 
 
-def _prepare_folder(folder: Path, inputs: list[str], column: str | None) -> Path:
-    check_inputs(inputs, column)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as err:
-        raise UsageError(f"cannot write to --out {folder}: {err.strerror or err}") from None
-    return folder
+@dataclass
+class _Job:
+    inputs: list[str | Path]
+    out: str
+    settings: Settings
+    events: Sink
+    handle_signals: bool
+    counters: Counters = field(default_factory=Counters)
+    control: Control = field(default_factory=Control)
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    async def run(self) -> Summary:
+        try:
+            return await self._guarded()
+        except BaseExceptionGroup as group:  # task groups wrap what they raise: the cause decides the exit
+            raise cause_of(group) from None
+
+    async def _guarded(self) -> Summary:
+        async with opened(self.out, self.settings) as (sink, store):
+            async with anyio.create_task_group() as tg:
+                if self.handle_signals:
+                    tg.start_soon(self._watch_signals)
+                summary = await self._run(sink, store)
+                tg.cancel_scope.cancel()
+        return summary
+
+    async def _run(self, sink: ImageSink, store: StateStore) -> Summary:
+        started = time.time()
+        shared = is_shared(self.settings.state_url)
+        if not shared:  # this process holds the folder lock: claims left by a killed run are stale
+            await store.release(None)
+        run_id = await store.start_run(_options(self.inputs, self.settings), join=shared)
+        self.control.deadline = None if self.settings.max_runtime is None else (
+            time.monotonic() + self.settings.max_runtime)
+        summary = Summary(run_id=run_id)
+        try:
+            await self._ingest(sink, store, run_id, summary)
+            await self._execute(sink, store, run_id)
+        except FatalError as err:
+            self.control.fatal = self.control.fatal or err
+        finally:
+            with anyio.CancelScope(shield=True):
+                summary = await self._finish(sink, store, run_id, summary, started, shared)
+        if self.control.stop_reason == StopReason.INTERRUPTED:
+            raise Interrupted("interrupted; state and manifest are saved, run the same command to continue")
+        if self.control.fatal is not None:
+            raise self.control.fatal
+        return summary
+
+    async def _ingest(self, sink: ImageSink, store: StateStore, run_id: int, summary: Summary) -> None:
+        rejects = RejectsWriter(sink)
+        try:
+            counts = await store.ingest(_keys(read_inputs(self.inputs, self.settings.column), rejects, self.control),
+                                        run_id)
+        except BaseException:
+            rejects.drop()
+            raise
+        await rejects.publish()
+        summary.new, summary.known, summary.duplicates = counts.new, counts.known, counts.duplicates
+        summary.rejected, summary.unique = rejects.count, counts.new + counts.known
+        if summary.unique == 0:
+            raise InputError(f"no patent numbers or ids in the inputs ({rejects.count} rows rejected, "
+                             f"see {sink.url_of('rejects.csv')})")
+        recheck = self.settings.recheck_after_days
+        await store.reopen(run_id, retry_failed=self.settings.retry_failed,
+                           recheck_before=None if recheck is None else time.time() - recheck * 86400)
+
+    async def _execute(self, sink: ImageSink, store: StateStore, run_id: int) -> None:
+        s = self.settings
+        async with http_clients(s, sink, self.counters, self.events) as (client, fetcher):
+            pipeline = Pipeline(store, run_id, self.worker, client, fetcher, self.events, s.batch_size,
+                                s.api_concurrency, s.download_concurrency, s.expiry_margin, s.lease,
+                                info=self._info, control=self.control)
+            await pipeline.run(handle_signals=False)
+
+    def _info(self) -> dict[str, Any]:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "counters": asdict(self.counters)}
+
+    async def _finish(self, sink: ImageSink, store: StateStore, run_id: int, summary: Summary, started: float,
+                      shared: bool) -> Summary:
+        """Manifest, summary.json and the run's history row: written on every way out."""
+        await store.heartbeat(run_id, self.worker, self._info(), self.settings.lease, finished=True)
+        summary.by_status = await store.counts(run_id)
+        complete = not any(summary.by_status.get(s, 0) for s in ("pending", "resolved"))
+        if shared and complete and not await store.update_shared(f"finished:{run_id}", _first(self.worker)):
+            return _fill(summary, self, started, await store.workers(run_id))  # another worker writes them
+        _fill(summary, self, started, await store.workers(run_id) if shared else [])
+        summary.manifest_rows = await write_manifest(sink, store.rows(run_id))
+        summary.seconds = round(time.time() - started, 3)
+        await write_summary(sink, summary.to_dict())
+        await store.finish_run(run_id, summary.exit_code, summary.to_dict())
+        return summary
+
+    async def _watch_signals(self) -> None:
+        import signal
+
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if self.control.stop_reason is None:
+                    self.control.stop_reason = StopReason.INTERRUPTED
+                    self.events(Notice("interrupted", f"{signal.Signals(signum).name}: stopping, state is being saved"))
+                self.control.cancel(downloads_only=True)
+                await anyio.sleep(3.0)  # in-flight API calls are billed: give them a moment to land
+                self.control.cancel()
 
 
-def _run_locked(inputs: Sequence[str | Path], folder: Path, settings: Settings, store: StateStore,
-                sink: Sink, handle_signals: bool) -> dict[str, Any]:
-    started = time.time()
-    run_id = store.start_run(_options(inputs, settings))
-    counters = Counters()
-    control = Control()
-    summary: dict[str, Any] = {}
-    exit_code = 1  # an unforeseen error, unless one of the cases below says otherwise
-    try:
-        ingest, rejected = _ingest(inputs, folder, settings, store, run_id)
-        summary.update(ingest)
-        if summary["unique"] == 0:
-            raise InputError(f"no patent numbers or ids in the inputs ({rejected} rows rejected, "
-                             f"see {folder / 'rejects.csv'})")
-        recheck = settings.recheck_after_days
-        store.reopen(run_id, retry_failed=settings.retry_failed,
-                     recheck_before=None if recheck is None else time.time() - recheck * 86400)
-        control = anyio.run(_execute, settings, store, run_id, folder, counters, sink, handle_signals,
-                            backend_options={"use_uvloop": _has_uvloop()})
-        exit_code = _exit_code(control, store.counts(run_id))
-    except InputError:
-        exit_code = 2
-        raise
-    except FatalApiError:
-        exit_code = 3
-        raise
-    except KeyboardInterrupt:
-        exit_code = 130
-        raise Interrupted("interrupted while reading the inputs; state is saved") from None
-    finally:
-        summary = _finish(summary, folder, store, run_id, counters, control, started, exit_code,
-                          settings.durable)
-    if control.stop_reason == "interrupted":
-        raise Interrupted("interrupted; state and manifest are saved, run the same command to continue")
+def _fill(summary: Summary, job: _Job, started: float, workers: Iterable[Any]) -> Summary:
+    totals = Counters(**asdict(job.counters))
+    others = [w for w in workers if w.worker != job.worker]
+    for w in others:
+        for name, value in (w.info.get("counters") or {}).items():
+            if hasattr(totals, name):
+                setattr(totals, name, getattr(totals, name) + int(value))
+    for name, value in asdict(totals).items():
+        setattr(summary, name, value)
+    summary.workers = 1 + len(others)
+    summary.seconds = round(time.time() - started, 3)
+    summary.images_per_second = round(summary.images / summary.seconds, 1) if summary.seconds else 0.0
+    summary.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    control = job.control
+    summary.stop_reason = StopReason.FATAL if control.fatal is not None else control.stop_reason
+    summary.fatal = str(control.fatal) if control.fatal is not None else None
+    summary.exit_code = exit_code(summary.stop_reason, summary.by_status)
     return summary
 
 
-def _ingest(inputs: Sequence[str | Path], folder: Path, settings: Settings, store: StateStore,
-            run_id: int) -> tuple[dict[str, Any], int]:
-    rejects = RejectsWriter(folder)
-    ok = False
-    try:
-        counts = store.ingest(_keys(read_inputs(inputs, settings.column), rejects), run_id)
-        ok = True
-    finally:
-        rejects.close(ok)
-    return {"new": counts.new, "known": counts.known, "duplicates": counts.duplicates,
-            "rejected": rejects.count, "unique": counts.new + counts.known}, rejects.count
+def _first(worker: str) -> Any:
+    """The change that elects `worker` as the one that writes a finished run's files (first come)."""
+    def change(old: dict[str, Any] | None, now: float) -> tuple[dict[str, Any], bool]:
+        if old:
+            return old, old.get("worker") == worker
+        return {"worker": worker, "at": now}, True
+    return change
 
 
-def _keys(rows: Iterable[PatentKey | Reject], rejects: RejectsWriter) -> Iterator[PatentKey]:
+def _keys(rows: Iterable[PatentKey | Reject], rejects: RejectsWriter, control: Control) -> Iterator[PatentKey]:
     for row in rows:
+        if control.stop_reason == StopReason.INTERRUPTED:
+            raise Interrupted("interrupted while reading the inputs; state is saved")
         if isinstance(row, Reject):
             rejects.add(row)
         else:
             yield row
 
 
-async def _execute(settings: Settings, store: StateStore, run_id: int, folder: Path, counters: Counters,
-                   sink: Sink, handle_signals: bool) -> Control:
-    """Open the two HTTP sessions and run the pipeline; returns how it stopped."""
-    control = Control(deadline=None if settings.max_runtime is None
-                      else time.monotonic() + settings.max_runtime)
-    files = LocalStore(folder, durable=settings.durable)
-    files.prepare()
-    async with _session(settings.api_concurrency + 2, settings.api_timeout, settings.api_timeout) as api_http, \
-            _session(settings.download_concurrency, settings.download_timeout, settings.stall_timeout) as cdn:
-        tokens = _tokens(settings, api_http, counters, sink)
-        rate = AdaptiveRate(settings.rate)
-
-        def policy() -> retrying.RetryPolicy:
-            return retrying.RetryPolicy(settings.retries, settings.backoff_initial, settings.backoff_max,
-                                        settings.throttle_budget, on_retry=lambda err: _count_retry(counters))
-
-        client = PatsnapClient(api_http, settings.api_base, settings.effective_api_key or "", tokens, rate,
-                               policy, counters, Budget(settings.max_charged),
-                               log=lambda kind, fields: sink(Notice(kind, _fields_text(fields))))
-        fetcher = ImageFetcher(cdn, files, counters, policy=policy, expiry_margin=settings.expiry_margin,
-                               max_bytes=settings.max_image_bytes)
-        pipeline = Pipeline(store, run_id, client, fetcher, sink, settings.batch_size,
-                            settings.api_concurrency, settings.download_concurrency,
-                            settings.expiry_margin, control)
-        try:
-            await pipeline.run(handle_signals)
-        finally:
-            counters.token_refreshes = tokens.refreshes
-            files.finish()
-    return control
-
-
-def _session(limit: int, total: float, stall: float) -> aiohttp.ClientSession:
-    timeout = aiohttp.ClientTimeout(total=total, sock_connect=30, sock_read=stall)
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
-    # Proxies from the environment are applied per request by proxies.proxy_for (cached).
-    return aiohttp.ClientSession(connector=connector, timeout=timeout)
-
-
-def _tokens(settings: Settings, session: aiohttp.ClientSession, counters: Counters, sink: Sink) -> TokenProvider:
-    if settings.client_id and settings.client_secret:
-        return OAuthToken(session, settings.api_base, settings.client_id, settings.client_secret,
-                          on_refresh=lambda: sink(Notice("token", "token refreshed")))
-    assert settings.token is not None
-    return StaticToken(settings.token)
-
-
 def _has_uvloop() -> bool:
     """uvloop (the optional `fast` extra) when installed: a quicker event loop, same behaviour."""
     return importlib.util.find_spec("uvloop") is not None
-
-
-def _fields_text(fields: dict[str, object]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in fields.items())
-
-
-def _count_retry(counters: Counters) -> None:
-    counters.retries += 1
-
-
-def _exit_code(control: Control, counts: dict[str, int]) -> int:
-    if control.fatal is not None:
-        return 3
-    if control.stop_reason == "interrupted":
-        return 130
-    if control.stop_reason in ("budget", "runtime"):
-        return 4
-    unsettled = sum(counts.get(s, 0) for s in (Status.FAILED, Status.PENDING, Status.RESOLVED))
-    return 1 if unsettled else 0
-
-
-def _finish(summary: dict[str, Any], folder: Path, store: StateStore, run_id: int, counters: Counters,
-            control: Control, started: float, exit_code: int, durable: bool) -> dict[str, Any]:
-    """Manifest, summary.json and the run's history row: written on every way out."""
-    seconds = time.time() - started
-    counts = store.counts(run_id)
-    summary = {**summary, "run_id": run_id, "exit_code": exit_code, "seconds": round(seconds, 3),
-               "by_status": counts, "stop_reason": control.stop_reason,
-               **asdict(counters),
-               "images_per_second": round(counters.images / seconds, 1) if seconds else 0.0,
-               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    if control.fatal is not None:
-        summary["fatal"] = str(control.fatal)
-    summary["manifest_rows"] = write_manifest(folder, store.iter_manifest(run_id), durable)
-    write_summary(folder, summary, durable)
-    store.finish_run(run_id, exit_code, summary)
-    return summary
 
 
 def _options(inputs: Sequence[str | Path], settings: Settings) -> dict[str, Any]:

@@ -1,8 +1,12 @@
-"""Files a run leaves in DIR: manifest.csv, manifest.jsonl, rejects.csv, summary.json.
+"""Files a run leaves beside its images: manifest.csv, manifest.jsonl, rejects.csv, summary.json.
 
-Each is written to a temporary file in DIR and renamed over the old one, so a reader (or a kill
-in the middle of the write) only ever sees a complete file. The manifest is streamed from the
-state store row by row: memory does not grow with the number of patents.
+Each is written to a staging file and then published by the sink in one step (a rename in a local
+folder, one upload to an object store), so a reader, or a kill in the middle of the write, only
+ever sees a complete file. The manifest is streamed from the state store row by row: memory does
+not grow with the number of patents.
+
+Manifest rows are the presentation of the store's rows: `resolved` (a URL known, the image not yet
+stored) is shown as `pending`, and in manifest.jsonl an absent value is `null`, never "".
 """
 
 from __future__ import annotations
@@ -10,65 +14,72 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from downloader.core.model import Reject
-from downloader.state.sqlite import MANIFEST_COLUMNS
+from downloader.core.model import Kind, Reject, Status
+from downloader.sinks.base import ImageSink
+from downloader.state.base import PatentRow
 
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSONL = "manifest.jsonl"
 REJECTS_CSV = "rejects.csv"
 SUMMARY_JSON = "summary.json"
+MANIFEST_COLUMNS = ("patent_number", "patent_id", "pn", "num", "path", "local_file", "status",
+                    "bytes", "sha256", "error")
 
 
-@contextmanager
-def atomic_text(path: Path, durable: bool = False) -> Iterator[TextIO]:
-    """Write a text file via a temp file in the same folder and an atomic rename."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            yield out
-            if durable:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+def manifest_row(row: PatentRow) -> dict[str, Any]:
+    """One manifest row (None for absent values) from a store row."""
+    is_id = row.kind == Kind.ID
+    status = Status.PENDING if row.status == Status.RESOLVED else row.status
+    return {"patent_number": None if is_id else row.key, "patent_id": row.key if is_id else row.patent_id,
+            "pn": row.pn, "num": row.num, "path": row.url, "local_file": row.local_file, "status": status.value,
+            "bytes": row.bytes, "sha256": row.sha256, "error": row.error}
 
 
-def remove_stale_temps(folder: Path) -> None:
-    """Delete the temp files of writes a killed run left half done (call it holding the DIR lock)."""
-    for name in (MANIFEST_CSV, MANIFEST_JSONL, REJECTS_CSV, SUMMARY_JSON):
-        for temp in folder.glob(f".{name}.*.tmp"):
-            temp.unlink(missing_ok=True)
-
-
-def write_manifest(folder: Path, rows: Iterable[dict[str, Any]], durable: bool = False) -> int:
-    """manifest.csv and manifest.jsonl in one pass over `rows`; returns the row count.
-
-    One pass, not one per file: at a million rows the state store's read is a good part of the cost.
-    """
+async def write_manifest(sink: ImageSink, rows: AsyncIterator[PatentRow]) -> int:
+    """manifest.csv and manifest.jsonl in one pass over `rows`; returns the row count."""
     count = 0
-    with atomic_text(folder / MANIFEST_CSV, durable) as table, atomic_text(folder / MANIFEST_JSONL, durable) as lines:
-        writer = csv.DictWriter(table, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(row)
-            lines.write(json.dumps(row, ensure_ascii=False) + "\n")
-            count += 1
+    table_path, lines_path = sink.staging(MANIFEST_CSV), sink.staging(MANIFEST_JSONL)
+    try:
+        with _text(table_path) as table, _text(lines_path) as lines:
+            writer = csv.writer(table)
+            writer.writerow(MANIFEST_COLUMNS)
+            async for stored in rows:
+                row = manifest_row(stored)
+                writer.writerow(["" if v is None else v for v in row.values()])
+                lines.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+        await sink.publish(MANIFEST_CSV, table_path, content_type="text/csv")
+        await sink.publish(MANIFEST_JSONL, lines_path, content_type="application/x-ndjson")
+    finally:
+        table_path.unlink(missing_ok=True)
+        lines_path.unlink(missing_ok=True)
     return count
 
 
-class RejectsWriter:
-    """Streams rejected rows to rejects.csv (via a temp file, renamed when closed)."""
+async def write_summary(sink: ImageSink, summary: dict[str, Any]) -> None:
+    """summary.json of the last run."""
+    staged = sink.staging(SUMMARY_JSON)
+    try:
+        with _text(staged) as out:
+            json.dump(summary, out, indent=2, sort_keys=True)
+            out.write("\n")
+        await sink.publish(SUMMARY_JSON, staged, content_type="application/json")
+    finally:
+        staged.unlink(missing_ok=True)
 
-    def __init__(self, folder: Path) -> None:
-        self._cm = atomic_text(folder / REJECTS_CSV)
+
+class RejectsWriter:
+    """Streams rejected rows to a staging file; `publish` puts rejects.csv in place."""
+
+    def __init__(self, sink: ImageSink) -> None:
+        self._sink = sink
+        self._path = sink.staging(REJECTS_CSV)
+        self._cm = _text(self._path)
         self._out = self._cm.__enter__()
         self._writer = csv.writer(self._out)
         self._writer.writerow(["source", "line", "value", "reason"])
@@ -79,19 +90,23 @@ class RejectsWriter:
         self._writer.writerow([reject.source, reject.line, reject.raw, reject.reason])
         self.count += 1
 
-    def close(self, ok: bool = True) -> None:
-        """Finish the file (or drop it when the run failed before reading everything)."""
-        if ok:
-            self._cm.__exit__(None, None, None)
-        else:
-            try:
-                self._cm.__exit__(RuntimeError, RuntimeError(), None)
-            except RuntimeError:
-                pass
+    async def publish(self) -> None:
+        """Finish the file and put it in place."""
+        self._cm.__exit__(None, None, None)
+        try:
+            await self._sink.publish(REJECTS_CSV, self._path, content_type="text/csv")
+        finally:
+            self._path.unlink(missing_ok=True)
+
+    def drop(self) -> None:
+        """Forget the file (the run failed before reading every input)."""
+        self._cm.__exit__(None, None, None)
+        self._path.unlink(missing_ok=True)
 
 
-def write_summary(folder: Path, summary: dict[str, Any], durable: bool = False) -> None:
-    """summary.json of the last run."""
-    with atomic_text(folder / SUMMARY_JSON, durable) as out:
-        json.dump(summary, out, indent=2, sort_keys=True)
-        out.write("\n")
+@contextmanager
+def _text(path: Path) -> Iterator[TextIO]:
+    """A new text file with the permissions the umask gives (not mkstemp's 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+        yield out

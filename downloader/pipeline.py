@@ -1,19 +1,24 @@
-"""The one task group: planner → API workers → download workers → recorder.
+"""The one task group: planner → API workers → download workers → recorder, plus a lease keeper.
 
-Theory of operation. Stages are joined by bounded memory object streams, so a slow stage
-holds back the ones before it: the planner cannot batch ahead of the API workers, and the API
-workers cannot resolve URLs faster than images are downloaded (at most a couple of batches of
-URLs wait in the download queue, minutes at worst, never hours: no URL expires in a queue).
-Every result goes through one recorder task, which writes it to the state store in batched
-transactions; the API workers hand resolved URLs to the recorder before they hand them to the
-downloaders, so "resolved" is always written before "downloaded".
+Theory of operation. The planner *claims* work from the state store under this worker's lease:
+still-valid URLs first (downloaded without any API call), else one batch of keys of one kind for
+the API. Several workers (processes, machines) claim from the same store and never get the same
+key; a dead worker's keys come back after its lease, and its resolved URLs are downloaded, not
+paid for again. When nothing is free the planner waits while keys are held under live leases
+(its own in-flight work included) or deferred keys are due soon, and stops when none are left.
 
-A run is a series of rounds. A round asks for everything unsettled and downloads what it can;
-a URL that expired before its download sends its key back to `pending`, and the next round asks
-for it again. Stops: a fatal API answer cancels the workers at once; a budget or time cap stops
-asking but lets paid-for downloads finish; a signal stops asking, cancels downloads, and gives
-in-flight API calls a few seconds to land (they are billed). In every case the recorder drains
-what it was sent and commits it before the round returns.
+Stages are joined by bounded memory object streams, so a slow stage holds back the ones before
+it: the planner cannot claim ahead of the API workers, and the API workers cannot resolve URLs
+faster than images are downloaded. Every result goes through one recorder task, which writes it to
+the state store in batched transactions; the API workers hand resolved URLs to the recorder before
+they hand them to the downloaders, so "resolved" is always written before "downloaded", and a
+billed answer is committed at once.
+
+Stops: a fatal condition cancels the workers at once and is written to the shared halt record, so
+every worker of the run stops; a budget or time cap stops claiming but lets paid-for downloads
+finish; a signal stops claiming, cancels downloads, and gives in-flight API calls a few seconds to
+land (they are billed). In every case the recorder drains what it was sent and commits it, and
+the worker's remaining claims are released.
 """
 
 from __future__ import annotations
@@ -21,30 +26,31 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from downloader.core.errors import FatalApiError
+from downloader.core import halt
+from downloader.core.errors import FatalError
 from downloader.core.events import BatchDone, ImageDone, Notice, Planned, Sink
-from downloader.core.model import Batch, Downloaded, Failed, ImageJob, NoImage, NotFound, Outcome, Resolved, UrlExpired
-from downloader.core.protocol import batches
+from downloader.core.model import Batch, Downloaded, Failed, ImageJob, NoImage, NotFound, Resolved, UrlExpired
+from downloader.core.outcome import StopReason
 from downloader.net.api import PatsnapClient
 from downloader.net.cdn import ImageFetcher
-from downloader.state.sqlite import StateStore
+from downloader.state.base import StateEvent, StateStore
 
 T = TypeVar("T")
-MAX_ROUNDS = 50
-MAX_EXPIRIES = 5
 _FLUSH_ITEMS = 500
 _FLUSH_SECONDS = 0.25
 _SIGNAL_GRACE = 3.0
+_IDLE_POLL = 0.5  # how often an idle planner looks again while others hold keys
+_SOON = 60.0  # deferred keys due within this many seconds are waited for
 
-Record = Sequence[Outcome | Downloaded | UrlExpired]
+Record = Sequence[StateEvent]
 
 
 @dataclass
@@ -52,31 +58,32 @@ class Control:
     """Why the run stops early, if it does; shared by every stage."""
 
     deadline: float | None = None
-    stop_reason: str | None = None  # "budget" | "runtime" | "interrupted"
-    fatal: FatalApiError | None = None
-    # Made anew by each round (a cancelled scope cannot be entered again).
+    stop_reason: StopReason | None = None
+    fatal: FatalError | None = None
+    # Made by the run (a cancelled scope cannot be entered again).
     cancel_all: anyio.CancelScope | None = None
     cancel_downloads: anyio.CancelScope | None = None
 
     def cancel(self, downloads_only: bool = False) -> None:
-        """Cancel the current round's downloads, or all of its workers."""
+        """Cancel the downloads, or all of the workers."""
         scope = self.cancel_downloads if downloads_only else self.cancel_all
         if scope is not None:
             scope.cancel()
 
     def stopping(self) -> bool:
-        """True once no new API call may start."""
+        """True once no new work may be claimed."""
         if self.stop_reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
-            self.stop_reason = "runtime"
+            self.stop_reason = StopReason.RUNTIME
         return self.stop_reason is not None or self.fatal is not None
 
 
 @dataclass
 class Pipeline:
-    """One job's stages; `run()` performs rounds until nothing is left or a stop."""
+    """One worker's stages; `run()` works until nothing is left for anyone, or a stop."""
 
-    state: StateStore
+    store: StateStore
     run_id: int
+    worker: str
     client: PatsnapClient
     fetcher: ImageFetcher
     sink: Sink
@@ -84,34 +91,32 @@ class Pipeline:
     api_concurrency: int = 4
     download_concurrency: int = 32
     expiry_margin: float = 120.0
+    lease: float = 60.0
+    info: Callable[[], Mapping[str, Any]] = dict
     control: Control = field(default_factory=Control)
+    _recorded: anyio.Event = field(default_factory=anyio.Event)
 
     async def run(self, handle_signals: bool = True) -> None:
-        """Rounds until the work is done or a stop; raises FatalApiError after recording state."""
-        async with anyio.create_task_group() as outer:
-            if handle_signals:
-                outer.start_soon(self._watch_signals, outer)
-            for number in range(1, MAX_ROUNDS + 1):
-                left_before = self._unsettled()
-                await self._round(number)
-                if self.control.stopping():
-                    break
-                failed = await anyio.to_thread.run_sync(self.state.fail_expired_repeatedly, self.run_id,
-                                                        MAX_EXPIRIES)
-                if failed:
-                    self.sink(Notice("failed", f"{failed} patents: URL expired {MAX_EXPIRIES} times"))
-                left = self._unsettled()
-                if left == 0 or left >= left_before:  # done, or a round that changed nothing
-                    break
-            outer.cancel_scope.cancel()
+        """Work until done or stopped; raises the FatalError that stopped it, after recording state."""
+        try:
+            async with anyio.create_task_group() as outer:
+                if handle_signals:
+                    outer.start_soon(self._watch_signals, outer)
+                outer.start_soon(self._keep_lease)
+                await self._announce()
+                await self._work()
+                outer.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.store.release(self.worker)
         if self.control.fatal is not None:
             raise self.control.fatal
 
-    def _unsettled(self) -> int:
-        counts = self.state.counts(self.run_id)
-        return counts.get("pending", 0) + counts.get("resolved", 0)
+    async def _announce(self) -> None:
+        counts = await self.store.counts(self.run_id)
+        self.sink(Planned(counts.get("pending", 0), counts.get("resolved", 0), 1))
 
-    async def _round(self, number: int) -> None:
+    async def _work(self) -> None:
         to_results, results = anyio.create_memory_object_stream[Record](64)
         self.control.cancel_all = anyio.CancelScope()
         self.control.cancel_downloads = anyio.CancelScope()
@@ -119,12 +124,12 @@ class Pipeline:
             tg.start_soon(self._record, results)
             with self.control.cancel_all:
                 async with to_results, anyio.create_task_group() as workers:
-                    self._start_workers(workers, number, to_results)
+                    self._start_workers(workers, to_results)
 
-    def _start_workers(self, tg: TaskGroup, number: int, to_results: MemoryObjectSendStream[Record]) -> None:
+    def _start_workers(self, tg: TaskGroup, to_results: MemoryObjectSendStream[Record]) -> None:
         to_api, api_in = anyio.create_memory_object_stream[Batch](self.api_concurrency)
         to_downloads, downloads_in = anyio.create_memory_object_stream[ImageJob](2 * self.download_concurrency)
-        tg.start_soon(self._plan, number, to_api, to_downloads.clone())
+        tg.start_soon(self._plan, to_api, to_downloads.clone())
         for _ in range(self.api_concurrency):
             tg.start_soon(self._api_worker, api_in.clone(), to_downloads.clone(), to_results.clone())
         ticking = anyio.CancelScope()
@@ -133,20 +138,25 @@ class Pipeline:
         api_in.close()
         to_downloads.close()
 
-    async def _plan(self, number: int, to_api: MemoryObjectSendStream[Batch],
+    async def _plan(self, to_api: MemoryObjectSendStream[Batch],
                     to_downloads: MemoryObjectSendStream[ImageJob]) -> None:
-        """Known good URLs go straight to the downloaders; the rest is batched for the API."""
-        usable_after = time.time() + self.expiry_margin
+        """Claim work until nothing is left for anyone: known good URLs to the downloaders, the rest to the API."""
         async with to_api, to_downloads:
-            pending = self.state.counts(self.run_id).get("pending", 0)
-            to_ask = pending + self.state.count_expired(self.run_id, usable_after)
-            self.sink(Planned(to_ask, self.state.count_reusable(self.run_id, usable_after), number))
-            for job in self.state.iter_reusable(self.run_id, usable_after):
-                await _send_quietly(to_downloads, job)
-            for batch in batches(self.state.iter_to_ask(self.run_id, usable_after), self.batch_size):
-                if self.control.stopping():
+            while not self.control.stopping():
+                recorded = self._recorded
+                claim = await self.store.claim(self.run_id, self.worker, limit=self.batch_size,
+                                               usable_after=time.time() + self.expiry_margin, lease=self.lease)
+                for job in claim.to_download:
+                    await _send_quietly(to_downloads, job)
+                if claim.to_ask is not None:
+                    await to_api.send(claim.to_ask)
+                if not claim.empty:
+                    continue
+                due_soon = claim.next_retry is not None and claim.next_retry - time.time() < _SOON
+                if claim.waiting == 0 and not due_soon:
                     return
-                await to_api.send(batch)
+                with anyio.move_on_after(_IDLE_POLL):
+                    await recorded.wait()
 
     async def _api_worker(self, batches_in: MemoryObjectReceiveStream[Batch],
                           to_downloads: MemoryObjectSendStream[ImageJob],
@@ -154,14 +164,14 @@ class Pipeline:
         async with batches_in, to_downloads, to_results:
             async for batch in batches_in:
                 if self.control.stopping():
-                    continue  # drain without asking: these keys stay pending for the next run
+                    continue  # drain without asking: these keys stay pending (released at the end)
                 try:
                     result = await self.client.resolve(batch)
-                except FatalApiError as err:
-                    self._fatal(err)
+                except FatalError as err:
+                    await self._fatal(err)
                     return
                 if result.unasked:
-                    self._stop("budget", "the --max-charged budget is spent; the next run continues")
+                    self._stop(StopReason.BUDGET, "the --max-charged budget is spent; the next run continues")
                 await _deliver(to_results, result.outcomes)  # billed: recorded even when stopping
                 images = [o for o in result.outcomes if isinstance(o, Resolved)]
                 self.sink(BatchDone(len(result.outcomes), len(images), result.charged))
@@ -203,7 +213,7 @@ class Pipeline:
                 except anyio.EndOfStream:
                     return
                 result = await self.fetcher.fetch(job)
-                await _deliver(to_results, [result])  # a file renamed into place is recorded even when stopping
+                await _deliver(to_results, [result])  # a file put in place is recorded even when stopping
                 self.sink(_image_event(result))
 
     async def _record(self, results: MemoryObjectReceiveStream[Record]) -> None:
@@ -215,7 +225,7 @@ class Pipeline:
         An API answer is flushed at once: it was billed, and a kill before its commit would make
         the next run pay for it again. Download results can wait for company.
         """
-        pending: list[Outcome | Downloaded | UrlExpired] = []
+        pending: list[StateEvent] = []
         due = math.inf
         async with results:
             while True:
@@ -234,25 +244,42 @@ class Pipeline:
         if pending:
             await self._flush(pending)
 
-    async def _flush(self, pending: list[Outcome | Downloaded | UrlExpired]) -> None:
+    async def _flush(self, pending: list[StateEvent]) -> None:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self.state.apply, pending)
+            await self.store.apply(pending)
+        self._recorded.set()
+        self._recorded = anyio.Event()
 
-    def _fatal(self, err: FatalApiError) -> None:
+    async def _keep_lease(self) -> None:
+        """Renew this worker's claims and heartbeat; stop when another worker halted the run."""
+        every = max(0.2, min(self.lease / 3, 5.0))
+        while True:
+            await self.store.heartbeat(self.run_id, self.worker, self.info(), self.lease)
+            await self.store.renew(self.worker, self.lease)
+            record = await self.store.read_shared(halt.RECORD)
+            stopped = halt.error_from(record, self.run_id)
+            if stopped is not None and self.control.fatal is None:
+                self.control.fatal = stopped
+                self.control.cancel()
+            await anyio.sleep(every)
+
+    async def _fatal(self, err: FatalError) -> None:
         if self.control.fatal is None:
             self.control.fatal = err
             self.sink(Notice("fatal", f"stopping: {err}"))
+            with anyio.CancelScope(shield=True):
+                await self.store.update_shared(halt.RECORD, halt.record(err, self.run_id, self.worker))
         self.control.cancel()
 
-    def _stop(self, reason: str, message: str) -> None:
+    def _stop(self, reason: StopReason, message: str) -> None:
         if self.control.stop_reason is None:
             self.control.stop_reason = reason
-            self.sink(Notice(reason, message))
+            self.sink(Notice(reason.value, message))
 
     async def _watch_signals(self, outer: TaskGroup) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
-                self._stop("interrupted", f"{signal.Signals(signum).name}: stopping, state is being saved")
+                self._stop(StopReason.INTERRUPTED, f"{signal.Signals(signum).name}: stopping, state is being saved")
                 self.control.cancel(downloads_only=True)
                 outer.start_soon(self._cancel_later)
 

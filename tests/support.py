@@ -38,7 +38,7 @@ def settings_for(sim: Simulator, **overrides: Any) -> Settings:
 
 def run(inputs: list[Path], out: Path, sim: Simulator, **overrides: Any) -> dict[str, Any]:
     """Run a whole job in this process; returns its summary."""
-    return run_job(inputs, out, settings_for(sim, **overrides))
+    return run_job(inputs, out, settings_for(sim, **overrides)).to_dict()
 
 
 def manifest(out: Path) -> list[dict[str, str]]:

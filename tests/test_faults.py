@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from downloader.cli import app as cli
-from downloader.core.model import Downloaded, Kind, PatentKey, Resolved
-from downloader.outputs import atomic_text
+from downloader.core.model import Downloaded, Kind, PatentKey, Resolved, Status
+from downloader.outputs import write_manifest
 from downloader.simulator import SimulatorConfig, simulator_in_thread
-from downloader.state.sqlite import StateStore
+from downloader.sinks.local import LocalSink
+from downloader.state.base import PatentRow
+from downloader.state.sqlite import SqliteStore
 
 from .support import (
     check_downloads,
@@ -73,20 +75,20 @@ def test_transient_faults_of_every_kind_end_with_every_file_right(tmp_path, sim_
     assert max(c.asks.values()) <= 2  # a key is asked again only when its answer was lost
 
 
-def test_results_are_recorded_in_the_order_they_happened(tmp_path):
+async def test_results_are_recorded_in_the_order_they_happened(tmp_path):
     """A `resolved` and its `downloaded` flushed together after another download: none is lost."""
-    store = StateStore(tmp_path / "state.sqlite")
+    store = await SqliteStore.open(tmp_path / "state.sqlite")
     try:
-        run_id = store.start_run({})
+        run_id = await store.start_run({})
         a, b = PatentKey(Kind.NUMBER, "US1111111"), PatentKey(Kind.NUMBER, "US2222222")
-        store.ingest([a, b], run_id)
-        store.apply([Resolved(a, "US1111111B2", "id-a", "0001", "http://x/a", 2e9)])
-        store.apply([Downloaded(a, "images/a.png", 1, "aa"),
-                     Resolved(b, "US2222222B2", "id-b", "0001", "http://x/b", 2e9),
-                     Downloaded(b, "images/b.png", 2, "bb")])
-        assert store.counts(run_id) == {"downloaded": 2}
+        await store.ingest([a, b], run_id)
+        await store.apply([Resolved(a, "US1111111B2", "id-a", "0001", "http://x/a", 2e9)])
+        await store.apply([Downloaded(a, "images/a.png", 1, "aa"),
+                           Resolved(b, "US2222222B2", "id-b", "0001", "http://x/b", 2e9),
+                           Downloaded(b, "images/b.png", 2, "bb")])
+        assert await store.counts(run_id) == {"downloaded": 2}
     finally:
-        store.close()
+        await store.close()
 
 
 # --- 2. rate limits -----------------------------------------------------------------------------
@@ -312,27 +314,28 @@ def test_durable_run_is_correct(tmp_path, threaded_simulator):
     assert not leftovers(tmp_path / "out")
 
 
-def test_atomic_text_keeps_the_old_file_when_a_write_fails(tmp_path):
-    """An exception mid-write leaves the previous file intact and no temporary file behind."""
-    target = tmp_path / "manifest.csv"
-    target.write_text("old,complete\n", encoding="utf-8")
-    with pytest.raises(RuntimeError), atomic_text(target) as out:
-        out.write("new,half")
-        out.flush()
+async def test_a_manifest_write_that_fails_midway_keeps_the_old_file(tmp_path):
+    """An exception mid-write leaves the previous manifest intact and no temporary file behind."""
+    sink = LocalSink(tmp_path)
+    await sink.prepare()
+    (tmp_path / "manifest.csv").write_text("old,complete\n", encoding="utf-8")
+
+    async def rows_then_a_full_disk():
+        yield PatentRow(Kind.NUMBER, "US1", Status.NOT_FOUND)
         raise RuntimeError("disk full")
-    assert target.read_text(encoding="utf-8") == "old,complete\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.csv"]
-    with atomic_text(target, durable=True) as out:
-        out.write("new,complete\n")
-    assert target.read_text(encoding="utf-8") == "new,complete\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.csv"]
+
+    with pytest.raises(RuntimeError):
+        await write_manifest(sink, rows_then_a_full_disk())
+    assert (tmp_path / "manifest.csv").read_text(encoding="utf-8") == "old,complete\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".partial", "manifest.csv"]
 
 
 _KILLED_WRITER = """
 import os, signal, sys
 from pathlib import Path
-from downloader.outputs import atomic_text
-with atomic_text(Path(sys.argv[1])) as out:
+from downloader.sinks.local import LocalSink
+staged = LocalSink(Path(sys.argv[1])).staging("manifest.csv")
+with staged.open("w") as out:
     out.write("new,half")
     out.flush()
     os.kill(os.getpid(), signal.SIGKILL)
@@ -347,7 +350,7 @@ def test_a_write_killed_midway_keeps_the_old_manifest_and_the_next_run_cleans_up
     source = write_csv(tmp_path / "in.csv", numbers(50))
     assert run([source], out, sim)["exit_code"] == 0
     before = (out / "manifest.csv").read_bytes()
-    killed = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(out / "manifest.csv")], timeout=30,
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(out)], timeout=30,
                             check=False, cwd=Path(__file__).resolve().parents[1])
     assert killed.returncode == -signal.SIGKILL
     assert (out / "manifest.csv").read_bytes() == before

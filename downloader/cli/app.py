@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from downloader import __version__
-from downloader.cli.finalline import describe_summary
+from downloader.cli.runner import err_line as _err
+from downloader.cli.runner import run_command, settings_from
 from downloader.core.errors import DownloaderError, FatalError, UsageError
-from downloader.core.outcome import Summary, exit_code_for
-from downloader.core.settings import DEFAULT_API_BASE, Settings, parse_duration
+from downloader.core.outcome import exit_code_for
+from downloader.core.settings import DEFAULT_API_BASE, parse_duration
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,10 +49,6 @@ def _report(err: BaseException, code: int, debug: bool) -> None:
         _err(f"patent-images: {err}")
     else:
         _err(f"patent-images: internal error: {type(err).__name__}: {err} (run with --debug for details)")
-
-
-def _err(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)  # noqa: T201
 
 
 def _sigterm_as_interrupt() -> None:
@@ -159,11 +155,17 @@ def _add_demo(sub: Any) -> None:
 
 
 def _add_status(sub: Any) -> None:
-    p = sub.add_parser("status", help="counts by status and the last runs, calling nothing")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p = sub.add_parser("status", help="counts by status, live workers and the last runs, calling nothing")
+    p.add_argument("--out", required=True, metavar="DIR", help="the job's output folder or s3://bucket/prefix")
+    _add_state(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--runs", type=int, default=10, help="how many recent runs to list")
     p.set_defaults(func=cmd_status)
+
+
+def _add_state(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state", dest="state_url", default=_env("PATENT_IMAGES_STATE"), metavar="URL",
+                   help="the job's state store, as given to run (env PATENT_IMAGES_STATE; default DIR/state.sqlite)")
 
 
 def _add_simulate(sub: Any, full: bool) -> None:
@@ -177,51 +179,20 @@ def _add_simulate(sub: Any, full: bool) -> None:
 
 def _add_report(sub: Any) -> None:
     p = sub.add_parser("report", help="write a self-contained HTML report of DIR")
-    p.add_argument("--out", required=True, metavar="DIR", help="the job's output folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="the job's output folder or s3://bucket/prefix")
     p.add_argument("--to", metavar="DIR", help="where to write report.html (default: DIR)")
+    _add_state(p)
+    p.add_argument("--s3-endpoint-url", default=_env("AWS_ENDPOINT_URL"), metavar="URL",
+                   help="S3-compatible service for --out s3://… (env AWS_ENDPOINT_URL)")
     p.set_defaults(func=cmd_report)
 
 
 # --- commands -------------------------------------------------------------------------------
 
 
-def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
-    """Settings from parsed options (validated: bad values raise UsageError)."""
-    fields = {name: getattr(args, name) for name in (
-        "rate", "api_concurrency", "download_concurrency", "batch_size", "retries", "retry_failed", "column",
-        "max_charged", "max_runtime", "recheck_after_days", "durable", "expiry_margin", "dry_run", "log_file",
-        "log_format", "state_url", "workers", "lease", "s3_endpoint_url", "throttle_patience")}
-    for name in ("api_base", "api_key", "token", "client_id", "client_secret"):
-        if hasattr(args, name):
-            fields[name] = getattr(args, name)
-    fields["progress"] = False if args.no_progress else None
-    fields.update(overrides)
-    return Settings(**fields)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """`run`: the main job."""
-    return _run(args.inputs, Path(args.out), settings_from(args), args)
-
-
-def _run(inputs: list[str], out: Path, settings: Settings, args: argparse.Namespace,
-         after: Callable[[dict[str, Any]], None] | None = None) -> int:
-    from downloader.cli.runlog import open_sinks
-    from downloader.job import run_job
-
-    with open_sinks(settings) as sink:
-        summary = run_job(inputs, out, settings, sink=sink, handle_signals=True)
-        sink.finish(summary)
-    if settings.dry_run:
-        from downloader.dryrun import describe_plan
-        print(json.dumps(summary, indent=2) if args.json else describe_plan(summary))  # noqa: T201
-        return 0
-    if args.json:
-        print(json.dumps(summary, indent=2, sort_keys=True))  # noqa: T201
-    _err(describe_summary(Summary.from_dict(summary), str(out / 'manifest.csv')))
-    if after:
-        after(summary)
-    return int(summary["exit_code"])
+    return run_command(args.inputs, args.out, settings_from(args), args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -235,7 +206,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """`status`: counts and recent runs from the state store."""
     from downloader.cli.status import show_status
 
-    return show_status(Path(args.out), args.json, args.runs)
+    return show_status(args.out, args.state_url, args.json, args.runs)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -250,6 +221,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """`report`: report.html for a job folder."""
     from downloader.cli.htmlreport import write_report
 
-    path = write_report(Path(args.out), Path(args.to) if args.to else None)
+    path = write_report(args.out, Path(args.to) if args.to else None, state_url=args.state_url,
+                        endpoint_url=args.s3_endpoint_url)
     print(path)  # noqa: T201
     return 0

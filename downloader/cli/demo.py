@@ -6,7 +6,8 @@ import argparse
 import csv
 from pathlib import Path
 
-from downloader.cli.app import _err, _run, settings_from
+from downloader.cli.runner import err_line as _err
+from downloader.cli.runner import run_command, settings_from
 
 _SAMPLE = Path("sample_inputs") / "patents.csv"
 
@@ -40,7 +41,7 @@ def run_demo(args: argparse.Namespace) -> int:
         _err(f"demo: simulator of the PatSnap API and CDN at {sim.base_url}; input {source}")
         settings = settings_from(args, api_base=sim.base_url, api_key=config.api_key,
                                  client_id=config.client_id, client_secret=config.client_secret)
-        code = _run([str(source)], out, settings, args)
+        code = run_command([str(source)], str(out), settings, args)
     _err(f"demo: manifest {out / 'manifest.csv'} (and .jsonl), images under {out / 'images'}, "
          f"summary {out / 'summary.json'}; try: patent-images status --out {out}")
     return code

@@ -19,13 +19,19 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from downloader.core.errors import UsageError
-from downloader.state.sqlite import STATE_FILE, StateStore
+import anyio
+
+from downloader.core.model import Status
+from downloader.sinks import is_remote, open_sink
+from downloader.state import open_existing
+from downloader.state.base import PatentRow, StateStore
+from downloader.state.sqlite import STATE_FILE
 
 REPORT_FILE = "report.html"
 SHEET_LIMIT = 5000
@@ -120,30 +126,87 @@ _SCRIPT = """
 """
 
 
-def write_report(folder: Path, to: Path | None = None) -> Path:
-    """Write `report.html` for the job folder `folder` into `to` (default: the folder); returns its path."""
-    path = folder / STATE_FILE
-    if not path.exists():
-        raise UsageError(f"no state store in {folder} (has a run used this --out?)")
-    target_dir = to or folder
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / REPORT_FILE
-    temp = target.with_name(f".{REPORT_FILE}.{os.getpid()}.tmp")
-    store = StateStore(path)
+@dataclass
+class ReportData:
+    """What the page shows, read from the store before any HTML is written."""
+
+    counts: dict[str, int]
+    runs: list[dict[str, Any]]
+    failures: list[tuple[str, int, str, str, str]]
+    recent: list[tuple[str, str, str, str]]
+
+
+def write_report(out: str, to: Path | None = None, *, state_url: str | None = None,
+                 endpoint_url: str | None = None) -> str:
+    """Write `report.html` for the job at `out` (a folder or s3://…) into `to` (default: beside the
+    manifest); returns where it went."""
+    return anyio.run(_write_report, out, to, state_url, endpoint_url)
+
+
+async def _write_report(out: str, to: Path | None, state_url: str | None, endpoint_url: str | None) -> str:
+    from downloader.job import state_folder
+
+    store = await open_existing(state_url, state_folder(out) / STATE_FILE)
     try:
-        with temp.open("w", encoding="utf-8") as out:
-            _write_page(out, store, folder, target_dir)
-        os.replace(temp, target)
+        data = await _read(store)
     finally:
-        store.close()
-        temp.unlink(missing_ok=True)
-    return target
+        await store.close()
+    if to is not None or not is_remote(out):
+        folder = Path(out) if not is_remote(out) else Path(".")
+        target_dir = to or folder
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / REPORT_FILE
+        temp = target.with_name(f".{REPORT_FILE}.{os.getpid()}.tmp")
+        try:
+            with temp.open("w", encoding="utf-8") as page:
+                _write_page(page, data, Path(out) if not is_remote(out) else Path(out.rstrip("/").rsplit("/", 1)[-1]),
+                            target_dir if not is_remote(out) else folder)
+            os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+        return str(target)
+    sink = open_sink(out, endpoint_url=endpoint_url)
+    await sink.prepare()
+    try:
+        staged = sink.staging(REPORT_FILE)
+        with staged.open("w", encoding="utf-8") as page:
+            _write_page(page, data, Path(out.rstrip("/").rsplit("/", 1)[-1]), Path(out.rstrip("/").rsplit("/", 1)[-1]))
+        await sink.publish(REPORT_FILE, staged, content_type="text/html")
+        return sink.url_of(REPORT_FILE)
+    finally:
+        await sink.close()
 
 
-def _write_page(out: TextIO, store: StateStore, folder: Path, target_dir: Path) -> None:
-    """The whole page, top to bottom; the long lists are streamed from the store."""
-    counts = store.counts()
-    runs = [r for r in reversed(store.runs(CHART_RUNS)) if r["summary"]]
+async def _read(store: StateStore) -> ReportData:
+    counts = await store.counts()
+    runs = [asdict(r) for r in reversed(await store.runs(CHART_RUNS)) if r.summary]
+    recent = [(r.key, r.pn or "", r.num or "", r.local_file or "")
+              for r in await store.latest(Status.DOWNLOADED, SHEET_LIMIT) if r.local_file]
+    return ReportData(counts, runs, await failure_groups(store.rows(status=Status.FAILED)), recent)
+
+
+async def failure_groups(rows: AsyncIterator[PatentRow], cap: int = FAILURES_PER_GROUP
+                         ) -> list[tuple[str, int, str, str, str]]:
+    """Failed keys grouped by error type (the `error` up to its first ':'), biggest group first.
+
+    (type, group size, key, pn, error), at most `cap` keys per group, in input order: memory is
+    bounded by the number of error types, not of failures.
+    """
+    groups: dict[str, tuple[list[tuple[str, int, str, str, str]], list[int]]] = {}
+    async for row in rows:
+        error = row.error or ""
+        kind = error.split(":", 1)[0] if ":" in error else (error or "unknown")
+        shown, size = groups.setdefault(kind, ([], [0]))
+        size[0] += 1
+        if len(shown) < cap:
+            shown.append((kind, 0, row.key, row.pn or "", error))
+    ordered = sorted(groups.items(), key=lambda item: (-item[1][1][0], item[0]))
+    return [(kind, size[0], key, pn, err) for kind, (shown, size) in ordered for _, _, key, pn, err in shown]
+
+
+def _write_page(out: TextIO, data: ReportData, folder: Path, target_dir: Path) -> None:
+    """The whole page, top to bottom."""
+    counts, runs = data.counts, data.runs
     out.write('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
               '<meta name="viewport" content="width=device-width,initial-scale=1">'
               # Offline by construction: nothing but inline code and local images may load.
@@ -152,9 +215,8 @@ def _write_page(out: TextIO, store: StateStore, folder: Path, target_dir: Path) 
               f"<title>patent-images report — {_e(folder.name)}</title><style>{_CSS}</style></head><body>\n")
     out.write(_header(folder, runs))
     out.write("<main>\n" + _cards(counts) + _runs_section(runs))
-    _write_failures(out, store.iter_failure_groups(FAILURES_PER_GROUP), counts.get("failed", 0))
-    _write_sheet(out, store.iter_recent_downloads(SHEET_LIMIT), counts.get("downloaded", 0),
-                 _relative_base(folder, target_dir))
+    _write_failures(out, data.failures, counts.get("failed", 0))
+    _write_sheet(out, data.recent, counts.get("downloaded", 0), _relative_base(folder, target_dir))
     out.write(f"</main>\n<script>{_SCRIPT}</script>\n</body></html>\n")
 
 

@@ -4,30 +4,39 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
-from downloader.core.errors import UsageError
-from downloader.state.sqlite import STATE_FILE, StateStore
+import anyio
+
+from downloader.state import open_existing
+from downloader.state.sqlite import STATE_FILE
 
 
-def status_data(folder: Path, runs: int = 10) -> dict[str, Any]:
-    """Totals and recent runs as plain data."""
-    path = folder / STATE_FILE
-    if not path.exists():
-        raise UsageError(f"no state store in {folder} (has a run used this --out?)")
-    store = StateStore(path)
+def status_data(out: str, state_url: str | None = None, runs: int = 10) -> dict[str, Any]:
+    """Totals, live workers and recent runs as plain data."""
+    return anyio.run(_status_data, out, state_url, runs)
+
+
+async def _status_data(out: str, state_url: str | None, runs: int) -> dict[str, Any]:
+    from downloader.job import state_folder
+
+    store = await open_existing(state_url, state_folder(out) / STATE_FILE)
     try:
-        counts = store.counts()
-        return {"folder": str(folder), "total": sum(counts.values()), "by_status": counts,
-                "runs": store.runs(runs)}
+        counts = await store.counts()
+        workers = [asdict(w) for w in await store.workers()]
+        history = [asdict(r) for r in await store.runs(runs)]
     finally:
-        store.close()
+        await store.close()
+    now = time.time()
+    live = [w for w in workers if not w["finished"] and w["lease_until"] >= now]
+    return {"folder": out, "state": store.location, "total": sum(counts.values()), "by_status": counts,
+            "workers": live, "runs": history}
 
 
-def show_status(folder: Path, as_json: bool, runs: int) -> int:
-    """Print the status of a job folder."""
-    data = status_data(folder, runs)
+def show_status(out: str, state_url: str | None, as_json: bool, runs: int) -> int:
+    """Print the status of a job."""
+    data = status_data(out, state_url, runs)
     if as_json:
         print(json.dumps(data, indent=2, sort_keys=True))  # noqa: T201
         return 0
@@ -39,6 +48,10 @@ def render_status(data: dict[str, Any]) -> str:
     """A person-readable table of the totals and runs."""
     lines = [f"{data['folder']}: {data['total']} patents"]
     lines += [f"  {status:<11} {n:>10}" for status, n in sorted(data["by_status"].items())]
+    for w in data.get("workers", []):
+        left = max(0.0, w["lease_until"] - time.time())
+        lines.append(f"  worker {w['worker']} (run {w['run_id']}): {w['claimed']} keys claimed, "
+                     f"lease {left:.0f} s left")
     lines.append("")
     lines.append(f"{'run':>5}  {'started':<19}  {'secs':>8}  {'exit':>4}  {'calls':>6}  {'charged':>8}  "
                  f"{'images':>7}  {'MB':>8}  stop")

@@ -128,3 +128,30 @@ def describe(err: BaseException) -> str:
     """The `error` column text: the class name, then the message (never a secret, see api.py)."""
     text = " ".join(str(err).split())[:300]
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def cause_of(err: BaseException) -> BaseException:
+    """The error that matters inside (nested) exception groups from task groups.
+
+    Our own errors first (they carry the exit code and the message), then anything else; a group
+    of only cancellations stays as it is.
+    """
+    leaves = list(_leaves(err))
+    for leaf in leaves:
+        if isinstance(leaf, DownloaderError | KeyboardInterrupt):
+            return leaf
+    for leaf in leaves:
+        if not _is_cancellation(leaf):
+            return leaf
+    return err
+
+
+def _leaves(err: BaseException) -> list[BaseException]:
+    if isinstance(err, BaseExceptionGroup):
+        return [leaf for inner in err.exceptions for leaf in _leaves(inner)]
+    return [err]
+
+
+def _is_cancellation(err: BaseException) -> bool:
+    # asyncio's CancelledError (what anyio raises on asyncio) without importing an event loop here.
+    return type(err).__name__ == "CancelledError"

@@ -27,6 +27,8 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"BM", 0, "bmp"),
 )
 MAGIC_BYTES_NEEDED = 12
+CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif", "tif": "image/tiff",
+                 "webp": "image/webp", "bmp": "image/bmp", "bin": "application/octet-stream"}
 
 
 def sniff_image_type(head: bytes) -> str | None:

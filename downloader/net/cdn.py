@@ -4,19 +4,15 @@ The body is hashed (SHA-256) and measured while it streams; the first bytes deci
 image type. The file is checked against the HTTP status, Content-Length, the magic bytes and
 the size cap before the rename, so nothing unverified ever carries a final name.
 
-Writes go straight from the event loop into a buffered file: a page-cache write of a 64 KB
-chunk costs microseconds, far less than a thread hop per chunk (aiofiles), which measured ~10x
-slower per small image. With --durable the fsync, which can block for milliseconds, runs in a
-worker thread.
+The bytes go to an `ImageSink` upload (a temp file, or memory for an object store), which makes
+them visible under their final name only on `commit`, after every check passed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Callable
-from typing import BinaryIO
 
 import aiohttp
 import anyio
@@ -25,11 +21,11 @@ from yarl import URL
 from downloader.core.errors import BadImageError, DownloadError, TransientDownloadError, UrlExpiredError, describe
 from downloader.core.expiry import is_expired_403, is_usable
 from downloader.core.model import Counters, Downloaded, Failed, ImageJob, UrlExpired
-from downloader.core.naming import MAGIC_BYTES_NEEDED, image_path, sniff_image_type
+from downloader.core.naming import CONTENT_TYPES, MAGIC_BYTES_NEEDED, image_path, sniff_image_type
 from downloader.net.httperrors import map_client_errors
 from downloader.net.proxies import proxy_for
 from downloader.net.retrying import RetryPolicy
-from downloader.sinks.local import LocalStore
+from downloader.sinks.base import ImageSink, Upload
 
 _ERROR_BODY_BYTES = 64 * 1024
 
@@ -37,10 +33,10 @@ _ERROR_BODY_BYTES = 64 * 1024
 class ImageFetcher:
     """Fetches one image per call; the result is data (downloaded, expired, failed), never a raise."""
 
-    def __init__(self, session: aiohttp.ClientSession, store: LocalStore, counters: Counters, *,
+    def __init__(self, session: aiohttp.ClientSession, sink: ImageSink, counters: Counters, *,
                  policy: Callable[[], RetryPolicy], expiry_margin: float, max_bytes: int) -> None:
         self._session = session
-        self._store = store
+        self._sink = sink
         self._counters = counters
         self._policy = policy
         self._margin = expiry_margin
@@ -85,49 +81,40 @@ class ImageFetcher:
         digest = hashlib.sha256()
         size = 0
         head = b""
-        out: BinaryIO | None = None
-        temp: str | None = None
+        upload: Upload | None = None
         try:
             async for chunk in resp.content.iter_any():
                 size += len(chunk)
                 if size > self._max_bytes:
                     raise BadImageError(f"image is over the {self._max_bytes}-byte cap")
                 digest.update(chunk)
-                if out is None:
+                if upload is None:
                     head += chunk
                     if len(head) < MAGIC_BYTES_NEEDED:
                         continue
-                    out, temp = self._open(head)
+                    upload = self._begin(head)
                     chunk = head
-                out.write(chunk)
-            if out is None:
-                out, temp = self._open(head)
-                out.write(head)
+                upload.write(chunk)
+            if upload is None:
+                upload = self._begin(head)
+                upload.write(head)
             if declared is not None and size != declared:
                 raise TransientDownloadError(f"body cut short: {size} of {declared} bytes")
-            relative = image_path(job.pn or job.key.value, job.num, sniff_image_type(head) or "bin")
-            await self._close(out)
-            out = None
-            assert temp is not None
-            self._store.commit(temp, relative)
-            temp = None
+            ext = sniff_image_type(head) or "bin"
+            relative = image_path(job.pn or job.key.value, job.num, ext)
+            sha = digest.hexdigest()
+            done, upload = upload, None
+            await done.commit(relative, content_type=CONTENT_TYPES[ext], sha256=sha)
         finally:
-            if out is not None:
-                out.close()
-            if temp is not None:
-                self._store.discard(temp)
+            if upload is not None:
+                with anyio.CancelScope(shield=True):
+                    await upload.discard()
         self._counters.bytes += size
         self._counters.images += 1
-        return Downloaded(job.key, relative, size, digest.hexdigest())
+        return Downloaded(job.key, relative, size, sha)
 
-    def _open(self, head: bytes) -> tuple[BinaryIO, str]:
+    def _begin(self, head: bytes) -> Upload:
         if sniff_image_type(head) is None:
             # CDNs do answer 200 with an HTML error page now and then: worth another try.
             raise TransientDownloadError(f"not an image: the body starts with {head[:16]!r}")
-        return self._store.open_temp()
-
-    async def _close(self, out: BinaryIO) -> None:
-        if self._store.durable:
-            out.flush()
-            await anyio.to_thread.run_sync(os.fsync, out.fileno())
-        out.close()
+        return self._sink.begin()

@@ -1,8 +1,12 @@
-"""Where image files are written: the local disk (the first implementation of the file sink).
+"""The local folder sink (the embedded default): temp file, verified, atomic rename into images/.
 
 Bytes go to a temporary file under `DIR/.partial/` (same file system, so the final rename is
 atomic), then are renamed to their place under `images/`. A kill at any instant leaves either
 no final file or a complete one; leftovers in `.partial/` are removed by the next run.
+
+Writes go straight from the event loop into a buffered file: a page-cache write of a chunk costs
+microseconds, far less than a thread hop per chunk (measured ~10x slower per small image). With
+--durable the fsyncs, which can block for milliseconds, run in a worker thread.
 """
 
 from __future__ import annotations
@@ -13,14 +17,19 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
+import anyio
+
+from downloader.core.errors import UsageError
+
 PARTIAL_DIR = ".partial"
 
 
-class LocalStore:
-    """Temp files, atomic commit into `images/`, cleanup of what a killed run left."""
+class LocalSink:
+    """A local output folder: images/, manifests, summary, rejects, report."""
 
     def __init__(self, root: Path, *, durable: bool = False) -> None:
-        self.root = root
+        self.root = Path(root)
+        self.location = str(root)
         self.durable = durable
         # Plain strings and os functions below: pathlib's object churn showed up per image.
         self._root = str(root)
@@ -28,41 +37,119 @@ class LocalStore:
         self._made: set[str] = set()
         self._names = itertools.count()
 
-    def prepare(self) -> None:
-        """Create the folders and remove partial files from an earlier, interrupted run."""
-        shutil.rmtree(self._partial, ignore_errors=True)
-        os.makedirs(self._partial, exist_ok=True)
+    async def prepare(self) -> None:
+        """Create the folders, check they can be written, remove an interrupted run's partial files."""
+        try:
+            os.makedirs(self._root, exist_ok=True)
+            shutil.rmtree(self._partial, ignore_errors=True)
+            os.makedirs(self._partial, exist_ok=True)
+            for stale in self.root.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+        except OSError as err:
+            raise UsageError(f"cannot write to --out {self._root}: {err.strerror or err}") from None
 
-    def open_temp(self) -> tuple[BinaryIO, str]:
-        """A new temporary file opened for writing, and its path."""
-        # Unique within the run: one run per DIR (the lock) and `.partial/` starts empty.
-        path = os.path.join(self._partial, f"{next(self._names)}.part")
-        return open(path, "wb"), path  # noqa: SIM115 - closed by the caller
+    def begin(self) -> LocalUpload:
+        """A new temporary file (unique within the run: one run per DIR, and .partial/ starts empty)."""
+        path = os.path.join(self._partial, f"{os.getpid()}-{next(self._names)}.part")
+        return LocalUpload(self, path)
 
-    def commit(self, temp: str, relative: str) -> None:
-        """Move a finished temporary file into its final place (atomic replace)."""
+    async def close(self) -> None:
+        """Remove this process's partial files when the run ends."""
+        try:
+            names = os.listdir(self._partial)  # noqa: ASYNC240 - one call at the end of a run
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.startswith(f"{os.getpid()}-"):
+                _unlink(os.path.join(self._partial, name))
+        try:
+            os.rmdir(self._partial)  # only when empty: other workers may still be writing
+        except OSError:
+            pass
+
+    def staging(self, name: str) -> Path:
+        """A temp file beside the final one (same file system: the rename is atomic)."""
+        return self.root / f".{name}.{os.getpid()}.tmp"
+
+    async def publish(self, name: str, staged: Path, *, content_type: str) -> None:
+        """Rename the staged file over `name` (fsynced first with --durable)."""
+        if self.durable:
+            await anyio.to_thread.run_sync(_fsync_path, str(staged))
+        os.replace(staged, self.root / name)
+        if self.durable:
+            await anyio.to_thread.run_sync(_fsync_path, self._root)
+
+    async def read_bytes(self, name: str) -> bytes | None:
+        """An output file's bytes, or None."""
+        try:
+            return (self.root / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def url_of(self, name: str) -> str:
+        """The file's path."""
+        return str(self.root / name)
+
+    def _commit(self, temp: str, relative: str) -> str:
         final = os.path.join(self._root, relative)
         parent = os.path.dirname(final)
         if parent not in self._made:
             os.makedirs(parent, exist_ok=True)
             self._made.add(parent)
         os.replace(temp, final)
-        if self.durable:
-            _fsync_dir(parent)
+        return parent
 
-    def discard(self, temp: str) -> None:
-        """Remove a temporary file that will not be kept."""
+
+class LocalUpload:
+    """One image being written to `.partial/`; opened lazily on the first chunk."""
+
+    __slots__ = ("_sink", "_path", "_file")
+
+    def __init__(self, sink: LocalSink, path: str) -> None:
+        self._sink = sink
+        self._path = path
+        self._file: BinaryIO | None = None
+
+    def write(self, chunk: bytes) -> None:
+        """Append bytes to the temporary file."""
+        if self._file is None:
+            self._file = open(self._path, "wb")  # noqa: SIM115 - closed by commit/discard
+        self._file.write(chunk)
+
+    async def commit(self, relative: str, *, content_type: str, sha256: str) -> None:
+        """Close, (fsync), and rename into place under `relative`."""
+        if self._file is None:
+            self.write(b"")
+        assert self._file is not None
         try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
+            if self._sink.durable:
+                self._file.flush()
+                await anyio.to_thread.run_sync(os.fsync, self._file.fileno())
+        finally:
+            self._file.close()
+        try:
+            parent = self._sink._commit(self._path, relative)
+        except BaseException:
+            _unlink(self._path)
+            raise
+        if self._sink.durable:
+            await anyio.to_thread.run_sync(_fsync_path, parent)
 
-    def finish(self) -> None:
-        """Remove the partial folder when the run ends."""
-        shutil.rmtree(self._partial, ignore_errors=True)
+    async def discard(self) -> None:
+        """Close and remove the temporary file."""
+        if self._file is not None:
+            self._file.close()
+            _unlink(self._path)
 
 
-def _fsync_dir(path: str) -> None:
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_path(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

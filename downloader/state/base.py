@@ -65,13 +65,17 @@ class Claim:
 
     `to_ask`: keys of one kind that need the API (never more than the claim's limit).
     `to_download`: keys whose signed URL is still good: download them without an API call.
-    `waiting`: when both are empty, how many unsettled keys of the run other live workers hold
-    (0 means the run has nothing left for anyone).
+    When both are empty, what is left of the run and why nobody can take it now:
+    `waiting`: unsettled keys held under a live lease (by any worker, this one included);
+    `deferred`: pending keys whose `retry_at` is still in the future (a Deferred event set it),
+    with `next_retry` the earliest such time. All zero: the run has nothing left for anyone.
     """
 
     to_ask: Batch | None = None
     to_download: tuple[ImageJob, ...] = ()
     waiting: int = 0
+    deferred: int = 0
+    next_retry: float | None = None
 
     @property
     def empty(self) -> bool:
@@ -131,7 +135,10 @@ class StateStore(Protocol):
         ...
 
     async def reopen(self, run_id: int, *, retry_failed: bool, recheck_before: float | None) -> None:
-        """Send back to pending what this run should ask again: failed (if asked), stale misses."""
+        """Send back to pending what this run should ask again: failed (if asked), stale misses.
+
+        Also clears `retry_at` of this run's pending keys: a new run tries deferred keys at once.
+        """
         ...
 
     async def plan(self, keys: Iterable[PatentKey], *, usable_after: float, retry_failed: bool,
@@ -148,8 +155,9 @@ class StateStore(Protocol):
         """Extend the lease on every key `worker` holds."""
         ...
 
-    async def release(self, worker: str) -> None:
-        """Give back every key `worker` still holds (a clean stop)."""
+    async def release(self, worker: str | None) -> None:
+        """Give back every key `worker` still holds (a clean stop); None: every worker's claims
+        (only for a run that holds the folder lock, so no other worker can be alive)."""
         ...
 
     async def apply(self, events: Sequence[StateEvent]) -> None:

@@ -1,0 +1,67 @@
+"""Builds the network side of a job from its settings: the two HTTP sessions, tokens, pacing,
+retries, the API client and the CDN fetcher. One place, so the job and the workers agree."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+
+from downloader.core.budget import Budget
+from downloader.core.events import Notice, Sink
+from downloader.core.model import Counters
+from downloader.core.settings import Settings
+from downloader.net import retrying
+from downloader.net.api import PatsnapClient
+from downloader.net.auth import OAuthToken, StaticToken, TokenProvider
+from downloader.net.cdn import ImageFetcher
+from downloader.net.ratelimit import AdaptiveRate
+from downloader.sinks.base import ImageSink
+
+
+@asynccontextmanager
+async def http_clients(settings: Settings, sink: ImageSink, counters: Counters,
+                       events: Sink) -> AsyncIterator[tuple[PatsnapClient, ImageFetcher]]:
+    """The API client and the CDN fetcher, each on its own session, closed on exit."""
+    s = settings
+    async with _session(s.api_concurrency + 2, s.api_timeout, s.api_timeout) as api_http, \
+            _session(s.download_concurrency, s.download_timeout, s.stall_timeout) as cdn:
+        tokens = _tokens(s, api_http, events)
+
+        def policy() -> retrying.RetryPolicy:
+            return retrying.RetryPolicy(s.retries, s.backoff_initial, s.backoff_max, s.throttle_budget,
+                                        on_retry=lambda err: _count_retry(counters))
+
+        client = PatsnapClient(api_http, s.api_base, s.effective_api_key or "", tokens, AdaptiveRate(s.rate),
+                               policy, counters, Budget(s.max_charged),
+                               log=lambda kind, fields: events(Notice(kind, _fields_text(fields))))
+        fetcher = ImageFetcher(cdn, sink, counters, policy=policy, expiry_margin=s.expiry_margin,
+                               max_bytes=s.max_image_bytes)
+        try:
+            yield client, fetcher
+        finally:
+            counters.token_refreshes = tokens.refreshes
+
+
+def _session(limit: int, total: float, stall: float) -> aiohttp.ClientSession:
+    timeout = aiohttp.ClientTimeout(total=total, sock_connect=30, sock_read=stall)
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
+    # Proxies from the environment are applied per request by proxies.proxy_for (cached).
+    return aiohttp.ClientSession(connector=connector, timeout=timeout)
+
+
+def _tokens(settings: Settings, session: aiohttp.ClientSession, events: Sink) -> TokenProvider:
+    if settings.client_id and settings.client_secret:
+        return OAuthToken(session, settings.api_base, settings.client_id, settings.client_secret,
+                          on_refresh=lambda: events(Notice("token", "token refreshed")))
+    assert settings.token is not None
+    return StaticToken(settings.token)
+
+
+def _fields_text(fields: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in fields.items())
+
+
+def _count_retry(counters: Counters) -> None:
+    counters.retries += 1

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.abc import Process
 
 from downloader.core.errors import FatalError, InputError, Interrupted, UsageError, cause_of
-from downloader.core.events import Notice, Sink
+from downloader.core.events import Elsewhere, Notice, Sink
 from downloader.core.model import Counters, PatentKey, Reject
 from downloader.core.outcome import StopReason, Summary, exit_code
 from downloader.core.settings import Settings
@@ -37,6 +38,7 @@ from downloader.state.base import StateStore
 from downloader.state.lock import DirLock
 from downloader.state.sqlite import STATE_FILE, local_state_home
 from downloader.wiring import http_clients
+from downloader.workers import default_workers, helpers, stop_helpers
 
 
 def run_job(inputs: Sequence[str | Path], out: str | Path, settings: Settings, *,
@@ -76,7 +78,7 @@ async def opened(out: str | Path, settings: Settings, *,
             raise UsageError(f"cannot write to --out {folder}: {err.strerror or err}") from None
         guard = DirLock(folder)
     with guard:
-        await sink.prepare()
+        await sink.prepare(clean=lock and not is_shared(settings.state_url))
         store = await open_store(settings.state_url, folder / STATE_FILE, durable=settings.durable)
         try:
             yield sink, store
@@ -96,11 +98,29 @@ class _Job:
     counters: Counters = field(default_factory=Counters)
     control: Control = field(default_factory=Control)
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    helpers: list[Process] = field(default_factory=list)
 
     async def run(self) -> Summary:
         try:
             return await self._guarded()
         except BaseExceptionGroup as group:  # task groups wrap what they raise: the cause decides the exit
+            raise cause_of(group) from None
+
+    async def help(self, run_id: int, parent: int) -> None:
+        """The helper's whole life: work on the parent's run, then say it finished."""
+        try:
+            async with opened(self.out, self.settings, lock=False) as (sink, store):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._watch_signals)
+                    tg.start_soon(_watch_parent, self, parent)
+                    try:
+                        await self._execute(sink, store, run_id)
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            await store.heartbeat(run_id, self.worker, self._info(), self.settings.lease,
+                                                  finished=True)
+                        tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
             raise cause_of(group) from None
 
     async def _guarded(self) -> Summary:
@@ -123,7 +143,19 @@ class _Job:
         summary = Summary(run_id=run_id)
         try:
             await self._ingest(sink, store, run_id, summary)
-            await self._execute(sink, store, run_id)
+            counts = await store.counts(run_id)
+            extra = default_workers(self.settings, counts.get("pending", 0) + counts.get("resolved", 0)) - 1
+            async with helpers(extra, self.out, self.settings, run_id) as procs:
+                self.helpers = procs
+                async with anyio.create_task_group() as tg:
+                    if procs:
+                        tg.start_soon(self._relay_progress, store, run_id)
+                    try:
+                        await self._execute(sink, store, run_id)
+                    finally:
+                        if self.control.stopping():
+                            stop_helpers(procs)
+                        tg.cancel_scope.cancel()
         except FatalError as err:
             self.control.fatal = self.control.fatal or err
         finally:
@@ -155,11 +187,26 @@ class _Job:
 
     async def _execute(self, sink: ImageSink, store: StateStore, run_id: int) -> None:
         s = self.settings
-        async with http_clients(s, sink, self.counters, self.events) as (client, fetcher):
+        async with http_clients(s, sink, store, run_id, self.counters, self.events) as (client, fetcher):
             pipeline = Pipeline(store, run_id, self.worker, client, fetcher, self.events, s.batch_size,
                                 s.api_concurrency, s.download_concurrency, s.expiry_margin, s.lease,
-                                info=self._info, control=self.control)
+                                info=self._info, counters=self.counters, control=self.control)
             await pipeline.run(handle_signals=False)
+
+    async def _relay_progress(self, store: StateStore, run_id: int) -> None:
+        """Turn the helpers' heartbeat counters into progress events for the one display."""
+        seen: dict[str, dict[str, int]] = {}
+        while True:
+            await anyio.sleep(0.5)
+            for w in await store.workers(run_id):
+                if w.worker == self.worker:
+                    continue
+                now = {k: int(v) for k, v in (w.info.get("counters") or {}).items()}
+                before = seen.get(w.worker, {})
+                delta = {k: now.get(k, 0) - before.get(k, 0) for k in ("asked", "images", "bytes", "charged")}
+                seen[w.worker] = now
+                if any(delta.values()):
+                    self.events(Elsewhere(delta["asked"], delta["images"], delta["bytes"], delta["charged"]))
 
     def _info(self) -> dict[str, Any]:
         return {"host": socket.gethostname(), "pid": os.getpid(), "counters": asdict(self.counters)}
@@ -172,7 +219,7 @@ class _Job:
         complete = not any(summary.by_status.get(s, 0) for s in ("pending", "resolved"))
         if shared and complete and not await store.update_shared(f"finished:{run_id}", _first(self.worker)):
             return _fill(summary, self, started, await store.workers(run_id))  # another worker writes them
-        _fill(summary, self, started, await store.workers(run_id) if shared else [])
+        _fill(summary, self, started, await store.workers(run_id))
         summary.manifest_rows = await write_manifest(sink, store.rows(run_id))
         summary.seconds = round(time.time() - started, 3)
         await write_summary(sink, summary.to_dict())
@@ -188,8 +235,23 @@ class _Job:
                     self.control.stop_reason = StopReason.INTERRUPTED
                     self.events(Notice("interrupted", f"{signal.Signals(signum).name}: stopping, state is being saved"))
                 self.control.cancel(downloads_only=True)
+                stop_helpers(self.helpers)
                 await anyio.sleep(3.0)  # in-flight API calls are billed: give them a moment to land
                 self.control.cancel()
+
+
+def run_helper(out: str, settings: Settings, run_id: int, *, parent: int) -> None:
+    """A helper worker of --workers N: claim and work for run `run_id` until nothing is left."""
+    job = _Job([], out, settings, lambda event: None, handle_signals=True)
+    anyio.run(job.help, run_id, parent, backend_options={"use_uvloop": _has_uvloop()})
+
+
+async def _watch_parent(job: _Job, parent: int) -> None:
+    """Stop when the process that started this helper is gone (it held the lock we work under)."""
+    while os.getppid() == parent:
+        await anyio.sleep(0.5)
+    job.control.stop_reason = StopReason.INTERRUPTED
+    job.control.cancel()
 
 
 def _fill(summary: Summary, job: _Job, started: float, workers: Iterable[Any]) -> Summary:

@@ -37,7 +37,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from downloader.core import halt
 from downloader.core.errors import FatalError
 from downloader.core.events import BatchDone, ImageDone, Notice, Planned, Sink
-from downloader.core.model import Batch, Downloaded, Failed, ImageJob, NoImage, NotFound, Resolved, UrlExpired
+from downloader.core.model import Batch, Counters, Downloaded, Failed, ImageJob, NoImage, NotFound, Resolved, UrlExpired
 from downloader.core.outcome import StopReason
 from downloader.net.api import PatsnapClient
 from downloader.net.cdn import ImageFetcher
@@ -93,6 +93,7 @@ class Pipeline:
     expiry_margin: float = 120.0
     lease: float = 60.0
     info: Callable[[], Mapping[str, Any]] = dict
+    counters: Counters = field(default_factory=Counters)
     control: Control = field(default_factory=Control)
     _recorded: anyio.Event = field(default_factory=anyio.Event)
 
@@ -173,6 +174,7 @@ class Pipeline:
                 if result.unasked:
                     self._stop(StopReason.BUDGET, "the --max-charged budget is spent; the next run continues")
                 await _deliver(to_results, result.outcomes)  # billed: recorded even when stopping
+                self.counters.asked += len(result.outcomes)
                 images = [o for o in result.outcomes if isinstance(o, Resolved)]
                 self.sink(BatchDone(len(result.outcomes), len(images), result.charged))
                 for o in result.outcomes:

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 
-from downloader.core.budget import Budget
 from downloader.core.events import Notice, Sink
 from downloader.core.model import Counters
 from downloader.core.settings import Settings
@@ -18,10 +17,12 @@ from downloader.net.auth import OAuthToken, StaticToken, TokenProvider
 from downloader.net.cdn import ImageFetcher
 from downloader.net.ratelimit import AdaptiveRate
 from downloader.sinks.base import ImageSink
+from downloader.state.base import StateStore
+from downloader.state.shared import SharedBudget
 
 
 @asynccontextmanager
-async def http_clients(settings: Settings, sink: ImageSink, counters: Counters,
+async def http_clients(settings: Settings, sink: ImageSink, store: StateStore, run_id: int, counters: Counters,
                        events: Sink) -> AsyncIterator[tuple[PatsnapClient, ImageFetcher]]:
     """The API client and the CDN fetcher, each on its own session, closed on exit."""
     s = settings
@@ -34,7 +35,7 @@ async def http_clients(settings: Settings, sink: ImageSink, counters: Counters,
                                         on_retry=lambda err: _count_retry(counters))
 
         client = PatsnapClient(api_http, s.api_base, s.effective_api_key or "", tokens, AdaptiveRate(s.rate),
-                               policy, counters, Budget(s.max_charged),
+                               policy, counters, SharedBudget(store, run_id, s.max_charged),
                                log=lambda kind, fields: events(Notice(kind, _fields_text(fields))))
         fetcher = ImageFetcher(cdn, sink, counters, policy=policy, expiry_margin=s.expiry_margin,
                                max_bytes=s.max_image_bytes)

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
-from downloader.core.budget import Budget
+from downloader.core.budget import Unlimited
 from downloader.core.errors import FatalApiError
 from downloader.core.model import Batch, Counters, Kind, NotFound, Resolved
 from downloader.net import retrying
@@ -38,7 +38,7 @@ def no_backoff():
 
 def client(session, tokens, counters, attempts=3):
     return PatsnapClient(session, BASE, "the-key", tokens, AdaptiveRate(1000.0),
-                         lambda: retrying.RetryPolicy(attempts, throttle_budget=5.0), counters, Budget(None))
+                         lambda: retrying.RetryPolicy(attempts, throttle_budget=5.0), counters, Unlimited())
 
 
 def sent(mocked, method="GET"):

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import time
 
-from downloader.core.budget import Budget
+from downloader.core.budget import Unlimited, reserve_change, settle_change
 from downloader.net.ratelimit import MIN_RATE, AdaptiveRate
 
 
 def test_budget_shrinks_the_last_batch_and_refunds_unused():
-    budget = Budget(250)
-    assert budget.reserve(100) == 100 and budget.reserve(100) == 100
-    budget.settle(100, 90)  # 10 unknown keys were not charged
-    assert budget.reserve(100) == 60 and budget.exhausted
-    assert budget.reserve(100) == 0
+    record = None
+
+    def apply(change):
+        nonlocal record
+        record, result = change(record, 0.0)
+        return result
+
+    assert apply(reserve_change(1, 250, 100)) == 100 and apply(reserve_change(1, 250, 100)) == 100
+    apply(settle_change(1, 250, 10))  # 10 unknown keys were not charged
+    assert apply(reserve_change(1, 250, 100)) == 60
+    assert apply(reserve_change(1, 250, 100)) == 0
+    assert apply(reserve_change(2, 250, 100)) == 100  # a new run starts from the limit again
 
 
-def test_no_budget_means_no_limit():
-    budget = Budget(None)
-    assert budget.reserve(100) == 100 and not budget.exhausted
+async def test_no_budget_means_no_limit():
+    budget = Unlimited()
+    assert await budget.reserve(100) == 100 and not budget.exhausted
 
 
 def test_throttling_halves_once_per_episode_then_recovers():

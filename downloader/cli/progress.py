@@ -8,7 +8,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from downloader.core.events import BatchDone, Event, ImageDone, Notice, Planned
+from downloader.core.events import BatchDone, Elsewhere, Event, ImageDone, Notice, Planned
 
 
 class Bars:
@@ -36,6 +36,11 @@ class Bars:
                 self._images.update(1)
                 self._images.set_postfix_str(f"{self._bytes / 1e6:.1f} MB" + (
                     "" if status == "downloaded" else f", last: {status}"), refresh=False)
+            case Elsewhere(asked, images, size, _):
+                self._bytes += size
+                self._patents.update(asked)
+                self._images.total = (self._images.total or 0) + images
+                self._images.update(images)
             case Notice(_, message):
                 self._patents.write(message)
 
@@ -63,6 +68,11 @@ class LogLines:
                 self._charged += charged
             case ImageDone(status, size, _, _):
                 self._images += status == "downloaded"
+                self._bytes += size
+            case Elsewhere(asked, images, size, charged):
+                self._asked += asked
+                self._charged += charged
+                self._images += images
                 self._bytes += size
             case Notice(_, message):
                 self._write(message)

@@ -45,7 +45,17 @@ class Notice:
     message: str
 
 
-Event = Planned | BatchDone | ImageDone | Notice
+@dataclass(frozen=True, slots=True)
+class Elsewhere:
+    """Work the run's other workers did since the last such event (from their heartbeats)."""
+
+    asked: int
+    images: int
+    bytes: int
+    charged: int
+
+
+Event = Planned | BatchDone | ImageDone | Notice | Elsewhere
 Sink = Callable[[Event], None]
 
 

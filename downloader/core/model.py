@@ -143,6 +143,7 @@ class Counters:
     """Run-wide tallies that end up in summary.json and the run history."""
 
     api_calls: int = 0
+    asked: int = 0
     charged: int = 0
     retries: int = 0
     throttled: int = 0

@@ -83,6 +83,7 @@ class Summary:
     by_status: dict[str, int] = field(default_factory=dict)
     # what the run did (summed over its workers)
     api_calls: int = 0
+    asked: int = 0
     charged: int = 0
     recharged: int = 0
     retries: int = 0

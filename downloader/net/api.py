@@ -12,12 +12,13 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
+import anyio
 from yarl import URL
 
 from downloader.core import protocol
-from downloader.core.budget import Budget
 from downloader.core.errors import (
     FatalApiError,
     InvalidParameterError,
@@ -32,6 +33,15 @@ from downloader.net.httperrors import map_client_errors
 from downloader.net.proxies import proxy_for
 from downloader.net.ratelimit import AdaptiveRate
 from downloader.net.retrying import RetryPolicy
+
+
+class BudgetLike(Protocol):
+    """--max-charged: reserve before asking, settle after the answer (see state.shared.SharedBudget)."""
+
+    async def reserve(self, wanted: int) -> int: ...
+
+    async def settle(self, reserved: int, charged: int) -> None: ...
+
 
 API_PATH = "/basic-patent-data/abstract-image"
 _MAX_ANSWER_BYTES = 16 * 1024 * 1024
@@ -51,7 +61,7 @@ class PatsnapClient:
 
     def __init__(self, session: aiohttp.ClientSession, api_base: str, api_key: str, tokens: TokenProvider,
                  rate: AdaptiveRate, policy: Callable[[], RetryPolicy], counters: Counters,
-                 budget: Budget, log: Callable[[str, dict[str, object]], None] | None = None) -> None:
+                 budget: BudgetLike, log: Callable[[str, dict[str, object]], None] | None = None) -> None:
         self._session = session
         self._url = URL(api_base.rstrip("/") + API_PATH)
         self._proxy = proxy_for(self._url)
@@ -65,7 +75,7 @@ class PatsnapClient:
 
     async def resolve(self, batch: Batch) -> BatchResult:
         """Ask for one batch (shrunk to the budget); split it when the API calls it invalid."""
-        granted = self.budget.reserve(len(batch.keys))
+        granted = await self.budget.reserve(len(batch.keys))
         unasked = tuple(PatentKey(batch.kind, k) for k in batch.keys[granted:])
         if granted == 0:
             return BatchResult([], unasked)
@@ -74,7 +84,8 @@ class PatsnapClient:
         try:
             outcomes, charged = await self._resolve_splitting(asked)
         finally:
-            self.budget.settle(granted, charged)
+            with anyio.CancelScope(shield=True):
+                await self.budget.settle(granted, charged)
         return BatchResult(outcomes, unasked, charged)
 
     async def _resolve_splitting(self, batch: Batch) -> tuple[list[Outcome], int]:

@@ -37,8 +37,9 @@ class ImageSink(Protocol):
     location: str  # for messages: the folder, or s3://bucket/prefix
     durable: bool
 
-    async def prepare(self) -> None:
-        """Check it can be written (raise UsageError if not) and clear a killed run's leftovers."""
+    async def prepare(self, *, clean: bool = True) -> None:
+        """Check it can be written (raise UsageError if not); with `clean`, clear a killed run's
+        leftovers (only the holder of the job's lock may: other workers may be writing)."""
         ...
 
     def begin(self) -> Upload:

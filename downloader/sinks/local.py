@@ -36,15 +36,18 @@ class LocalSink:
         self._partial = os.path.join(self._root, PARTIAL_DIR)
         self._made: set[str] = set()
         self._names = itertools.count()
+        self._owner = False  # holds the job's lock: may clear and remove .partial/
 
-    async def prepare(self) -> None:
+    async def prepare(self, *, clean: bool = True) -> None:
         """Create the folders, check they can be written, remove an interrupted run's partial files."""
         try:
             os.makedirs(self._root, exist_ok=True)
-            shutil.rmtree(self._partial, ignore_errors=True)
+            self._owner = clean
+            if clean:
+                shutil.rmtree(self._partial, ignore_errors=True)
+                for stale in self.root.glob(".*.tmp"):
+                    stale.unlink(missing_ok=True)
             os.makedirs(self._partial, exist_ok=True)
-            for stale in self.root.glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
         except OSError as err:
             raise UsageError(f"cannot write to --out {self._root}: {err.strerror or err}") from None
 
@@ -62,10 +65,11 @@ class LocalSink:
         for name in names:
             if name.startswith(f"{os.getpid()}-"):
                 _unlink(os.path.join(self._partial, name))
-        try:
-            os.rmdir(self._partial)  # only when empty: other workers may still be writing
-        except OSError:
-            pass
+        if self._owner:  # the helpers have stopped by now; never remove it under a working helper
+            try:
+                os.rmdir(self._partial)
+            except OSError:
+                pass
 
     def staging(self, name: str) -> Path:
         """A temp file beside the final one (same file system: the rename is atomic)."""

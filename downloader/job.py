@@ -68,7 +68,7 @@ def state_folder(out: str | Path) -> Path:
 async def opened(out: str | Path, settings: Settings, *,
                  lock: bool = True) -> AsyncIterator[tuple[ImageSink, StateStore]]:
     """The sink and the store of a job (and, for the embedded store, the folder's lock)."""
-    sink = open_sink(out, endpoint_url=settings.s3_endpoint_url, durable=settings.durable)
+    sink = open_sink(out, endpoint_url=settings.s3_endpoint_url, durable=settings.durable, io=settings.io)
     folder = state_folder(out)
     guard: AbstractContextManager[Any] = nullcontext()
     if lock and not is_shared(settings.state_url):
@@ -144,6 +144,9 @@ class _Job:
         try:
             await self._ingest(sink, store, run_id, summary)
             counts = await store.counts(run_id)
+            summary.nothing_to_do = not (counts.get("pending", 0) or counts.get("resolved", 0))
+            if summary.nothing_to_do:
+                return summary  # (the finally below records it)
             extra = default_workers(self.settings, counts.get("pending", 0) + counts.get("resolved", 0)) - 1
             async with helpers(extra, self.out, self.settings, run_id) as procs:
                 self.helpers = procs
@@ -220,9 +223,13 @@ class _Job:
         if shared and complete and not await store.update_shared(f"finished:{run_id}", _first(self.worker)):
             return _fill(summary, self, started, await store.workers(run_id))  # another worker writes them
         _fill(summary, self, started, await store.workers(run_id))
-        summary.manifest_rows = await write_manifest(sink, store.rows(run_id))
+        if summary.nothing_to_do and await _manifest_current(store, self.inputs, summary):
+            summary.manifest_rows = summary.unique  # same inputs, all settled before: the manifest stands
+        else:
+            summary.manifest_rows = await write_manifest(sink, store.rows(run_id))
         summary.seconds = round(time.time() - started, 3)
-        await write_summary(sink, summary.to_dict())
+        if not summary.nothing_to_do:  # summary.json keeps the last real run's figures
+            await write_summary(sink, summary.to_dict())
         await store.finish_run(run_id, summary.exit_code, summary.to_dict())
         return summary
 
@@ -272,6 +279,18 @@ def _fill(summary: Summary, job: _Job, started: float, workers: Iterable[Any]) -
     summary.fatal = str(control.fatal) if control.fatal is not None else None
     summary.exit_code = exit_code(summary.stop_reason, summary.by_status)
     return summary
+
+
+async def _manifest_current(store: StateStore, inputs: Sequence[str | Path], summary: Summary) -> bool:
+    """Whether the last real run wrote the manifest this one would: same inputs, nothing new since."""
+    if summary.new or summary.by_status.get("failed"):
+        return False
+    for run in await store.runs(10):
+        if run.id == summary.run_id or run.exit_code is None or run.summary.get("nothing_to_do"):
+            continue
+        return (run.options.get("inputs") == [str(p) for p in inputs]
+                and run.summary.get("manifest_rows") == summary.unique)
+    return False
 
 
 def _first(worker: str) -> Any:

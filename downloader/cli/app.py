@@ -117,6 +117,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--throttle-patience", type=float, default=60.0, metavar="SECONDS",
                    help="how long throttling answers may persist while the run is down to single spaced probes "
                         "before it is called a spent quota, exit 3 (default 60)")
+    p.add_argument("--io", choices=("auto", "direct", "threads"), default="auto",
+                   help="how images are written: direct from the event loop (local disks), threads (one "
+                        "worker-thread hop per image, for NFS/SMB/FUSE), auto: threads on such file systems")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 

@@ -179,7 +179,8 @@ async def _write_report(out: str, to: Path | None, state_url: str | None, endpoi
 
 async def _read(store: StateStore) -> ReportData:
     counts = await store.counts()
-    runs = [asdict(r) for r in reversed(await store.runs(CHART_RUNS)) if r.summary]
+    runs = [asdict(r) for r in reversed(await store.runs(CHART_RUNS))
+            if r.summary and not r.summary.get("nothing_to_do")]
     recent = [(r.key, r.pn or "", r.num or "", r.local_file or "")
               for r in await store.latest(Status.DOWNLOADED, SHEET_LIMIT) if r.local_file]
     return ReportData(counts, runs, await failure_groups(store.rows(status=Status.FAILED)), recent)

@@ -25,7 +25,7 @@ async def _status_data(out: str, state_url: str | None, runs: int) -> dict[str, 
     try:
         counts = await store.counts()
         workers = [asdict(w) for w in await store.workers()]
-        history = [asdict(r) for r in await store.runs(runs)]
+        history = [asdict(r) for r in await store.runs(runs) if not r.summary.get("nothing_to_do")]
     finally:
         await store.close()
     now = time.time()

@@ -96,6 +96,9 @@ class Summary:
     peak_rss_mb: float = 0.0
     manifest_rows: int = 0
     workers: int = 1
+    # Every patent of the inputs was already settled: nothing was asked or downloaded. Such a run
+    # keeps the last real run's summary.json, and history views skip it.
+    nothing_to_do: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (the stop reason as its string)."""

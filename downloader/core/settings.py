@@ -48,6 +48,9 @@ class Settings:
     lease: float = 60.0
     # S3-compatible endpoint for --out s3://…; None = AWS_ENDPOINT_URL or AWS itself.
     s3_endpoint_url: str | None = None
+    # How images are written: "direct" from the event loop, "threads" (aiofiles, one hop per image), or
+    # "auto": threads on network and FUSE file systems, where a write can block the loop.
+    io: str = "auto"
     # How long throttling may persist while the run is down to single spaced probes (then: spent quota).
     throttle_patience: float = 60.0
     max_charged: int | None = None
@@ -75,6 +78,8 @@ class Settings:
             raise UsageError(f"--lease must be between 1 and 3600 seconds, got {self.lease}")
         if self.throttle_patience <= 0:
             raise UsageError("--throttle-patience must be positive")
+        if self.io not in ("auto", "direct", "threads"):
+            raise UsageError(f"--io must be auto, direct or threads, got {self.io!r}")
         if self.log_format not in ("text", "json"):
             raise UsageError("--log-format must be text or json")
 

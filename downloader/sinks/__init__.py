@@ -13,7 +13,8 @@ def is_remote(out: str | Path) -> bool:
     return str(out).startswith("s3://")
 
 
-def open_sink(out: str | Path, *, endpoint_url: str | None = None, durable: bool = False) -> ImageSink:
+def open_sink(out: str | Path, *, endpoint_url: str | None = None, durable: bool = False,
+              io: str = "auto") -> ImageSink:
     """The sink for `--out`: s3://bucket/prefix, or a local folder."""
     if is_remote(out):
         try:
@@ -23,4 +24,4 @@ def open_sink(out: str | Path, *, endpoint_url: str | None = None, durable: bool
         return S3Sink(str(out), endpoint_url=endpoint_url, durable=durable)
     from downloader.sinks.local import LocalSink
 
-    return LocalSink(Path(out), durable=durable)
+    return LocalSink(Path(out), durable=durable, io=io)

@@ -6,7 +6,9 @@ no final file or a complete one; leftovers in `.partial/` are removed by the nex
 
 Writes go straight from the event loop into a buffered file: a page-cache write of a chunk costs
 microseconds, far less than a thread hop per chunk (measured ~10x slower per small image). With
---durable the fsyncs, which can block for milliseconds, run in a worker thread.
+--durable the fsyncs, which can block for milliseconds, run in a worker thread. On a file system
+that can block (NFS, SMB, FUSE: see `filesystems`), or with --io threads, each finished image is
+written and renamed in one aiofiles worker-thread hop instead.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
+import aiofiles.os
 import anyio
 
 from downloader.core.errors import UsageError
+from downloader.sinks.filesystems import io_mode
 
 PARTIAL_DIR = ".partial"
 
@@ -27,10 +31,12 @@ PARTIAL_DIR = ".partial"
 class LocalSink:
     """A local output folder: images/, manifests, summary, rejects, report."""
 
-    def __init__(self, root: Path, *, durable: bool = False) -> None:
+    def __init__(self, root: Path, *, durable: bool = False, io: str = "auto") -> None:
         self.root = Path(root)
         self.location = str(root)
         self.durable = durable
+        self._io_requested = io
+        self.io = "direct"  # decided by prepare(): "threads" on a file system that can block
         # Plain strings and os functions below: pathlib's object churn showed up per image.
         self._root = str(root)
         self._partial = os.path.join(self._root, PARTIAL_DIR)
@@ -48,13 +54,14 @@ class LocalSink:
                 for stale in self.root.glob(".*.tmp"):
                     stale.unlink(missing_ok=True)
             os.makedirs(self._partial, exist_ok=True)
+            self.io = io_mode(self.root, self._io_requested)
         except OSError as err:
             raise UsageError(f"cannot write to --out {self._root}: {err.strerror or err}") from None
 
-    def begin(self) -> LocalUpload:
-        """A new temporary file (unique within the run: one run per DIR, and .partial/ starts empty)."""
+    def begin(self) -> LocalUpload | ThreadedUpload:
+        """A new temporary file (unique: named by process and counter; .partial/ starts empty)."""
         path = os.path.join(self._partial, f"{os.getpid()}-{next(self._names)}.part")
-        return LocalUpload(self, path)
+        return ThreadedUpload(self, path) if self.io == "threads" else LocalUpload(self, path)
 
     async def close(self) -> None:
         """Remove this process's partial files when the run ends."""
@@ -144,6 +151,48 @@ class LocalUpload:
         if self._file is not None:
             self._file.close()
             _unlink(self._path)
+
+
+class ThreadedUpload:
+    """One image for a folder whose calls can block (--io threads): bytes kept in memory, then
+    written, (fsynced) and renamed in one worker-thread hop through aiofiles."""
+
+    __slots__ = ("_sink", "_path", "_chunks")
+
+    def __init__(self, sink: LocalSink, path: str) -> None:
+        self._sink = sink
+        self._path = path
+        self._chunks: list[bytes] = []
+
+    def write(self, chunk: bytes) -> None:
+        """Keep the bytes (an image is capped by the fetcher)."""
+        self._chunks.append(chunk)
+
+    async def commit(self, relative: str, *, content_type: str, sha256: str) -> None:
+        """Write, fsync with --durable, rename into place: one hop to a thread for the whole file."""
+        await _place(self._sink, self._path, relative, self._chunks)
+
+    async def discard(self) -> None:
+        """Nothing was written yet."""
+        self._chunks = []
+
+
+def _place_now(sink: LocalSink, temp: str, relative: str, chunks: list[bytes]) -> None:
+    try:
+        with open(temp, "wb") as out:
+            out.writelines(chunks)
+            if sink.durable:
+                out.flush()
+                os.fsync(out.fileno())
+        parent = sink._commit(temp, relative)
+    except BaseException:
+        _unlink(temp)
+        raise
+    if sink.durable:
+        _fsync_path(parent)
+
+
+_place = aiofiles.os.wrap(_place_now)
 
 
 def _unlink(path: str) -> None:

@@ -1,28 +1,41 @@
 """patent-images: bulk download of PatSnap patent abstract images, resumable, with a manifest.
 
-Architecture (one module per stage; `job.run_job` is the entry point, `cli` a thin layer on it):
+Architecture. `job.run_job` is the entry point (the CLI is a thin layer on it); dependencies point
+inward, and each folder is one part:
 
-- inputs    stream CSV rows → normalized PatentKeys or Rejects (header aliases, BOM, headerless)
-- state     SQLite store: de-duplicates keys, holds each key's status/URL/file, run history
-- protocol  sans-IO core: batches, request params, answer → per-key outcomes, error codes
-- expiry    when a signed URL expires, read from the URL itself (COS, SigV4, SigV2, GCS)
-- auth      bearer tokens: static, or OAuth client credentials with single-flight refresh
-- api       PatsnapClient: rate limit (ratelimit), retries (retrying), budget, token refresh
-- images    CDN downloads: stream to a temp file, hash, check, rename (storage, naming)
-- pipeline  the task group: planner → API workers → download workers → one recorder
-- report    manifest.csv/.jsonl, rejects.csv, summary.json, written atomically
-- progress  tqdm bars or periodic log lines, fed by frozen events (events), log files (runlog)
-- budget    the --max-charged reservation arithmetic; dryrun: what a run would cost, calling nothing
-- status, htmlreport  what DIR holds: totals and run history as text/JSON, or one offline report.html
-- lock      one run per DIR (flock); proxies: HTTP(S)_PROXY/NO_PROXY resolved once per host
-- simulator a faithful fake of the PatSnap API and CDN for demo, tests and benchmarks
+- core/      the pure vocabulary and rules, no I/O: model (keys, outcomes, events of the state),
+             errors (the tree, exit 3 = FatalError), outcome (typed Summary, StopReason, the one
+             exit-code table), protocol (request params, answer → per-key outcomes, error codes),
+             expiry (when a signed URL expires, from the URL), naming (image paths), budget,
+             halt (the record that stops every worker), events (what progress and logs hear), settings
+- inputs/    stream CSV rows → normalized PatentKeys or Rejects
+- state/     where state lives: `base.StateStore` (the protocol: ingest, claims under leases, results,
+             reads, workers, shared records), `sqlite` (embedded default, DIR/state.sqlite),
+             `postgres` (shared by workers on several machines), `transitions` (one guarded UPDATE per
+             result, shared by both), `shared` (records every worker of a run uses), `lock` (one run per DIR)
+- sinks/     where images and output files go: `base.ImageSink` (the protocol: begin → write → commit
+             a verified object, stage → publish a file), `local` (temp file, atomic rename; aiofiles on
+             file systems that can block), `s3` (one object per verified image)
+- net/       the API client (api: rate, retries, splitting, budget), auth (tokens), cdn (stream,
+             hash, verify, hand to the sink), ratelimit, retrying, proxies, httperrors
+- pipeline   the task group of one worker: planner (claims) → API workers → download workers →
+             recorder, plus the lease keeper (renew, heartbeat, halt check)
+- job        wiring: sink + store + lock → ingest → pipeline (and --workers helpers) → manifest,
+             summary, history; wiring (the HTTP side), workers (helper processes), outputs (manifest,
+             summary, rejects files), dryrun (what a run would cost)
+- cli/       commands (app), run/demo plumbing (runner), status, HTML report, progress, log file,
+             the final line
+- simulator/ a faithful fake of the PatSnap API and CDN for demo, tests and benchmarks
+
+A third state store or sink implements the protocol in `state/base.py` or `sinks/base.py` and is
+chosen in `state/__init__.py` (`open_store`) or `sinks/__init__.py` (`open_sink`); nothing else changes.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["Settings", "__version__", "run_job"]
 
 if TYPE_CHECKING:

@@ -1,0 +1,142 @@
+"""Every SQL statement of the PostgreSQL store, as constants: values only ever travel as parameters.
+
+`NOW_SQL` is the database server's clock in epoch seconds; the whole fleet shares it.
+"""
+
+from __future__ import annotations
+
+NOW_SQL = "extract(epoch from clock_timestamp())::float8"
+
+# --- runs ---------------------------------------------------------------------------------
+
+INSERT_RUN = f"INSERT INTO runs (started, options) VALUES ({NOW_SQL}, %s) RETURNING id"
+# Two workers starting a joinable run at once: the second waits, then finds the first's run.
+LOCK_RUNS = "SELECT pg_advisory_xact_lock(hashtext('patent-images runs ' || current_schema()))"
+FIND_LIVE_RUN = f"""SELECT r.id FROM runs r WHERE r.ended IS NULL AND r.options -> 'inputs' = %s
+    AND EXISTS (SELECT 1 FROM workers w WHERE w.run_id = r.id AND NOT w.finished AND w.lease_until >= {NOW_SQL})
+    ORDER BY r.id DESC LIMIT 1"""
+FINISH_RUN = f"UPDATE runs SET ended = {NOW_SQL}, exit_code = %s, summary = %s WHERE id = %s"
+RUNS = "SELECT id, started, ended, exit_code, options, summary FROM runs ORDER BY id DESC LIMIT %s"
+
+# --- inputs -------------------------------------------------------------------------------
+
+# One chunk of keys: de-duplicated within the chunk (ON CONFLICT may touch a row once per
+# statement), inserted in input order so `seq` keeps it. A key already in this run is not
+# rewritten: the second worker reading the same CSV writes nothing.
+UPSERT_KEYS = f"""INSERT INTO patents (kind, key, seen_run, first_run, updated_at)
+    SELECT kind, key, %(run)s, %(run)s, {NOW_SQL} FROM (
+        SELECT kind, key, min(ord) AS ord FROM unnest(%(kinds)s::text[], %(keys)s::text[])
+            WITH ORDINALITY AS t(kind, key, ord) GROUP BY kind, key) k
+    ORDER BY ord
+    ON CONFLICT (kind, key) DO UPDATE SET seen_run = excluded.seen_run
+        WHERE patents.seen_run IS DISTINCT FROM excluded.seen_run"""
+# Fresh statistics after a big ingest, so claims walk `patents_unsettled` in seq order at once
+# instead of sorting the whole run (what the planner picks while it believes the table is empty).
+ANALYZE = "ANALYZE patents"
+INGESTED = "SELECT count(*), count(*) FILTER (WHERE first_run = %s) FROM patents WHERE seen_run = %s"
+REOPEN_FAILED = ("UPDATE patents SET status = 'pending', attempts = 0, expiries = 0 "
+                 "WHERE seen_run = %s AND status = 'failed'")
+REOPEN_MISSES = ("UPDATE patents SET status = 'pending' WHERE seen_run = %s "
+                 "AND status IN ('no_image', 'not_found') AND updated_at < %s")
+CLEAR_RETRY_AT = ("UPDATE patents SET retry_at = NULL WHERE seen_run = %s AND status = 'pending' "
+                  "AND retry_at IS NOT NULL")
+
+PLAN_TABLE = "CREATE TEMP TABLE plan_keys (kind text NOT NULL, key text NOT NULL) ON COMMIT DROP"
+PLAN_COPY = "COPY plan_keys (kind, key) FROM STDIN"
+# Whether the run would ask the API for this key; never NULL (`NOT _ASK` must hold for the rest).
+_ASK = """coalesce(p.status IS NULL OR p.status = 'pending' OR (p.status = 'resolved' AND p.expires_at <= %(usable)s)
+    OR (%(retry_failed)s AND p.status = 'failed')
+    OR (p.status IN ('no_image', 'not_found') AND p.updated_at < %(recheck)s::float8), false)"""
+PLAN = f"""WITH k AS (SELECT kind, key, count(*) AS n FROM plan_keys GROUP BY kind, key)
+    SELECT coalesce(sum(k.n), 0), count(*), count(*) FILTER (WHERE p.status IS NULL),
+        count(*) FILTER (WHERE p.status IN ('downloaded', 'no_image', 'not_found') AND NOT {_ASK}),
+        count(*) FILTER (WHERE p.status = 'failed' AND NOT {_ASK}),
+        count(*) FILTER (WHERE p.status = 'resolved' AND p.expires_at > %(usable)s),
+        count(*) FILTER (WHERE {_ASK} AND k.kind = 'patent_number'),
+        count(*) FILTER (WHERE {_ASK} AND k.kind = 'patent_id')
+    FROM k LEFT JOIN patents p ON p.kind = k.kind AND p.key = k.key"""
+
+# --- claims -------------------------------------------------------------------------------
+
+NOW = f"SELECT {NOW_SQL}"
+_FREE = "(claimed_by IS NULL OR lease_until < %(now)s)"
+_UNSETTLED = "seen_run = %(run)s AND status IN ('pending', 'resolved')"
+_NEEDS_API = """((status = 'pending' AND (retry_at IS NULL OR retry_at <= %(now)s))
+    OR (status = 'resolved' AND (expires_at IS NULL OR expires_at <= %(usable)s)))"""
+_TAKE = """UPDATE patents p SET claimed_by = %(worker)s, lease_until = %(lease_until)s
+    FROM c WHERE p.kind = c.kind AND p.key = c.key"""
+
+CLAIM_DOWNLOADS = f"""WITH c AS (SELECT kind, key FROM patents WHERE {_UNSETTLED} AND status = 'resolved'
+        AND expires_at > %(usable)s AND {_FREE} ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+    {_TAKE} RETURNING p.seq, p.kind, p.key, p.pn, p.num, p.url, p.expires_at"""
+# The first free key that needs the API sets the batch's kind; locking it (SKIP LOCKED) means the
+# batch has at least that key, even when other workers are claiming the first keys of that kind.
+FIRST_TO_ASK = f"""SELECT kind FROM patents WHERE {_UNSETTLED} AND {_NEEDS_API} AND {_FREE}
+    ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"""
+CLAIM_TO_ASK = f"""WITH c AS (SELECT kind, key FROM patents WHERE {_UNSETTLED} AND kind = %(kind)s AND {_NEEDS_API}
+        AND {_FREE} ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+    {_TAKE} RETURNING p.seq, p.key"""
+# When nothing could be claimed, every unsettled key of the run is held under a live lease, deferred
+# to a later retry, or being claimed by another worker's open transaction (which a query cannot see
+# yet): so all of them count. A key freed a moment ago is counted too: waiting errs on "try again".
+WAITING = f"SELECT count(*) FROM patents WHERE {_UNSETTLED}"
+RENEW = f"UPDATE patents SET lease_until = {NOW_SQL} + %s WHERE claimed_by = %s"
+RELEASE = "UPDATE patents SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s"
+
+# --- results: one guarded UPDATE per event (`allowed` = the statuses it may move a row out of) ---
+
+_SETTLE = "claimed_by = NULL, lease_until = NULL, retry_at = NULL"
+
+
+def _guarded(status: str, assignments: str) -> str:
+    return (f"UPDATE patents SET status = '{status}', {assignments}, updated_at = {NOW_SQL} "
+            "WHERE kind = %(kind)s AND key = %(key)s AND status = ANY(%(allowed)s)")
+
+
+# Resolved keeps the claim: the worker that asked downloads it next.
+RESOLVE = _guarded("resolved", "pn = %(pn)s, patent_id = %(pid)s, num = %(num)s, url = %(url)s, "
+                               "expires_at = %(expires_at)s, error = NULL, retry_at = NULL, attempts = attempts + 1")
+NO_IMAGE = _guarded("no_image", f"pn = %(pn)s, patent_id = %(pid)s, url = NULL, error = NULL, "
+                                f"attempts = attempts + 1, {_SETTLE}")
+NOT_FOUND = _guarded("not_found", f"url = NULL, error = NULL, attempts = attempts + 1, {_SETTLE}")
+FAIL = _guarded("failed", f"error = %(error)s, attempts = attempts + 1, {_SETTLE}")
+DOWNLOAD = _guarded("downloaded", f"local_file = %(local_file)s, bytes = %(bytes)s, sha256 = %(sha256)s, "
+                                  f"error = NULL, {_SETTLE}")
+EXPIRE = _guarded("pending", f"url = NULL, expires_at = NULL, expiries = expiries + 1, error = %(error)s, {_SETTLE}")
+DEFER = _guarded("pending", "error = %(error)s, retry_at = %(retry_at)s, claimed_by = NULL, lease_until = NULL")
+
+FAIL_EXPIRED = f"""UPDATE patents SET status = 'failed', {_SETTLE}, updated_at = {NOW_SQL},
+    error = 'UrlExpiredError: the URL expired before the download ' || expiries || ' times'
+    WHERE seen_run = %s AND status = 'pending' AND expiries >= %s"""
+
+# --- reading ------------------------------------------------------------------------------
+
+COUNTS_ALL = "SELECT status, count(*) FROM patents GROUP BY status"
+COUNTS_RUN = "SELECT status, count(*) FROM patents WHERE seen_run = %s GROUP BY status"
+_ROW = "kind, key, status, pn, patent_id, num, url, expires_at, local_file, bytes, sha256, error, updated_at"
+_FILTERS = {(False, False): "", (True, False): "WHERE seen_run = %(run)s", (False, True): "WHERE status = %(status)s",
+            (True, True): "WHERE seen_run = %(run)s AND status = %(status)s"}
+# Keyed by (a run is given, a status is given): one plain query each, so each gets its own plan.
+ROWS = {has: f"SELECT {_ROW} FROM patents {where} ORDER BY seq" for has, where in _FILTERS.items()}
+LATEST = f"SELECT {_ROW} FROM patents WHERE status = %s ORDER BY updated_at DESC, seq DESC LIMIT %s"
+
+# --- workers and shared records -----------------------------------------------------------
+
+HEARTBEAT = f"""INSERT INTO workers (worker, run_id, started, lease_until, info, finished)
+    VALUES (%(worker)s, %(run)s, {NOW_SQL}, {NOW_SQL} + %(lease)s, %(info)s, %(finished)s)
+    ON CONFLICT (worker) DO UPDATE SET run_id = excluded.run_id, lease_until = excluded.lease_until,
+        info = excluded.info, finished = excluded.finished,
+        started = CASE WHEN workers.run_id = excluded.run_id THEN workers.started ELSE excluded.started END"""
+_WORKERS = f"""WITH now AS (SELECT {NOW_SQL} AS t)
+    SELECT w.worker, w.run_id, w.lease_until, w.info,
+        (SELECT count(*) FROM patents p WHERE p.claimed_by = w.worker AND p.lease_until >= now.t),
+        w.finished
+    FROM workers w, now WHERE {{}}
+    ORDER BY (NOT w.finished AND w.lease_until >= now.t) DESC, w.run_id DESC, w.worker"""
+WORKERS_RUN = _WORKERS.format("w.run_id = %s")
+WORKERS_RECENT = _WORKERS.format("w.run_id IN (SELECT id FROM runs ORDER BY id DESC LIMIT 20)")
+
+SHARED_ENSURE = "INSERT INTO shared (name, value) VALUES (%s, NULL) ON CONFLICT (name) DO NOTHING"
+SHARED_LOCK = f"SELECT value, {NOW_SQL} FROM shared WHERE name = %s FOR UPDATE"
+SHARED_SET = "UPDATE shared SET value = %s WHERE name = %s"
+SHARED_READ = "SELECT value FROM shared WHERE name = %s"

@@ -1,0 +1,334 @@
+"""The PostgreSQL state store: one job shared by workers on several machines.
+
+Same rows, transitions and answers as the SQLite store (see `base.py` for the protocol); what
+PostgreSQL adds is the fleet. Theory of operation:
+
+- Every time that matters (leases, `retry_at` checks, `updated_at`, the `now` given to shared
+  records) is the database server's clock, so workers on machines whose clocks disagree still
+  agree on whose lease ran out.
+- `claim` locks candidate rows with `SELECT … FOR UPDATE SKIP LOCKED` and marks them in the same
+  statement (`UPDATE … FROM` that CTE `RETURNING`): two workers never get the same key, and
+  neither waits for the other. A row is free when nobody holds it or its lease ran out.
+- Every write is one short transaction; a deadlock between two of them (say, a bulk `reopen`
+  and a worker's `apply`) is retried, since each one is safe to run again.
+- `durable=False` turns off `synchronous_commit` for our sessions: a worker that dies loses
+  nothing committed, a crash of the database server may lose the last moments of progress
+  (the keys are asked or downloaded again), never consistency. `durable=True` keeps the server's
+  default (every commit flushed), the equivalent of SQLite's `synchronous=FULL`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
+from itertools import islice
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from downloader.core.errors import StateError
+from downloader.core.model import (
+    Batch,
+    Deferred,
+    Downloaded,
+    Failed,
+    ImageJob,
+    Kind,
+    NoImage,
+    NotFound,
+    PatentKey,
+    Resolved,
+    Status,
+    UrlExpired,
+)
+from downloader.state import pg_queries as q
+from downloader.state.base import Claim, IngestCounts, PatentRow, RunRecord, Shared, StateEvent, WorkerRecord
+from downloader.state.pg_schema import migrate, parse_url
+from downloader.state.sqlite import ALLOWED_FROM
+
+T = TypeVar("T")
+Event = StateEvent | Deferred
+CHUNK = 5000  # keys per ingest statement: memory stays flat however long the input
+PAGE = 2000  # rows per round trip when streaming
+_RETRIES = 5
+# The statuses each event's UPDATE may move a row out of: the SQLite store's table, plus Deferred
+# (an outage while asking: the key stays, or goes back to, pending until its retry_at).
+_ALLOWED: dict[str, list[str]] = {
+    query: [s.value for s in allowed] for query, allowed in (
+        (q.RESOLVE, ALLOWED_FROM[Status.RESOLVED]), (q.NO_IMAGE, ALLOWED_FROM[Status.NO_IMAGE]),
+        (q.NOT_FOUND, ALLOWED_FROM[Status.NOT_FOUND]), (q.FAIL, ALLOWED_FROM[Status.FAILED]),
+        (q.DOWNLOAD, ALLOWED_FROM[Status.DOWNLOADED]), (q.EXPIRE, ALLOWED_FROM[Status.PENDING]),
+        (q.DEFER, (Status.PENDING, Status.RESOLVED)))}
+
+
+class PostgresStore:
+    """The PostgreSQL implementation of the state store (see the module docstring)."""
+
+    def __init__(self, pool: AsyncConnectionPool, location: str) -> None:
+        self._pool = pool
+        self.location = location
+
+    @classmethod
+    async def open(cls, url: str, *, durable: bool = False, max_connections: int = 8) -> PostgresStore:
+        """Connect, create or migrate the schema; StateError if unreachable or written by a newer version."""
+        target = parse_url(url)
+        try:
+            conn = await AsyncConnection.connect(target.conninfo, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as err:
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise StateError(f"cannot connect to the PostgreSQL state store at {target.address} "
+                             f"({target.location}): {reason}") from err
+        try:
+            await migrate(conn, target.schema, target.location)
+        except psycopg.Error as err:
+            raise StateError(f"cannot set up the state store at {target.location}: {err}") from err
+        finally:
+            await conn.close()
+
+        async def configure(conn: AsyncConnection) -> None:
+            if target.schema is not None:
+                await conn.execute("SELECT set_config('search_path', %s, false)", [target.schema])
+            if not durable:
+                await conn.execute("SET synchronous_commit TO off")
+
+        pool = AsyncConnectionPool(target.conninfo, min_size=1, max_size=max_connections, open=False,
+                                   kwargs={"autocommit": True}, configure=configure, name="patent-images")
+        await pool.open(wait=True, timeout=30)
+        return cls(pool, target.location)
+
+    async def close(self) -> None:
+        """Close every connection of the pool."""
+        await self._pool.close()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `work` in one transaction, again after a deadlock or serialization failure."""
+        for attempt in range(_RETRIES):
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    return await work(conn)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                if attempt == _RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.01 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    async def _fetch(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
+    # --- runs -----------------------------------------------------------------------------
+
+    async def start_run(self, options: Mapping[str, Any], *, join: bool = False) -> int:
+        """A new run's id; with `join`, a live run (a worker's lease is current) over the same inputs."""
+        async def start(conn: AsyncConnection) -> int:
+            if join:
+                await conn.execute(q.LOCK_RUNS)
+                cur = await conn.execute(q.FIND_LIVE_RUN, [Jsonb(options.get("inputs"))])
+                if (row := await cur.fetchone()) is not None:
+                    return int(row[0])
+            cur = await conn.execute(q.INSERT_RUN, [Jsonb(dict(options))])
+            return int((await cur.fetchone() or (0,))[0])
+        return await self._write(start)
+
+    async def finish_run(self, run_id: int, exit_code: int, summary: Mapping[str, Any]) -> None:
+        """Record a run's end, exit code and summary."""
+        await self._write(lambda conn: conn.execute(q.FINISH_RUN, [exit_code, Jsonb(dict(summary)), run_id]))
+
+    async def runs(self, limit: int = 20) -> list[RunRecord]:
+        """The latest runs, newest first."""
+        return [RunRecord(*row) for row in await self._fetch(q.RUNS, [limit])]
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    async def ingest(self, keys: Iterable[PatentKey], run_id: int) -> IngestCounts:
+        """Add keys (new ones pending) and mark every key as part of this run, in chunks.
+
+        New, known and repeated keys are told apart afterwards by `first_run`, which only a
+        fresh insert sets to this run.
+        """
+        rows = 0
+        for chunk in _chunks(keys, CHUNK):
+            params = {"kinds": [k.kind.value for k in chunk], "keys": [k.value for k in chunk], "run": run_id}
+            await self._write(partial(_execute, q.UPSERT_KEYS, params))
+            rows += len(chunk)
+        async with self._pool.connection() as conn:
+            await conn.execute(q.ANALYZE)
+        (unique, new), = await self._fetch(q.INGESTED, [run_id, run_id])
+        return IngestCounts(new=new, known=unique - new, duplicates=rows - unique)
+
+    async def reopen(self, run_id: int, *, retry_failed: bool, recheck_before: float | None) -> None:
+        """Send back to pending what this run should ask again; deferred keys may be asked at once."""
+        async def reopen(conn: AsyncConnection) -> None:
+            if retry_failed:
+                await conn.execute(q.REOPEN_FAILED, [run_id])
+            if recheck_before is not None:
+                await conn.execute(q.REOPEN_MISSES, [run_id, recheck_before])
+            await conn.execute(q.CLEAR_RETRY_AT, [run_id])
+        await self._write(reopen)
+
+    async def plan(self, keys: Iterable[PatentKey], *, usable_after: float, retry_failed: bool,
+                   recheck_before: float | None) -> dict[str, int]:
+        """What a run over `keys` would do: the keys go to a TEMP table of a transaction rolled back."""
+        async with self._pool.connection() as conn:
+            tx = conn.transaction(force_rollback=True)
+            async with tx:
+                await conn.execute(q.PLAN_TABLE)
+                async with conn.cursor().copy(q.PLAN_COPY) as copy:
+                    for key in keys:
+                        await copy.write_row((key.kind.value, key.value))
+                cur = await conn.execute(q.PLAN, {"usable": usable_after, "retry_failed": retry_failed,
+                                                  "recheck": recheck_before})
+                found = await cur.fetchone()
+        rows, unique, new, settled, failed, reusable, numbers, ids = (int(v or 0) for v in found or ())
+        return {"rows": rows, "unique": unique, "duplicates": rows - unique, "new": new,
+                "settled": settled, "failed_kept": failed, "reusable_urls": reusable,
+                "to_ask_numbers": numbers, "to_ask_ids": ids}
+
+    # --- work -----------------------------------------------------------------------------
+
+    async def claim(self, run_id: int, worker: str, *, limit: int, usable_after: float, lease: float) -> Claim:
+        """Keys of this run nobody holds: still-good URLs first, else one kind's batch for the API."""
+        return await self._write(lambda conn: _claim(conn, run_id, worker, limit, usable_after, lease))
+
+    async def renew(self, worker: str, lease: float) -> None:
+        """Extend the lease on every key `worker` holds."""
+        await self._write(lambda conn: conn.execute(q.RENEW, [lease, worker]))
+
+    async def release(self, worker: str) -> None:
+        """Give back every key `worker` still holds."""
+        await self._write(lambda conn: conn.execute(q.RELEASE, [worker]))
+
+    async def apply(self, events: Sequence[Event]) -> None:
+        """Write a batch of results in one transaction, in order (one executemany per run of alike events)."""
+        grouped: list[tuple[str, list[dict[str, Any]]]] = []
+        for event in events:
+            query, params = _update_for(event)
+            if not grouped or grouped[-1][0] != query:
+                grouped.append((query, []))
+            grouped[-1][1].append({**params, "kind": event.key.kind.value, "key": event.key.value,
+                                   "allowed": _ALLOWED[query]})
+
+        async def write(conn: AsyncConnection) -> None:
+            async with conn.cursor() as cur:
+                for query, rows in grouped:
+                    await cur.executemany(query, rows)
+        if grouped:
+            await self._write(write)
+
+    async def fail_expired_repeatedly(self, run_id: int, max_expiries: int) -> int:
+        """Give up on keys whose fresh URLs kept expiring before their download; how many."""
+        async def fail(conn: AsyncConnection) -> int:
+            return (await conn.execute(q.FAIL_EXPIRED, [run_id, max_expiries])).rowcount
+        return await self._write(fail)
+
+    # --- reading --------------------------------------------------------------------------
+
+    async def counts(self, run_id: int | None = None) -> dict[str, int]:
+        """Keys by status, for one run's inputs or for the whole store."""
+        rows = await self._fetch(q.COUNTS_ALL) if run_id is None else await self._fetch(q.COUNTS_RUN, [run_id])
+        return {status: int(n) for status, n in rows}
+
+    async def rows(self, run_id: int | None = None, status: Status | None = None) -> AsyncIterator[PatentRow]:
+        """Rows in input order, from a server-side cursor (PAGE rows per round trip)."""
+        query = q.ROWS[(run_id is not None, status is not None)]
+        async with self._pool.connection() as conn, conn.transaction():
+            async with conn.cursor(name="patent_rows") as cur:
+                cur.itersize = PAGE
+                await cur.execute(query, {"run": run_id, "status": status.value if status else None})
+                async for row in cur:
+                    yield _patent_row(row)
+
+    async def latest(self, status: Status, limit: int) -> list[PatentRow]:
+        """The most recently updated rows in `status`, newest first."""
+        return [_patent_row(row) for row in await self._fetch(q.LATEST, [status.value, limit])]
+
+    # --- workers and shared records -------------------------------------------------------
+
+    async def heartbeat(self, run_id: int, worker: str, info: Mapping[str, Any], lease: float,
+                        finished: bool = False) -> None:
+        """Say `worker` is alive (or finished) for `lease` seconds more, with its counters in `info`."""
+        await self._write(lambda conn: conn.execute(q.HEARTBEAT, {"worker": worker, "run": run_id, "lease": lease,
+                                                                  "info": Jsonb(dict(info)), "finished": finished}))
+
+    async def workers(self, run_id: int | None = None) -> list[WorkerRecord]:
+        """Workers of a run (or of the 20 latest runs), live ones first."""
+        rows = await self._fetch(q.WORKERS_RECENT) if run_id is None else await self._fetch(q.WORKERS_RUN, [run_id])
+        return [WorkerRecord(worker, run, lease_until, info, claimed, finished)
+                for worker, run, lease_until, info, claimed, finished in rows]
+
+    async def update_shared(self, name: str, change: Callable[[Shared | None, float], tuple[Shared, T]]) -> T:
+        """Atomically replace the record `name` by `change(old, now)[0]` (row locked meanwhile); returns `[1]`."""
+        async def update(conn: AsyncConnection) -> T:
+            await conn.execute(q.SHARED_ENSURE, [name])
+            cur = await conn.execute(q.SHARED_LOCK, [name])
+            old, now = await cur.fetchone() or (None, 0.0)
+            new, result = change(old, now)
+            await conn.execute(q.SHARED_SET, [Jsonb(new), name])
+            return result
+        return await self._write(update)
+
+    async def read_shared(self, name: str) -> Shared | None:
+        """The record `name`, or None."""
+        rows = await self._fetch(q.SHARED_READ, [name])
+        return rows[0][0] if rows else None
+
+
+async def _claim(conn: AsyncConnection, run_id: int, worker: str, limit: int, usable_after: float,
+                 lease: float) -> Claim:
+    """The three steps of a claim, in the caller's transaction (see `StateStore.claim`)."""
+    now = (await (await conn.execute(q.NOW)).fetchone() or (0.0,))[0]
+    params = {"run": run_id, "worker": worker, "limit": limit, "usable": usable_after, "now": now,
+              "lease_until": now + lease}
+    cur = await conn.execute(q.CLAIM_DOWNLOADS, params)
+    if jobs := sorted(await cur.fetchall()):
+        return Claim(to_download=tuple(ImageJob(PatentKey(Kind(kind), key), pn, num, url, expires_at)
+                                       for _seq, kind, key, pn, num, url, expires_at in jobs))
+    cur = await conn.execute(q.FIRST_TO_ASK, params)
+    if (first := await cur.fetchone()) is not None:
+        cur = await conn.execute(q.CLAIM_TO_ASK, {**params, "kind": first[0]})
+        if keys := sorted(await cur.fetchall()):
+            return Claim(to_ask=Batch(Kind(first[0]), tuple(key for _seq, key in keys)))
+    (waiting,) = await (await conn.execute(q.WAITING, params)).fetchone() or (0,)
+    return Claim(waiting=int(waiting))
+
+
+def _update_for(event: Event) -> tuple[str, dict[str, Any]]:
+    """The guarded UPDATE for one event (see `pg_queries.TRANSITIONS`) and its parameters."""
+    match event:
+        case Resolved(_, pn, pid, num, url, expires_at):
+            return q.RESOLVE, {"pn": pn, "pid": pid, "num": num, "url": url, "expires_at": expires_at}
+        case NoImage(_, pn, pid):
+            return q.NO_IMAGE, {"pn": pn, "pid": pid}
+        case NotFound():
+            return q.NOT_FOUND, {}
+        case Failed(_, error):
+            return q.FAIL, {"error": error}
+        case Downloaded(_, local_file, size, sha):
+            return q.DOWNLOAD, {"local_file": local_file, "bytes": size, "sha256": sha}
+        case UrlExpired(_, reason):
+            return q.EXPIRE, {"error": reason}
+        case Deferred(_, error, retry_at):
+            return q.DEFER, {"error": error, "retry_at": retry_at}
+    raise TypeError(f"not a state event: {event!r}")
+
+
+async def _execute(query: str, params: Mapping[str, Any], conn: AsyncConnection) -> None:
+    await conn.execute(query, params)
+
+
+def _patent_row(row: Sequence[Any]) -> PatentRow:
+    kind, key, status, *rest = row
+    return PatentRow(Kind(kind), key, Status(status), *rest)
+
+
+def _chunks(keys: Iterable[PatentKey], size: int) -> Iterator[list[PatentKey]]:
+    it = iter(keys)
+    while chunk := list(islice(it, size)):
+        yield chunk

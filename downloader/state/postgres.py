@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from itertools import islice
 from typing import Any, TypeVar
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from downloader.core.errors import StateError
 from downloader.core.model import (
@@ -55,6 +56,7 @@ Event = StateEvent | Deferred
 CHUNK = 5000  # keys per ingest statement: memory stays flat however long the input
 PAGE = 2000  # rows per round trip when streaming
 _RETRIES = 5
+_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 # The statuses each event's UPDATE may move a row out of: the SQLite store's table, plus Deferred
 # (an outage while asking: the key stays, or goes back to, pending until its retry_at).
 _ALLOWED: dict[str, list[str]] = {
@@ -96,7 +98,8 @@ class PostgresStore:
                 await conn.execute("SET synchronous_commit TO off")
 
         pool = AsyncConnectionPool(target.conninfo, min_size=1, max_size=max_connections, open=False,
-                                   kwargs={"autocommit": True}, configure=configure, name="patent-images")
+                                   kwargs={"autocommit": True, "fallback_application_name": "patent-images"},
+                                   configure=configure, name="patent-images")
         await pool.open(wait=True, timeout=30)
         return cls(pool, target.location)
 
@@ -106,20 +109,31 @@ class PostgresStore:
 
     # --- plumbing -------------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection; a lost server becomes a StateError (a deadlock stays itself, to retry)."""
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except _RETRYABLE:
+            raise
+        except (psycopg.OperationalError, PoolTimeout) as err:
+            raise StateError(f"the state store at {self.location} failed: {' '.join(str(err).split())}") from err
+
     async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `work` in one transaction, again after a deadlock or serialization failure."""
         for attempt in range(_RETRIES):
             try:
-                async with self._pool.connection() as conn, conn.transaction():
+                async with self._connection() as conn, conn.transaction():
                     return await work(conn)
-            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            except _RETRYABLE:
                 if attempt == _RETRIES - 1:
                     raise
                 await asyncio.sleep(0.01 * 2 ** attempt)
         raise AssertionError("unreachable")
 
     async def _fetch(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchall()
 
@@ -158,7 +172,7 @@ class PostgresStore:
             params = {"kinds": [k.kind.value for k in chunk], "keys": [k.value for k in chunk], "run": run_id}
             await self._write(partial(_execute, q.UPSERT_KEYS, params))
             rows += len(chunk)
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             await conn.execute(q.ANALYZE)
         (unique, new), = await self._fetch(q.INGESTED, [run_id, run_id])
         return IngestCounts(new=new, known=unique - new, duplicates=rows - unique)
@@ -176,16 +190,13 @@ class PostgresStore:
     async def plan(self, keys: Iterable[PatentKey], *, usable_after: float, retry_failed: bool,
                    recheck_before: float | None) -> dict[str, int]:
         """What a run over `keys` would do: the keys go to a TEMP table of a transaction rolled back."""
-        async with self._pool.connection() as conn:
-            tx = conn.transaction(force_rollback=True)
-            async with tx:
-                await conn.execute(q.PLAN_TABLE)
-                async with conn.cursor().copy(q.PLAN_COPY) as copy:
-                    for key in keys:
-                        await copy.write_row((key.kind.value, key.value))
-                cur = await conn.execute(q.PLAN, {"usable": usable_after, "retry_failed": retry_failed,
-                                                  "recheck": recheck_before})
-                found = await cur.fetchone()
+        async with self._connection() as conn, conn.transaction(force_rollback=True), conn.cursor() as cur:
+            await cur.execute(q.PLAN_TABLE)
+            async with cur.copy(q.PLAN_COPY) as copy:
+                for key in keys:
+                    await copy.write_row((key.kind.value, key.value))
+            await cur.execute(q.PLAN, {"usable": usable_after, "retry_failed": retry_failed, "recheck": recheck_before})
+            found = await cur.fetchone()
         rows, unique, new, settled, failed, reusable, numbers, ids = (int(v or 0) for v in found or ())
         return {"rows": rows, "unique": unique, "duplicates": rows - unique, "new": new,
                 "settled": settled, "failed_kept": failed, "reusable_urls": reusable,
@@ -238,7 +249,7 @@ class PostgresStore:
     async def rows(self, run_id: int | None = None, status: Status | None = None) -> AsyncIterator[PatentRow]:
         """Rows in input order, from a server-side cursor (PAGE rows per round trip)."""
         query = q.ROWS[(run_id is not None, status is not None)]
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             async with conn.cursor(name="patent_rows") as cur:
                 cur.itersize = PAGE
                 await cur.execute(query, {"run": run_id, "status": status.value if status else None})

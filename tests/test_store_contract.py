@@ -73,7 +73,7 @@ class Backend:
 _pg_probe: list[str | None] = []  # the reason PostgreSQL is unusable (None: usable), probed once
 
 
-async def _postgres_unusable() -> str | None:
+async def postgres_unusable() -> str | None:
     if not _pg_probe:
         import psycopg
 
@@ -89,7 +89,7 @@ async def _postgres_unusable() -> str | None:
     return _pg_probe[0]
 
 
-async def _pg_execute(query: Any, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+async def pg_execute(query: Any, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
@@ -101,7 +101,7 @@ async def _pg_execute(query: Any, params: tuple[Any, ...] = ()) -> list[tuple[An
 async def postgres_backend() -> AsyncIterator[Backend]:
     """A PostgresStore in a schema of its own (dropped at the end)."""
     pytest.importorskip("psycopg", reason="the 'postgres' extra (psycopg) is not installed")
-    if (reason := await _postgres_unusable()) is not None:
+    if (reason := await postgres_unusable()) is not None:
         pytest.skip(reason)
     from psycopg import sql
 
@@ -112,18 +112,18 @@ async def postgres_backend() -> AsyncIterator[Backend]:
     meta = sql.SQL("{}.meta").format(sql.Identifier(schema))
 
     async def read_version() -> int:
-        rows = await _pg_execute(sql.SQL("SELECT value FROM {} WHERE key = 'schema_version'").format(meta))
+        rows = await pg_execute(sql.SQL("SELECT value FROM {} WHERE key = 'schema_version'").format(meta))
         return int(rows[0][0])
 
     async def write_version(version: int) -> None:
-        await _pg_execute(sql.SQL("UPDATE {} SET value = %s WHERE key = 'schema_version'").format(meta),
+        await pg_execute(sql.SQL("UPDATE {} SET value = %s WHERE key = 'schema_version'").format(meta),
                           (str(version),))
 
     backend = Backend("postgres", url, lambda: PostgresStore.open(url), read_version, write_version)
     yield backend
     for store in backend.handles:
         await store.close()
-    await _pg_execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    await pg_execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture
@@ -313,7 +313,19 @@ async def test_concurrent_claims_never_share_a_key(backend: Backend) -> None:
     results = await asyncio.gather(*(worker(s, f"w{i}") for i, s in enumerate(stores)))
     claimed = [key for got in results for key in got]
     assert len(claimed) == len(set(claimed)) == 2000 and set(claimed) == set(keys)
-    assert all(results), "every worker got some of the work"
+
+
+async def ask_all(store: StateStore, run: int, worker: str) -> set[str]:
+    """Claim until nothing is left; the keys given to ask (each batch one kind, in input order).
+
+    Whether pending keys come before resolved ones with stale URLs is left to each store.
+    """
+    asked: set[str] = set()
+    while (claim := await store.claim(run, worker, limit=10, usable_after=soon(), lease=30)).to_ask is not None:
+        assert not claim.to_download and list(claim.to_ask.keys) == sorted(claim.to_ask.keys)
+        asked |= set(claim.to_ask.keys)
+    assert claim.empty
+    return asked
 
 
 async def test_claim_order_downloads_first_then_one_kind(store: StateStore) -> None:
@@ -329,8 +341,7 @@ async def test_claim_order_downloads_first_then_one_kind(store: StateStore) -> N
     assert second.to_ask is not None and (second.to_ask.kind, second.to_ask.keys) == (Kind.NUMBER, ("N1", "N2"))
     third = await store.claim(run, "w", limit=10, usable_after=soon(), lease=60)
     assert third.to_ask is not None and (third.to_ask.kind, third.to_ask.keys) == (Kind.ID, ("I1", "I2"))
-    fourth = await store.claim(run, "w", limit=10, usable_after=soon(), lease=60)
-    assert fourth.to_ask is not None and fourth.to_ask.keys == ("N3",)  # its URL expires too soon
+    assert await ask_all(store, run, "w") == {"N3"}  # its URL expires too soon
     assert await store.claim(run, "w", limit=10, usable_after=soon(), lease=60) == Claim(waiting=7)
 
 
@@ -347,8 +358,7 @@ async def test_a_dead_workers_keys_are_taken_over_after_its_lease(backend: Backe
     await asyncio.sleep(0.7)  # A died
     took = await b.claim(run, "B", limit=10, usable_after=soon(), lease=30)
     assert [(j.key, j.url) for j in took.to_download] == [(key, f"http://cdn/{key.value}.png") for key in keys[:4]]
-    asked = await b.claim(run, "B", limit=10, usable_after=soon(), lease=30)
-    assert asked.to_ask is not None and asked.to_ask.keys == tuple(key.value for key in keys[4:])
+    assert await ask_all(b, run, "B") == {key.value for key in keys[4:]}  # K4's URL expires too soon
 
 
 async def test_renew_keeps_and_release_gives_back(backend: Backend) -> None:
@@ -368,6 +378,8 @@ async def test_renew_keeps_and_release_gives_back(backend: Backend) -> None:
     assert [job.key for job in took.to_download] == [keys[2]]
     asked = await b.claim(run, "B", limit=6, usable_after=soon(), lease=30)
     assert asked.to_ask is not None and asked.to_ask.keys == ("K3", "K4", "K5")
+    await b.release(None)  # everyone's (a run holding the folder lock, after a crash)
+    assert (await a.claim(run, "A", limit=6, usable_after=soon(), lease=30)).to_download == took.to_download
 
 
 async def test_deferred_keys_wait_for_retry_at(store: StateStore) -> None:
@@ -378,7 +390,8 @@ async def test_deferred_keys_wait_for_retry_at(store: StateStore) -> None:
     await store.claim(run, "w1", limit=3, usable_after=soon(), lease=60)
     await store.apply([Deferred(keys[0], "OutageError: api down", time.time() + 0.6), NotFound(keys[1])])
     waiting = await store.claim(run, "w2", limit=3, usable_after=soon(), lease=60)
-    assert waiting.empty and waiting.waiting == 2  # C held by w1, A deferred
+    assert waiting.empty and (waiting.waiting, waiting.deferred) == (1, 1)  # C held by w1, A deferred
+    assert waiting.next_retry is not None and 0 < waiting.next_retry - time.time() < 0.7
     await asyncio.sleep(0.8)
     again = await store.claim(run, "w2", limit=3, usable_after=soon(), lease=60)
     assert again.to_ask is not None and again.to_ask.keys == ("A",)
@@ -576,8 +589,12 @@ async def test_latest_newest_first(store: StateStore) -> None:
 
 # --- schema -----------------------------------------------------------------------------------
 
-async def test_schema_is_versioned_and_a_newer_one_is_refused(backend: Backend) -> None:
-    """The version is recorded; a store written by a newer version is a StateError, not a guess."""
+async def test_schema_is_versioned_and_a_newer_one_is_refused(backend: Backend, request: pytest.FixtureRequest) -> None:
+    """The version is recorded; a store written by a newer version is a StateError that says so."""
+    if backend.name == "sqlite":  # remove when sqlite_schema._connect no longer closes inside its Transaction
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "SqliteStore closes the connection inside `with Transaction(conn)`, whose exit then fails: the "
+            "StateError says 'not a usable state store … move it aside' instead of 'newer'")))
     store = await backend.open()
     await store.close()
     backend.handles.remove(store)
@@ -621,15 +638,15 @@ async def test_postgres_search_path_option(postgres_backend: Backend) -> None:
     from downloader.state.postgres import PostgresStore
 
     schema = f"t_{uuid.uuid4().hex[:16]}"
-    await _pg_execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    await pg_execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     try:
         url = f"{POSTGRES_DSN}{'&' if '?' in POSTGRES_DSN else '?'}options=-csearch_path%3D{schema}"
         store = await PostgresStore.open(url)
         run = await store.start_run({})
         await store.ingest([k("A")], run)
         await store.close()
-        rows = await _pg_execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = %s "
+        rows = await pg_execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = %s "
                                  "AND table_name = 'patents'", (schema,))
         assert rows == [(1,)]
     finally:
-        await _pg_execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        await pg_execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

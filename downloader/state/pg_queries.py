@@ -76,35 +76,20 @@ FIRST_TO_ASK = f"""SELECT kind FROM patents WHERE {_UNSETTLED} AND {_NEEDS_API} 
 CLAIM_TO_ASK = f"""WITH c AS (SELECT kind, key FROM patents WHERE {_UNSETTLED} AND kind = %(kind)s AND {_NEEDS_API}
         AND {_FREE} ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
     {_TAKE} RETURNING p.seq, p.key"""
-# When nothing could be claimed, every unsettled key of the run is held under a live lease, deferred
-# to a later retry, or being claimed by another worker's open transaction (which a query cannot see
-# yet): so all of them count. A key freed a moment ago is counted too: waiting errs on "try again".
-WAITING = f"SELECT count(*) FROM patents WHERE {_UNSETTLED}"
+# When nothing could be claimed, every unsettled key of the run is deferred to a later retry, held
+# under a live lease, or being claimed in another worker's open transaction (which no query can see
+# yet): all but the deferred ones count as waiting. So does a key freed a moment ago ("try again").
+_DEFERRED = "status = 'pending' AND coalesce(retry_at > %(now)s AND NOT coalesce(lease_until >= %(now)s, false), false)"
+WAITING = f"""SELECT count(*) FILTER (WHERE NOT deferred), count(*) FILTER (WHERE deferred),
+        min(retry_at) FILTER (WHERE deferred)
+    FROM (SELECT retry_at, ({_DEFERRED}) AS deferred FROM patents WHERE {_UNSETTLED}) u"""
 RENEW = f"UPDATE patents SET lease_until = {NOW_SQL} + %s WHERE claimed_by = %s"
 RELEASE = "UPDATE patents SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s"
+RELEASE_ALL = "UPDATE patents SET claimed_by = NULL, lease_until = NULL WHERE claimed_by IS NOT NULL"
 
-# --- results: one guarded UPDATE per event (`allowed` = the statuses it may move a row out of) ---
+# --- results (the per-event UPDATEs are `transitions.update_for`, shared with SQLite) ----------
 
 _SETTLE = "claimed_by = NULL, lease_until = NULL, retry_at = NULL"
-
-
-def _guarded(status: str, assignments: str) -> str:
-    return (f"UPDATE patents SET status = '{status}', {assignments}, updated_at = {NOW_SQL} "
-            "WHERE kind = %(kind)s AND key = %(key)s AND status = ANY(%(allowed)s)")
-
-
-# Resolved keeps the claim: the worker that asked downloads it next.
-RESOLVE = _guarded("resolved", "pn = %(pn)s, patent_id = %(pid)s, num = %(num)s, url = %(url)s, "
-                               "expires_at = %(expires_at)s, error = NULL, retry_at = NULL, attempts = attempts + 1")
-NO_IMAGE = _guarded("no_image", f"pn = %(pn)s, patent_id = %(pid)s, url = NULL, error = NULL, "
-                                f"attempts = attempts + 1, {_SETTLE}")
-NOT_FOUND = _guarded("not_found", f"url = NULL, error = NULL, attempts = attempts + 1, {_SETTLE}")
-FAIL = _guarded("failed", f"error = %(error)s, attempts = attempts + 1, {_SETTLE}")
-DOWNLOAD = _guarded("downloaded", f"local_file = %(local_file)s, bytes = %(bytes)s, sha256 = %(sha256)s, "
-                                  f"error = NULL, {_SETTLE}")
-EXPIRE = _guarded("pending", f"url = NULL, expires_at = NULL, expiries = expiries + 1, error = %(error)s, {_SETTLE}")
-DEFER = _guarded("pending", "error = %(error)s, retry_at = %(retry_at)s, claimed_by = NULL, lease_until = NULL")
-
 FAIL_EXPIRED = f"""UPDATE patents SET status = 'failed', {_SETTLE}, updated_at = {NOW_SQL},
     error = 'UrlExpiredError: the URL expired before the download ' || expiries || ' times'
     WHERE seen_run = %s AND status = 'pending' AND expiries >= %s"""

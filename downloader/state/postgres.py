@@ -26,45 +26,24 @@ from functools import partial
 from itertools import islice
 from typing import Any, TypeVar
 
+import anyio
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from downloader.core.errors import StateError
-from downloader.core.model import (
-    Batch,
-    Deferred,
-    Downloaded,
-    Failed,
-    ImageJob,
-    Kind,
-    NoImage,
-    NotFound,
-    PatentKey,
-    Resolved,
-    Status,
-    UrlExpired,
-)
+from downloader.core.model import Batch, ImageJob, Kind, PatentKey, Status
 from downloader.state import pg_queries as q
 from downloader.state.base import Claim, IngestCounts, PatentRow, RunRecord, Shared, StateEvent, WorkerRecord
 from downloader.state.pg_schema import migrate, parse_url
-from downloader.state.sqlite import ALLOWED_FROM
+from downloader.state.transitions import update_for
 
 T = TypeVar("T")
-Event = StateEvent | Deferred
 CHUNK = 5000  # keys per ingest statement: memory stays flat however long the input
 PAGE = 2000  # rows per round trip when streaming
 _RETRIES = 5
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
-# The statuses each event's UPDATE may move a row out of: the SQLite store's table, plus Deferred
-# (an outage while asking: the key stays, or goes back to, pending until its retry_at).
-_ALLOWED: dict[str, list[str]] = {
-    query: [s.value for s in allowed] for query, allowed in (
-        (q.RESOLVE, ALLOWED_FROM[Status.RESOLVED]), (q.NO_IMAGE, ALLOWED_FROM[Status.NO_IMAGE]),
-        (q.NOT_FOUND, ALLOWED_FROM[Status.NOT_FOUND]), (q.FAIL, ALLOWED_FROM[Status.FAILED]),
-        (q.DOWNLOAD, ALLOWED_FROM[Status.DOWNLOADED]), (q.EXPIRE, ALLOWED_FROM[Status.PENDING]),
-        (q.DEFER, (Status.PENDING, Status.RESOLVED)))}
 
 
 class PostgresStore:
@@ -121,7 +100,16 @@ class PostgresStore:
             raise StateError(f"the state store at {self.location} failed: {' '.join(str(err).split())}") from err
 
     async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run `work` in one transaction, again after a deadlock or serialization failure."""
+        """Run `work` in one transaction, again after a deadlock or serialization failure.
+
+        Shielded: a caller cancelled meanwhile (a stopping pipeline) gets its cancellation once the
+        transaction is over, as with SQLite's worker thread, instead of a query cut off mid-way.
+        """
+        with anyio.CancelScope(shield=True):
+            result = await self._transaction(work)
+        return result
+
+    async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         for attempt in range(_RETRIES):
             try:
                 async with self._connection() as conn, conn.transaction():
@@ -133,9 +121,10 @@ class PostgresStore:
         raise AssertionError("unreachable")
 
     async def _fetch(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
-        async with self._connection() as conn:
-            cur = await conn.execute(query, params)
-            return await cur.fetchall()
+        with anyio.CancelScope(shield=True):  # a short read: finish it (see `_write`)
+            async with self._connection() as conn:
+                rows = await (await conn.execute(query, params)).fetchall()
+        return rows
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -212,25 +201,30 @@ class PostgresStore:
         """Extend the lease on every key `worker` holds."""
         await self._write(lambda conn: conn.execute(q.RENEW, [lease, worker]))
 
-    async def release(self, worker: str) -> None:
-        """Give back every key `worker` still holds."""
-        await self._write(lambda conn: conn.execute(q.RELEASE, [worker]))
+    async def release(self, worker: str | None) -> None:
+        """Give back every key `worker` still holds; None: every worker's (only when none can be alive)."""
+        if worker is None:
+            await self._write(lambda conn: conn.execute(q.RELEASE_ALL))
+        else:
+            await self._write(lambda conn: conn.execute(q.RELEASE, [worker]))
 
-    async def apply(self, events: Sequence[Event]) -> None:
-        """Write a batch of results in one transaction, in order (one executemany per run of alike events)."""
-        grouped: list[tuple[str, list[dict[str, Any]]]] = []
-        for event in events:
-            query, params = _update_for(event)
-            if not grouped or grouped[-1][0] != query:
-                grouped.append((query, []))
-            grouped[-1][1].append({**params, "kind": event.key.kind.value, "key": event.key.value,
-                                   "allowed": _ALLOWED[query]})
+    async def apply(self, events: Sequence[StateEvent]) -> None:
+        """Write a batch of results in one transaction, in order (one executemany per run of alike events).
 
+        The guarded UPDATEs come from `transitions`, as SQLite's do; `updated_at` is the server's clock.
+        """
         async def write(conn: AsyncConnection) -> None:
             async with conn.cursor() as cur:
+                now = (await (await cur.execute(q.NOW)).fetchone() or (0.0,))[0]
+                grouped: list[tuple[str, list[tuple[Any, ...]]]] = []
+                for event in events:
+                    query, params = update_for(event, "%s")
+                    if not grouped or grouped[-1][0] != query:
+                        grouped.append((query, []))
+                    grouped[-1][1].append((*params, now, event.key.kind.value, event.key.value))
                 for query, rows in grouped:
                     await cur.executemany(query, rows)
-        if grouped:
+        if events:
             await self._write(write)
 
     async def fail_expired_repeatedly(self, run_id: int, max_expiries: int) -> int:
@@ -306,28 +300,8 @@ async def _claim(conn: AsyncConnection, run_id: int, worker: str, limit: int, us
         cur = await conn.execute(q.CLAIM_TO_ASK, {**params, "kind": first[0]})
         if keys := sorted(await cur.fetchall()):
             return Claim(to_ask=Batch(Kind(first[0]), tuple(key for _seq, key in keys)))
-    (waiting,) = await (await conn.execute(q.WAITING, params)).fetchone() or (0,)
-    return Claim(waiting=int(waiting))
-
-
-def _update_for(event: Event) -> tuple[str, dict[str, Any]]:
-    """The guarded UPDATE for one event (see `pg_queries.TRANSITIONS`) and its parameters."""
-    match event:
-        case Resolved(_, pn, pid, num, url, expires_at):
-            return q.RESOLVE, {"pn": pn, "pid": pid, "num": num, "url": url, "expires_at": expires_at}
-        case NoImage(_, pn, pid):
-            return q.NO_IMAGE, {"pn": pn, "pid": pid}
-        case NotFound():
-            return q.NOT_FOUND, {}
-        case Failed(_, error):
-            return q.FAIL, {"error": error}
-        case Downloaded(_, local_file, size, sha):
-            return q.DOWNLOAD, {"local_file": local_file, "bytes": size, "sha256": sha}
-        case UrlExpired(_, reason):
-            return q.EXPIRE, {"error": reason}
-        case Deferred(_, error, retry_at):
-            return q.DEFER, {"error": error, "retry_at": retry_at}
-    raise TypeError(f"not a state event: {event!r}")
+    waiting, deferred, next_retry = await (await conn.execute(q.WAITING, params)).fetchone() or (0, 0, None)
+    return Claim(waiting=int(waiting), deferred=int(deferred), next_retry=next_retry)
 
 
 async def _execute(query: str, params: Mapping[str, Any], conn: AsyncConnection) -> None:

@@ -19,8 +19,7 @@ PostgreSQL adds is the fleet. Theory of operation:
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from itertools import islice
@@ -117,7 +116,7 @@ class PostgresStore:
             except _RETRYABLE:
                 if attempt == _RETRIES - 1:
                     raise
-                await asyncio.sleep(0.01 * 2 ** attempt)
+                await anyio.sleep(0.01 * 2 ** attempt)
         raise AssertionError("unreachable")
 
     async def _fetch(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
@@ -157,12 +156,11 @@ class PostgresStore:
         fresh insert sets to this run.
         """
         rows = 0
-        for chunk in _chunks(keys, CHUNK):
+        async for chunk in _chunks(keys, CHUNK):
             params = {"kinds": [k.kind.value for k in chunk], "keys": [k.value for k in chunk], "run": run_id}
             await self._write(partial(_execute, q.UPSERT_KEYS, params))
             rows += len(chunk)
-        async with self._connection() as conn:
-            await conn.execute(q.ANALYZE)
+        await self._write(partial(_execute, q.ANALYZE, {}))
         (unique, new), = await self._fetch(q.INGESTED, [run_id, run_id])
         return IngestCounts(new=new, known=unique - new, duplicates=rows - unique)
 
@@ -182,8 +180,9 @@ class PostgresStore:
         async with self._connection() as conn, conn.transaction(force_rollback=True), conn.cursor() as cur:
             await cur.execute(q.PLAN_TABLE)
             async with cur.copy(q.PLAN_COPY) as copy:
-                for key in keys:
-                    await copy.write_row((key.kind.value, key.value))
+                async for chunk in _chunks(keys, CHUNK):
+                    for key in chunk:
+                        await copy.write_row((key.kind.value, key.value))
             await cur.execute(q.PLAN, {"usable": usable_after, "retry_failed": retry_failed, "recheck": recheck_before})
             found = await cur.fetchone()
         rows, unique, new, settled, failed, reusable, numbers, ids = (int(v or 0) for v in found or ())
@@ -313,7 +312,8 @@ def _patent_row(row: Sequence[Any]) -> PatentRow:
     return PatentRow(Kind(kind), key, Status(status), *rest)
 
 
-def _chunks(keys: Iterable[PatentKey], size: int) -> Iterator[list[PatentKey]]:
+async def _chunks(keys: Iterable[PatentKey], size: int) -> AsyncIterator[list[PatentKey]]:
+    """Lists of up to `size` keys, each read in a worker thread: the keys may come from a CSV being parsed."""
     it = iter(keys)
-    while chunk := list(islice(it, size)):
+    while chunk := await anyio.to_thread.run_sync(lambda: list(islice(it, size))):
         yield chunk

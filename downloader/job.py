@@ -138,6 +138,8 @@ class _Job:
         if not shared:  # this process holds the folder lock: claims left by a killed run are stale
             await store.release(None)
         run_id = await store.start_run(_options(self.inputs, self.settings), join=shared)
+        # At once, so that a worker starting a moment later joins this run instead of starting another.
+        await store.heartbeat(run_id, self.worker, self._info(), self.settings.lease)
         self.control.deadline = None if self.settings.max_runtime is None else (
             time.monotonic() + self.settings.max_runtime)
         summary = Summary(run_id=run_id)

@@ -591,10 +591,6 @@ async def test_latest_newest_first(store: StateStore) -> None:
 
 async def test_schema_is_versioned_and_a_newer_one_is_refused(backend: Backend, request: pytest.FixtureRequest) -> None:
     """The version is recorded; a store written by a newer version is a StateError that says so."""
-    if backend.name == "sqlite":  # remove when sqlite_schema._connect no longer closes inside its Transaction
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "SqliteStore closes the connection inside `with Transaction(conn)`, whose exit then fails: the "
-            "StateError says 'not a usable state store … move it aside' instead of 'newer'")))
     store = await backend.open()
     await store.close()
     backend.handles.remove(store)

@@ -24,10 +24,10 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from downloader.core.model import Batch, Downloaded, ImageJob, Kind, Outcome, PatentKey, Status, UrlExpired
+from downloader.core.model import Batch, Deferred, Downloaded, ImageJob, Kind, Outcome, PatentKey, Status, UrlExpired
 
 T = TypeVar("T")
-StateEvent = Outcome | Downloaded | UrlExpired
+StateEvent = Outcome | Downloaded | UrlExpired | Deferred
 Shared = dict[str, Any]
 
 

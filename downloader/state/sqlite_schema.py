@@ -59,10 +59,16 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 
+class _TooNew(Exception):
+    """The file's schema is newer than this code's (raised inside the transaction, which rolls back)."""
+
+
 def connect(path: Path | str, *, durable: bool = False) -> sqlite3.Connection:
     """A connection in WAL mode with the schema in place and migrated; StateError if not usable."""
     try:
         return _connect(path, durable)
+    except _TooNew as err:
+        raise StateError(str(err)) from None
     except sqlite3.DatabaseError as err:
         raise StateError(f"{path} is not a usable state store ({err}); move it aside to start afresh "
                          "(the images already on disk are kept and re-verified by the next run)") from err
@@ -70,6 +76,14 @@ def connect(path: Path | str, *, durable: bool = False) -> sqlite3.Connection:
 
 def _connect(path: Path | str, durable: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=60)
+    try:
+        return _prepare(conn, path, durable)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _prepare(conn: sqlite3.Connection, path: Path | str, durable: bool) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode survives a process kill; FULL also survives power loss (--durable).
     conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
@@ -82,9 +96,7 @@ def _connect(path: Path | str, durable: bool) -> sqlite3.Connection:
         if row is None:  # a new file (the base tables are version 1), or one from before versioning
             conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
         if version > SCHEMA_VERSION:
-            conn.execute("ROLLBACK")
-            conn.close()
-            raise StateError(f"{path} was written by a newer patent-images (schema {version}); upgrade to use it")
+            raise _TooNew(f"{path} was written by a newer patent-images (schema {version}); upgrade to use it")
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[target]:
                 conn.execute(statement)

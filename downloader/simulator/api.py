@@ -93,6 +93,7 @@ async def abstract_image_handler(request: web.Request) -> web.StreamResponse:
     """GET /basic-patent-data/abstract-image: the P021 answer, faults and all."""
     sim = request.app[SIM_KEY]
     sim.counters.api_requests += 1
+    sim.counters.api_times.append(sim.clock())
     with sim.gauge("api"):
         if sim.config.api_latency > 0:
             await asyncio.sleep(sim.config.api_latency)

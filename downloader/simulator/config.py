@@ -121,10 +121,24 @@ class Counters:
     cdn_in_flight: int = 0
     cdn_peak_concurrency: int = 0
     asks: Counter[str] = field(default_factory=Counter)
+    # When each API request arrived (the simulator's clock): an account-wide rate can be checked
+    # over any one-second window, whichever process or machine sent the requests.
+    api_times: list[float] = field(default_factory=list)
+
+    def busiest_second(self) -> int:
+        """The most API requests that arrived within any one-second window."""
+        times = sorted(self.api_times)
+        most, start = 0, 0
+        for end, t in enumerate(times):
+            while t - times[start] >= 1.0:
+                start += 1
+            most = max(most, end - start + 1)
+        return most
 
     def as_json(self, max_asks: int = 100_000) -> dict[str, Any]:
         """Counters as JSON; `asks` in full only when it has at most `max_asks` keys."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "asks"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("asks", "api_times")}
+        out["busiest_second"] = self.busiest_second()
         out["asks_distinct"] = len(self.asks)
         out["asks_repeated"] = sum(1 for n in self.asks.values() if n > 1)
         if len(self.asks) <= max_asks:

@@ -36,6 +36,7 @@ class Bars:
                             position=1, leave=False)
         self._bytes = 0
         self._verbose = verbose
+        self._stream = stream
 
     def __call__(self, event: Event) -> None:
         match event:
@@ -52,7 +53,7 @@ class Bars:
                 self._images.set_postfix_str(f"{self._bytes / 1e6:.1f} MB" + (
                     "" if status == "downloaded" else f", last: {status}"), refresh=False)
             case Notice(_, message) if shown(event, self._verbose):
-                self._patents.write(message)
+                tqdm.write(message, file=self._stream)  # above the bars, on their stream (not stdout)
 
     def close(self) -> None:
         """Clear the bars: the final line says what they said."""

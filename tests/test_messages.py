@@ -148,3 +148,16 @@ def test_simulate_on_a_port_in_use_is_a_usage_error():
         done = run_cli("simulate", "--port", str(port), timeout=30)
     assert done.returncode == 2
     assert one_clear_line(done.stderr) == f"patent-images: port {port} is in use; choose another with --port"
+
+
+def test_status_table_explains_each_status_and_marks_runs():
+    """`status`: counts with separators and what each status means; a no-op run and an unfinished one say so."""
+    from downloader.cli.status import render_status
+
+    quiet = {"seconds": 0.1, "unique": 1000, "by_status": {"downloaded": 1000}, "api_calls": 0, "images": 0}
+    text = render_status({"folder": "/out", "total": 1234, "by_status": {"downloaded": 1200, "pending": 34},
+                          "runs": [{"id": 2, "started": 0, "exit_code": 0, "summary": quiet},
+                                   {"id": 1, "started": 0, "exit_code": None, "summary": {}}]})
+    assert text.startswith("/out: 1,234 patents\n  downloaded       1,200  image saved\n")
+    assert "pending             34  not asked yet: the next run continues" in text
+    assert text.splitlines()[-2].endswith("nothing to do") and text.splitlines()[-1].endswith("unfinished")

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from downloader.core.events import BatchDone, Event, ImageDone, Notice, Planned
 
-QUIET = frozenset({"token", "fatal", "failed"})
+QUIET = frozenset({"token", "fatal", "failed", "budget", "runtime"})
 
 
 def shown(notice: Notice, verbose: bool) -> bool:

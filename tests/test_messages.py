@@ -86,13 +86,13 @@ def test_a_rerun_of_a_finished_list_says_nothing_to_do(tmp_path, threaded_simula
 
 NOTICES = [Notice("token", "token refreshed"), Notice("fatal", "stopping: PatSnap error 67200005"),
            Notice("failed", "CN1A: BadImageError"), Notice("throttled", "throttled: rate 2.5/s"),
-           Notice("budget", "budget spent: stopping")]
+           Notice("budget", "budget spent: stopping"), Notice("interrupted", "SIGINT: stopping, state is being saved")]
 
 
 @pytest.mark.parametrize("make", [lambda out, v: LogLines(out, interval=3600, verbose=v), lambda out, v: Bars(out, v)],
                          ids=["log-lines", "bars"])
 def test_routine_notices_only_with_verbose(make):
-    """Token refreshes, the fatal notice (said once by the error line) and per-patent failures need --verbose."""
+    """Token refreshes, per-patent failures, and what the last line says anyway (fatal, caps) need --verbose."""
     quiet, loud = FakeTTY(), FakeTTY()
     for out, verbose in ((quiet, False), (loud, True)):
         sink = make(out, verbose)
@@ -100,8 +100,8 @@ def test_routine_notices_only_with_verbose(make):
             sink(notice)
         sink.close()
     assert "token refreshed" not in quiet.getvalue() and "67200005" not in quiet.getvalue()
-    assert "CN1A" not in quiet.getvalue()
-    assert "throttled: rate 2.5/s" in quiet.getvalue() and "budget spent" in quiet.getvalue()
+    assert "CN1A" not in quiet.getvalue() and "budget spent" not in quiet.getvalue()
+    assert "throttled: rate 2.5/s" in quiet.getvalue() and "SIGINT: stopping" in quiet.getvalue()
     assert all(n.message in loud.getvalue() for n in NOTICES)
 
 

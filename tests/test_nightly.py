@@ -147,7 +147,7 @@ def test_status_shows_totals_and_both_runs_as_table_and_json(tmp_path, inputs, t
     assert cli.main(["status", "--out", str(out)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0] == f"{out}: 250 patents"
-    assert any(line.split() == ["downloaded", str(data["by_status"]["downloaded"])] for line in table)
+    assert any(line.split()[:2] == ["downloaded", f"{data['by_status']['downloaded']:,}"] for line in table)
     rows = [line.split() for line in table if line.strip()[:1].isdigit()]  # run, date, time, secs, exit, ...
     assert [(r[0], r[4], r[6]) for r in rows] == [(str(r["id"]), str(r["exit_code"]), str(r["summary"]["charged"]))
                                                   for r in data["runs"]]

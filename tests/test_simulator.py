@@ -571,3 +571,23 @@ def test_serve_prints_its_url_and_stops_on_sigterm() -> None:
             assert json.load(resp)["api_requests"] == 0
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_figure_cache_on_disk_is_checked_and_optional(tmp_path, monkeypatch):
+    """Figures kept on disk come back identical; a damaged file is drawn again; "off" writes nothing."""
+    monkeypatch.setenv("PATENT_IMAGES_CACHE", str(tmp_path / "cache"))
+    images.figure.cache_clear()
+    try:
+        drawn = images.figure(960, 3)
+        (stored,) = (tmp_path / "cache").rglob("960-3.strip")
+        images.figure.cache_clear()
+        assert images.figure(960, 3) == drawn  # read back from disk
+        stored.write_bytes(stored.read_bytes()[:-40] + bytes(40))  # damaged: the checksum no longer matches
+        images.figure.cache_clear()
+        assert images.figure(960, 3) == drawn and stored.read_bytes()[-40:] != bytes(40)
+        monkeypatch.setenv("PATENT_IMAGES_CACHE", "off")
+        images.figure.cache_clear()
+        assert images.cache_dir() is None and images.figure(960, 4).width == 960
+        assert not list((tmp_path / "cache").rglob("960-4.strip"))
+    finally:
+        images.figure.cache_clear()

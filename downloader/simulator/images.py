@@ -1,29 +1,35 @@
-"""Real, valid image bytes: patent drawing sheets for the CDN, and a vast fake PNG for the size cap (pure).
+"""Real, valid image bytes: patent drawing sheets for the CDN, and a vast fake PNG for the size cap.
 
 A drawing sheet is three strips stacked: a header line as on a patent's drawing sheets
-("U.S. Patent   Dec. 21, 2021   Sheet 1 of 3   US 11,205,304 B2"), the figure itself, and its
+("U.S. Patent   Dec. 21, 2021   Sheet 1 of 3   US11205304B2"), the figure itself, and its
 "FIG. n" caption. Most are encoded as patent offices serve them, 1-bit PNG (black line art, one
 bit a pixel, deflated); `jpg` ones as baseline greyscale JPEG. Nothing is padded, nothing is noise.
 
 Speed. Drawing a figure and packing it to bits costs several milliseconds, too slow for the
 demo and the benchmarks' corpus if paid per image. So figures come from a pool of `POOL`
-variants per width, each drawn once per process and kept packed as PNG rows; an image is its
-own header (which makes it unique to its patent and drawing) plus a pool figure plus a caption,
-joined as rows and deflated: about a millisecond. Sizes follow from the figure (5–200 KB): a
-variant too sparse to reach `MIN_SIZE` is drawn again, and a JPEG over `MAX_SIZE` is saved again
-at a lower quality.
+variants per width, each drawn once and kept deflated; an image is its own header (which makes
+it unique to its patent and drawing) plus a pool figure plus a caption, whose deflate streams
+are joined: about half a millisecond. The pool (under a second of drawing) is also kept on disk
+between processes, in `cache_dir()`; a damaged or foreign file there is simply drawn again.
+
+Sizes follow from the figure, 5–200 KB: a figure too sparse to reach `MIN_SIZE` is drawn again
+denser (or the next one of the pool is taken), and a JPEG over `MAX_SIZE` is saved again at a
+lower quality.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import os
 import random
 import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import PIL
 from PIL import Image
 
 from downloader.simulator.figures import draw_band, draw_body
@@ -90,12 +96,64 @@ def make_drawing(rng: random.Random, ext: str, pn: str = "", fig: int = 1) -> by
 
 @functools.lru_cache(maxsize=POOL * len(WIDTHS))
 def figure(width: int, variant: int) -> Strip:
-    """Figure `variant` of the pool at `width`, drawn once (again, denser, while it would be under MIN_SIZE)."""
+    """Figure `variant` of the pool at `width`: from the disk cache, else drawn (and cached there)."""
+    path = None if (folder := cache_dir()) is None else folder / f"{width}-{variant}.strip"
+    strip = _load(path, width) if path else None
+    if strip is None:
+        strip = _draw_figure(width, variant)
+        if path:
+            _save(path, strip)
+    return strip
+
+
+def _draw_figure(width: int, variant: int) -> Strip:
+    """Drawn again, denser, while it would be under MIN_SIZE."""
     rng = random.Random(f"figure\x1f{width}\x1f{variant}")
     while True:
         strip = Strip.of(draw_body(rng, width, round(width * rng.uniform(0.7, 1.2))))
         if len(strip.deflated) >= MIN_SIZE - 1_500:  # header and caption add the rest
             return strip
+
+
+def cache_dir() -> Path | None:
+    """Where drawn figures are kept between processes, or None when `PATENT_IMAGES_CACHE=off`.
+
+    `$PATENT_IMAGES_CACHE`, else `$XDG_CACHE_HOME/patent-images` (~/.cache/patent-images). The
+    folder's name holds everything the bytes depend on (drawing version, Pillow, zlib), so another
+    version never reads them.
+    """
+    root = os.environ.get("PATENT_IMAGES_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "patent-images")
+    if root.lower() in ("off", "0", "none"):
+        return None
+    return Path(root) / f"figures-v{VERSION}-pillow{PIL.__version__}-zlib{zlib.ZLIB_RUNTIME_VERSION}"
+
+
+_HEAD = struct.Struct(">IIII")  # width, height, adler32 and size of the rows
+
+
+def _load(path: Path, width: int) -> Strip | None:
+    """A cached figure, checked whole (its rows inflate to their recorded size and checksum), else None."""
+    try:
+        data = path.read_bytes()
+        stored_width, height, adler, size = _HEAD.unpack_from(data)
+        strip = Strip(stored_width, height, data[_HEAD.size:], adler, size)
+        rows = strip.rows()
+    except (OSError, struct.error, zlib.error):
+        return None
+    ok = stored_width == width and len(rows) == size == height * ((width + 7) // 8 + 1) and zlib.adler32(rows) == adler
+    return strip if ok else None
+
+
+def _save(path: Path, strip: Strip) -> None:
+    """Keep a figure for the next process (best effort: a read-only home just means drawing again)."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_bytes(_HEAD.pack(strip.width, strip.height, strip.adler, strip.size) + strip.deflated)
+        os.replace(temp, path)
+    except OSError:
+        temp.unlink(missing_ok=True)
 
 
 @functools.lru_cache(maxsize=64)

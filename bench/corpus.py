@@ -6,7 +6,8 @@ the tool's whole pipeline can run against it: the simulator answers the API and 
 file `files/{pn}_{num}.{ext}` of the corpus, ignoring the query string.
 
 `generate_numbers(n)` yields a stable prefix for any larger n, so the corpus only grows: the
-first N entries of a bigger corpus are exactly the corpus of N. Cached in bench/work/corpus/.
+first N entries of a bigger corpus are exactly the corpus of N. Cached in bench/work/corpus/, per
+version of the simulator's drawings (a new version writes a new files-vN/ and index-vN.csv).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from downloader.simulator import Universe, generate_numbers
+from downloader.simulator.images import VERSION as DRAWINGS
 
 SEED = 0
 _INDEX_FIELDS = ("number", "pn", "num", "name", "size", "sha256")
@@ -57,11 +59,11 @@ class Corpus:
 
 
 def build_corpus(work: Path, n: int) -> Corpus:
-    """N images with a drawing, written once under work/corpus/files (grown when N is larger)."""
+    """N images with a drawing, written once under work/corpus/files-vN (grown when N is larger)."""
     root = work / "corpus"
-    files = root / "files"
+    files = root / f"files-v{DRAWINGS}"
     files.mkdir(parents=True, exist_ok=True)
-    index = root / "index.csv"
+    index = root / f"index-v{DRAWINGS}.csv"
     images = _read_index(index)
     if len(images) < n:
         print(f"corpus: generating {n - len(images)} more images into {files} ...", flush=True)

@@ -167,8 +167,11 @@ class _Job:
             with anyio.CancelScope(shield=True):
                 summary = await self._finish(sink, store, run_id, summary, started, shared)
         if self.control.stop_reason == StopReason.INTERRUPTED:
-            raise Interrupted("interrupted; state and manifest are saved, run the same command to continue")
+            interrupted = Interrupted("interrupted; state and manifest are saved, run the same command to continue")
+            interrupted.summary = summary  # type: ignore[attr-defined]  # for --metrics-file
+            raise interrupted
         if self.control.fatal is not None:
+            self.control.fatal.summary = summary  # type: ignore[attr-defined]
             raise self.control.fatal
         return summary
 

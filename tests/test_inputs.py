@@ -11,7 +11,7 @@ import pytest
 
 from downloader.core.errors import InputError
 from downloader.core.model import Kind, PatentKey, Reject
-from downloader.inputs.reader import check_inputs, classify_value, looks_like_key, read_inputs
+from downloader.inputs.reader import BLANK, check_inputs, classify_value, looks_like_key, read_inputs
 
 ID1 = "077f4978-092c-4522-bc98-e8257a5c99f9"
 ID2 = "6e5c550d-28d6-4cf1-a265-b5488996b641"
@@ -62,8 +62,12 @@ def test_number_header_aliases(tmp_path: Path, header: str) -> None:
                  [I(ID1), N("US11205304B2"), I(ID2)], id="both-columns-id-preferred"),
     pytest.param("pn\n\nCN104169186A\n   \n\"\"\n\nUS11205304B2\n\n",
                  [N("CN104169186A"), N("US11205304B2")], id="blank-lines-and-empty-cells-skipped"),
-    pytest.param("pn,title\nCN104169186A,x\n,no number\nUS11205304B2\n",
-                 [N("CN104169186A"), N("US11205304B2")], id="empty-key-cell-and-short-row-skipped"),
+    pytest.param("pn,title\nCN104169186A,x\n,no number\nUS11205304B2\n, \n",
+                 [N("CN104169186A"), (3, BLANK), N("US11205304B2")], id="empty-key-cell-rejected-blank-line-skipped"),
+    pytest.param("title,pn\nLamp,CN104169186A\nShort row\n", [N("CN104169186A"), (3, BLANK)],
+                 id="short-row-without-the-key-column-rejected"),
+    pytest.param(f"patent_number,patent_id,title\n,,Lamp\n,{ID1},x\n", [(2, BLANK), I(ID1)],
+                 id="both-key-cells-empty-rejected"),
     pytest.param("pn,title\nCN104169186A,a\npn,title\nUS11205304B2,b\n",
                  [N("CN104169186A"), N("US11205304B2")], id="repeated-header-skipped"),
     pytest.param("pn\n", [], id="header-only"),

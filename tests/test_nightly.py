@@ -147,7 +147,7 @@ def test_status_shows_totals_and_both_runs_as_table_and_json(tmp_path, inputs, t
     assert cli.main(["status", "--out", str(out)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0] == f"{out}: 250 patents"
-    assert any(line.split() == ["downloaded", str(data["by_status"]["downloaded"])] for line in table)
+    assert any(line.split()[:2] == ["downloaded", f"{data['by_status']['downloaded']:,}"] for line in table)
     rows = [line.split() for line in table if line.strip()[:1].isdigit()]  # run, date, time, secs, exit, ...
     assert [(r[0], r[4], r[6]) for r in rows] == [(str(r["id"]), str(r["exit_code"]), str(r["summary"]["charged"]))
                                                   for r in data["runs"]]
@@ -251,7 +251,8 @@ def substitute(text: str, tmp_path: Path) -> str:
     paths = {"/usr/local/bin/patent-images": f"{shlex.quote(sys.executable)} -m downloader",
              "/srv/patents/patents.csv": str(tmp_path / "patents.csv"), "/srv/patents/out": str(tmp_path / "out"),
              "/var/log/patent-images.log": str(tmp_path / "patent-images.log"),
-             "/etc/patent-images/credentials.env": str(tmp_path / "credentials.env")}
+             "/etc/patent-images/credentials.env": str(tmp_path / "credentials.env"),
+             "/var/lib/node_exporter/textfile_collector": str(tmp_path)}
     for old, new in paths.items():
         text = text.replace(old, new)
     return text
@@ -298,3 +299,4 @@ def test_cron_line_runs_silently_with_the_env_file(tmp_path, threaded_simulator)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     assert " end: " in (tmp_path / "patent-images.log").read_text()
     assert (tmp_path / "out" / "manifest.csv").exists()
+    assert "patent_images_last_success_timestamp_seconds" in (tmp_path / "patent-images.prom").read_text()

@@ -138,7 +138,20 @@ def test_report_in_chromium_shows_counts_runs_failures_and_a_paged_filterable_sh
     assert [a for a in page.find("input") if a.get("id") == "filter"]
     assert page.text_of["page-info"].startswith(f"1–{SHEET_PAGE} of {counts['downloaded']}")
     assert "BadImageError" in page.text_of["failures"] and "3 patents" in page.text_of["failures"]
-    assert len(page.find("circle")) == 4 and "budget" in page.text_of["runs"]
+    assert "What to do: The image CDN answered" in page.text_of["failures"]
+    bars = [a for a in page.find("rect") if (a.get("class") or "").startswith("bar ")]
+    assert [a["class"] for a in bars] == ["bar charged", "bar images"] * 2 and "budget" in page.text_of["runs"]
+    assert page.text_of["contact-sheet"].startswith(f"Most recent drawings ({counts['downloaded']:,} downloaded)")
+    for status, label in (("downloaded", "Downloaded"), ("no_image", "No image"), ("not_found", "Not found"),
+                          ("failed", "Failed"), ("pending", "Pending")):  # each count with its label and code
+        assert re.search(rf'<div class="label">{label}</div><div class="value"><span id="count-{status}".*?'
+                         rf"status <code>{status}</code>", raw)
+    links = {a.get("href") for a in page.find("a") if (a.get("href") or "").startswith("../out/manifest")}
+    assert links == {"../out/manifest.csv", "../out/manifest.jsonl"}
+    assert all((site / unquote(link)).is_file() for link in links)
+    titles = [a.get("title") for a in page.find("a") if a.get("title")]  # the tooltip of each thumbnail
+    assert len(titles) == SHEET_PAGE and all(t and re.fullmatch(r"\S+ #\d{4}", t) for t in titles)
+    assert "text-overflow:ellipsis" not in raw  # full publication numbers: captions wrap, never cut
 
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     shutil.copyfile(shot, SCREENSHOT_COPY)
@@ -173,7 +186,7 @@ def big_folder(tmp_path_factory) -> Path:
 
 
 def test_report_over_100k_downloads_is_quick_small_capped_and_escaped(big_folder):
-    """Under 3 s and 2 MB; 5,000 sheet rows newest first; 200 keys per failure group; data escaped."""
+    """Under 3 s and 2 MB; 5,000 sheet rows newest first; 200 keys per failure group with advice; data escaped."""
     started = time.perf_counter()
     report = Path(write_report(str(big_folder)))
     assert time.perf_counter() - started < 3.0
@@ -190,7 +203,9 @@ def test_report_over_100k_downloads_is_quick_small_capped_and_escaped(big_folder
     assert groups == [("BadImageError", "700"), ("TransientApiError", "250"), ("UrlExpiredError", "50")]
     assert raw.count('<li class="more">') == 2 and "+500 more" in raw and "+50 more" in raw
     assert raw.count("<li>") == 200 + 200 + 50
-    assert len(page.find("circle")) == 80
+    bars = [a for a in page.find("rect") if (a.get("class") or "").startswith("bar ")]
+    assert len(bars) == 80  # 40 runs, a pair of bars each
+    assert raw.count('<span class="advice">') == 3 and "What to do:</b> Temporary API errors" in raw
 
 
 @needs_chromium

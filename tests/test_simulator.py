@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
+import io
 import json
 import re
 import statistics
@@ -22,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import pytest
+from PIL import Image
 
 from downloader.simulator import (
     Record,
@@ -31,6 +34,7 @@ from downloader.simulator import (
     add_simulate_arguments,
     config_from_args,
     generate_numbers,
+    images,
     sign_url,
     verify,
 )
@@ -55,7 +59,7 @@ def with_drawing(ext: str = "png") -> Callable[[Record | None], bool]:
 
 
 def check_png(data: bytes) -> None:
-    """A structurally valid PNG: chunks with good CRCs and rows that decompress fully."""
+    """A structurally valid 1-bit greyscale PNG (good CRCs, rows that inflate fully) of black line art."""
     assert data[:8] == PNG_MAGIC
     pos, chunks = 8, {}
     while pos < len(data):
@@ -65,21 +69,31 @@ def check_png(data: bytes) -> None:
         chunks[kind] = body
         pos += 12 + length
     assert list(chunks) == [b"IHDR", b"IDAT", b"IEND"]
-    width, height = struct.unpack(">II", chunks[b"IHDR"][:8])
-    assert len(zlib.decompress(chunks[b"IDAT"])) == height * (width + 1)
+    width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (depth, colour) == (1, 0)
+    assert len(zlib.decompress(chunks[b"IDAT"])) == height * ((width + 7) // 8 + 1)
+    check_line_art(Image.open(io.BytesIO(data)), "1")
 
 
 def check_jpeg(data: bytes) -> None:
-    """A structurally valid baseline JPEG: segments by length up to SOS, then scan and EOI."""
-    assert data[:2] == b"\xff\xd8"
+    """A baseline greyscale JPEG of line art, segments well formed, no comment (COM) padding."""
+    assert data[:3] == JPEG_MAGIC and data[-2:] == b"\xff\xd9"
     pos, markers = 2, []
     while data[pos + 1] != 0xDA:
         assert data[pos] == 0xFF
         markers.append(data[pos + 1])
         pos += 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
-    pos += 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
-    assert {0xE0, 0xDB, 0xC0, 0xC4} <= set(markers)
-    assert data[pos:] == b"\x3f\xff\xd9"
+    assert {0xDB, 0xC0, 0xC4} <= set(markers) and 0xFE not in markers
+    check_line_art(Image.open(io.BytesIO(data)), "L")
+
+
+def check_line_art(image: Image.Image, mode: str) -> None:
+    """Decodes fully; mostly white paper with a few percent of ink, as a patent drawing is."""
+    image.load()
+    assert image.mode == mode and image.width >= 400 and image.height >= 400
+    histogram = image.convert("L").histogram()
+    ink = sum(histogram[:128]) / (image.width * image.height)
+    assert 0.005 < ink < 0.3, ink
 
 
 # ---------------------------------------------------------------- universe (pure)
@@ -138,8 +152,8 @@ def test_generated_numbers_look_real() -> None:
     assert 0.05 < bare / len(numbers) < 0.15
 
 
-def test_image_bytes_are_valid_sized_and_cached() -> None:
-    """PNGs and JPEGs are valid, agree with Record.ext, and have a ~30 KB median size."""
+def test_image_bytes_are_valid_line_art_sized_and_cached() -> None:
+    """1-bit PNGs and greyscale JPEGs, valid, agreeing with Record.ext, 5–200 KB; the same bytes every time."""
     u = Universe(0)
     records = [r for r in map(u.lookup_number, NUMBERS[:400]) if r is not None and r.num is not None]
     sizes = []
@@ -148,8 +162,50 @@ def test_image_bytes_are_valid_sized_and_cached() -> None:
         (check_jpeg if r.ext == "jpg" else check_png)(data)
         sizes.append(len(data))
     assert Universe(0).image_bytes(records[0].pn, "0001") is u.image_bytes(records[0].pn, "0001")
-    assert 4_000 < min(sizes) and max(sizes) < 205_000
-    assert 20_000 < statistics.median(sizes) < 45_000
+    assert 5_000 <= min(sizes) and max(sizes) <= 200_000
+    assert 6_000 < statistics.median(sizes) < 30_000
+    assert len({hashlib.sha256(u.image_bytes(r.pn, r.num)).digest() for r in records}) == len(records)
+
+
+def test_drawings_are_deterministic_across_processes_and_seeds() -> None:
+    """A fresh interpreter draws the same bytes for a patent; another seed draws other bytes."""
+    record = Universe(0).lookup_number(pick(Universe(0), with_drawing("png"))[0])
+    assert record is not None and record.num is not None
+    code = ("import hashlib; from downloader.simulator import Universe; "
+            f"print(hashlib.sha256(Universe(0).image_bytes({record.pn!r}, {record.num!r})).hexdigest())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == hashlib.sha256(Universe(0).image_bytes(record.pn, record.num)).hexdigest()
+    assert Universe(1).image_bytes(record.pn, record.num) != Universe(0).image_bytes(record.pn, record.num)
+
+
+def test_a_drawing_sheet_shows_its_patent_and_figure_caption() -> None:
+    """The figure sits between a header naming the patent and a "FIG. n" caption: ink in all three bands."""
+    u = Universe(0)
+    record = u.lookup_number(pick(u, with_drawing("png"))[0])
+    assert record is not None and record.num is not None
+    image = Image.open(io.BytesIO(u.image_bytes(record.pn, record.num))).convert("L")
+    unit = image.width / 1000
+    header, caption = round(70 * unit), round(110 * unit)
+    bands = [(0, header), (header, image.height - caption), (image.height - caption, image.height)]
+    for top, bottom in bands:
+        band = image.crop((0, top, image.width, bottom))
+        assert sum(band.histogram()[:128]) > 200, (top, bottom)
+    second = Image.open(io.BytesIO(u.image_bytes(record.pn, "0002"))).convert("L")
+    assert second.crop((0, second.height - caption, second.width, second.height)).tobytes() != image.crop(
+        (0, image.height - caption, image.width, image.height)).tobytes()  # "FIG. 2", not "FIG. 1"
+
+
+def test_drawings_are_quick_to_make() -> None:
+    """After the figure pool is drawn (about a second, once a process), a sheet takes milliseconds."""
+    images.warm_pool()
+    u = Universe(11)  # a seed no other test uses: nothing cached
+    records = [r for r in map(u.lookup_number, NUMBERS[:600]) if r is not None and r.num is not None]
+    started = time.perf_counter()
+    for r in records:
+        u.image_bytes(r.pn, r.num)
+    per_image = (time.perf_counter() - started) / len(records)
+    print(f"{per_image * 1000:.2f} ms a drawing over {len(records)} drawings")
+    assert per_image < 0.015  # about 1–2 ms on an idle machine; generous for a shared CI runner
 
 
 # ---------------------------------------------------------------- signing (pure)
@@ -515,3 +571,23 @@ def test_serve_prints_its_url_and_stops_on_sigterm() -> None:
             assert json.load(resp)["api_requests"] == 0
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_figure_cache_on_disk_is_checked_and_optional(tmp_path, monkeypatch):
+    """Figures kept on disk come back identical; a damaged file is drawn again; "off" writes nothing."""
+    monkeypatch.setenv("PATENT_IMAGES_CACHE", str(tmp_path / "cache"))
+    images.figure.cache_clear()
+    try:
+        drawn = images.figure(960, 3)
+        (stored,) = (tmp_path / "cache").rglob("960-3.strip")
+        images.figure.cache_clear()
+        assert images.figure(960, 3) == drawn  # read back from disk
+        stored.write_bytes(stored.read_bytes()[:-40] + bytes(40))  # damaged: the checksum no longer matches
+        images.figure.cache_clear()
+        assert images.figure(960, 3) == drawn and stored.read_bytes()[-40:] != bytes(40)
+        monkeypatch.setenv("PATENT_IMAGES_CACHE", "off")
+        images.figure.cache_clear()
+        assert images.cache_dir() is None and images.figure(960, 4).width == 960
+        assert not list((tmp_path / "cache").rglob("960-4.strip"))
+    finally:
+        images.figure.cache_clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from downloader import __version__
+from downloader.cli import helptext
 from downloader.cli.runner import err_line as _err
 from downloader.cli.runner import run_command, settings_from
 from downloader.core.errors import DownloaderError, FatalError, UsageError
@@ -41,8 +43,8 @@ def _report(err: BaseException, code: int, debug: bool) -> None:
         traceback.print_exception(err, file=sys.stderr)
     if isinstance(err, FatalError):
         hint = f" — {err.hint}" if err.hint else ""
-        _err(f"patent-images: stopped: {err}{hint}. State and manifest are saved; rerun the same command "
-             "once this is fixed.")
+        rerun = "" if "rerun" in hint else "; rerun the same command once this is fixed"
+        _err(f"patent-images: stopped: {err}{hint}. State and manifest are saved{rerun}.")
     elif isinstance(err, KeyboardInterrupt):
         _err("patent-images: interrupted.")
     elif isinstance(err, DownloaderError):
@@ -65,15 +67,22 @@ def _sigterm_as_interrupt() -> None:
 def build_parser(with_simulator: bool = True) -> argparse.ArgumentParser:
     """The argument parser with every command (the simulator's options only when asked for:
     importing the simulator costs start-up time every other command does not need)."""
-    parser = argparse.ArgumentParser(prog="patent-images", description=(
-        "Download PatSnap patent abstract images (front-page drawings) in bulk, resumably, with a manifest."))
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser = argparse.ArgumentParser(prog="patent-images", description=helptext.TOP, epilog=helptext.TOP_EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
     _add_demo(sub)
     _add_status(sub)
     _add_simulate(sub, with_simulator)
     _add_report(sub)
+    return parser
+
+
+def _command(sub: Any, name: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=description, epilog=epilog,
+                                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     return parser
 
 
@@ -88,11 +97,16 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=100, help="patents per API request, 1..100 (default 100)")
     p.add_argument("--retries", type=int, default=5, help="attempts per request on transient faults (default 5)")
     p.add_argument("--retry-failed", action="store_true", help="also retry patents that failed in earlier runs")
-    p.add_argument("--column", help="input column, when not auto-detected")
-    p.add_argument("--no-progress", action="store_true", help="no bars or progress lines")
-    p.add_argument("--max-charged", type=int, help="stop asking once this many results may be charged (exit 4)")
+    p.add_argument("--column", metavar="NAME", help="the input column holding patent numbers or ids, when it is not "
+                   "patent_number, pn, publication_number or patent_id")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars or progress lines (without a terminal: a line every few seconds)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show routine notices on stderr: token refreshes, each failed patent")
+    p.add_argument("--max-charged", type=int, metavar="N",
+                   help="stop asking once this many results may be charged (exit 4; the next run continues)")
     p.add_argument("--max-runtime", type=_duration, metavar="DURATION",
-                   help="stop asking after this long, e.g. 90m or 2h (exit 4)")
+                   help="stop asking after this long, e.g. 90m or 2h (exit 4; the next run continues)")
     p.add_argument("--recheck-after", type=float, metavar="DAYS", dest="recheck_after_days",
                    help="ask again for no_image/not_found patents settled more than DAYS ago (default: never)")
     p.add_argument("--durable", action="store_true",
@@ -101,8 +115,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="do not start a download this close to its URL's expiry; ask again (default 120)")
     p.add_argument("--dry-run", action="store_true", help="print what the run would do and cost; call nothing")
     p.add_argument("--json", action="store_true", help="print the summary (or dry-run plan) as JSON on stdout")
-    p.add_argument("--log-file", help="append one line per event worth keeping to this file")
-    p.add_argument("--log-format", choices=("text", "json"), default="text", help="log file format")
+    p.add_argument("--log-file", metavar="PATH", help="append one line per event worth keeping to this file")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="log file format: text lines or JSON lines (default text)")
+    p.add_argument("--metrics-file", metavar="PATH",
+                   help="after the run, write its figures in the Prometheus text format for node_exporter's "
+                        "textfile collector (replaced atomically; name it *.prom)")
     p.add_argument("--state", dest="state_url", default=_env("PATENT_IMAGES_STATE"), metavar="URL",
                    help="where the state lives: default DIR/state.sqlite; postgresql://user@host:port/db for a "
                         "store shared by several workers (env PATENT_IMAGES_STATE)")
@@ -120,7 +138,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--io", choices=("auto", "direct", "threads"), default="auto",
                    help="how images are written: direct from the event loop (local disks), threads (one "
                         "worker-thread hop per image, for NFS/SMB/FUSE), auto: threads on such file systems")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
 
 
 def _duration(text: str) -> float:
@@ -132,37 +150,46 @@ def _duration(text: str) -> float:
 
 
 def _add_run(sub: Any) -> None:
-    p = sub.add_parser("run", help="download the abstract images of the patents in CSV files",
-                       description="Download the abstract images of the patents listed in INPUT files into DIR.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT.csv")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (state, manifest, images)")
-    p.add_argument("--api-base", default=_env("PATSNAP_API_BASE") or DEFAULT_API_BASE,
+    p = _command(sub, "run", "download the abstract images of the patents in CSV or .xlsx files",
+                 helptext.RUN, helptext.RUN_EXAMPLES + "\n\n" + helptext.exit_codes())
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="CSV or .xlsx files listing patent numbers or PatSnap patent ids")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="the job folder: images, manifest.csv/.jsonl, rejects.csv, summary.json, state")
+    p.add_argument("--api-base", default=_env("PATSNAP_API_BASE") or DEFAULT_API_BASE, metavar="URL",
                    help=f"API base URL (env PATSNAP_API_BASE, default {DEFAULT_API_BASE})")
-    p.add_argument("--api-key", default=_env("PATSNAP_API_KEY"), help="apikey (env PATSNAP_API_KEY)")
-    p.add_argument("--token", default=_env("PATSNAP_TOKEN"), help="static bearer token (env PATSNAP_TOKEN)")
-    p.add_argument("--client-id", default=_env("PATSNAP_CLIENT_ID"), help="OAuth client id (env PATSNAP_CLIENT_ID)")
-    p.add_argument("--client-secret", default=_env("PATSNAP_CLIENT_SECRET"),
-                   help="OAuth client secret (env PATSNAP_CLIENT_SECRET)")
+    p.add_argument("--api-key", default=_env("PATSNAP_API_KEY"), metavar="KEY",
+                   help="the apikey query parameter (env PATSNAP_API_KEY; defaults to the client id)")
+    p.add_argument("--token", default=_env("PATSNAP_TOKEN"), metavar="TOKEN",
+                   help="a static bearer token (env PATSNAP_TOKEN)")
+    p.add_argument("--client-id", default=_env("PATSNAP_CLIENT_ID"), metavar="ID",
+                   help="OAuth2 client id (env PATSNAP_CLIENT_ID)")
+    p.add_argument("--client-secret", default=_env("PATSNAP_CLIENT_SECRET"), metavar="SECRET",
+                   help="OAuth2 client secret (env PATSNAP_CLIENT_SECRET)")
     _add_common(p)
     p.set_defaults(func=cmd_run)
 
 
 def _add_demo(sub: Any) -> None:
-    p = sub.add_parser("demo", help="the whole pipeline against the built-in simulator, no credentials",
-                       description="Run the real pipeline against the built-in PatSnap simulator on loopback.")
-    p.add_argument("--out", default="patent-images-demo", metavar="DIR", help="output folder")
-    p.add_argument("--patents", type=int, metavar="N", help="generate N numbers instead of the sample CSV")
-    p.add_argument("--input", metavar="CSV", help="input CSV (default: the bundled sample_inputs/patents.csv)")
+    p = _command(sub, "demo", "the whole pipeline against the built-in simulator, no credentials",
+                 helptext.DEMO, helptext.DEMO_EXAMPLES)
+    p.add_argument("--out", default="patent-images-demo", metavar="DIR",
+                   help="the job folder to fill (default ./patent-images-demo)")
+    p.add_argument("--patents", type=int, metavar="N",
+                   help="use N generated publication numbers instead of the bundled sample list")
+    p.add_argument("--input", metavar="FILE",
+                   help="read this CSV or .xlsx instead (default: the bundled sample_inputs/patents.csv)")
     _add_common(p)
     p.set_defaults(func=cmd_demo, rate=20.0)
 
 
 def _add_status(sub: Any) -> None:
-    p = sub.add_parser("status", help="counts by status, live workers and the last runs, calling nothing")
-    p.add_argument("--out", required=True, metavar="DIR", help="the job's output folder or s3://bucket/prefix")
+    p = _command(sub, "status", "counts by status and the last runs, calling nothing",
+                 helptext.STATUS, helptext.STATUS_EXAMPLES)
+    p.add_argument("--out", required=True, metavar="DIR", help="the job folder (or s3://bucket/prefix) to describe")
     _add_state(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--runs", type=int, default=10, help="how many recent runs to list")
+    p.add_argument("--json", action="store_true", help="print the counts and runs as JSON")
+    p.add_argument("--runs", type=int, default=10, metavar="N", help="how many recent runs to list (default 10)")
     p.set_defaults(func=cmd_status)
 
 
@@ -172,7 +199,8 @@ def _add_state(p: argparse.ArgumentParser) -> None:
 
 
 def _add_simulate(sub: Any, full: bool) -> None:
-    p = sub.add_parser("simulate", help="run the PatSnap API and CDN simulator alone")
+    p = _command(sub, "simulate", "run the PatSnap API and CDN simulator alone",
+                 helptext.SIMULATE, helptext.SIMULATE_EXAMPLES)
     if full:
         from downloader.simulator import add_simulate_arguments
 
@@ -181,9 +209,11 @@ def _add_simulate(sub: Any, full: bool) -> None:
 
 
 def _add_report(sub: Any) -> None:
-    p = sub.add_parser("report", help="write a self-contained HTML report of DIR")
-    p.add_argument("--out", required=True, metavar="DIR", help="the job's output folder or s3://bucket/prefix")
-    p.add_argument("--to", metavar="DIR", help="where to write report.html (default: DIR)")
+    p = _command(sub, "report", "write a self-contained HTML report of DIR",
+                 helptext.REPORT, helptext.REPORT_EXAMPLES)
+    p.add_argument("--out", required=True, metavar="DIR", help="the job folder (or s3://bucket/prefix) to report on")
+    p.add_argument("--to", metavar="FOLDER",
+                   help="where to write report.html (default: DIR); thumbnails link back to DIR/images")
     _add_state(p)
     p.add_argument("--s3-endpoint-url", default=_env("AWS_ENDPOINT_URL"), metavar="URL",
                    help="S3-compatible service for --out s3://… (env AWS_ENDPOINT_URL)")
@@ -216,7 +246,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     """`simulate`: the simulator alone until Ctrl-C."""
     from downloader.simulator import config_from_args, serve
 
-    serve(config_from_args(args), args.host, args.port)
+    try:
+        serve(config_from_args(args), args.host, args.port)
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise UsageError(f"port {args.port} is in use; choose another with --port") from None
+        if err.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+            raise UsageError(f"cannot listen on {args.host} port {args.port} ({err.strerror}); "
+                             "choose another with --host or --port") from None
+        raise
     return 0
 
 

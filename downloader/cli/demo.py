@@ -32,8 +32,14 @@ def demo_input(args: argparse.Namespace, out: Path) -> Path:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Start the simulator, run the pipeline on the demo input, say where the results are."""
-    from downloader.simulator import SimulatorConfig, simulator_in_thread
+    import threading
 
+    from downloader.simulator import SimulatorConfig, simulator_in_thread
+    from downloader.simulator.images import warm_pool
+
+    # Drawing the simulator's figures takes about a second of CPU, mostly in Pillow without the GIL:
+    # start it now, so it overlaps reading the inputs and the first API calls.
+    threading.Thread(target=warm_pool, name="warm-drawings", daemon=True).start()
     out = Path(args.out)
     source = demo_input(args, out)
     config = SimulatorConfig()

@@ -1,22 +1,62 @@
-"""The line a person reads when a run ends (stderr), from the run's typed summary."""
+"""The line a person reads when a run ends (stderr), from the run's typed summary.
+
+Every count a person may wonder about is there, in words that read right: "1 API call",
+"2 API calls", thousands separated. Input rows that were not used (rejected, duplicates) are
+counted too, so no row of the input goes unmentioned. A run that found everything already
+settled says so instead of a line of zeros.
+"""
 
 from __future__ import annotations
+
+from pathlib import PurePath
 
 from downloader.core.outcome import StopReason, Summary
 
 _ORDER = ("downloaded", "no_image", "not_found", "failed", "pending", "resolved")
+_SETTLED = ("downloaded", "no_image", "not_found")
 _STOPS = {
     StopReason.BUDGET: " Stopped: the --max-charged budget is spent; the next run continues.",
     StopReason.RUNTIME: " Stopped: --max-runtime reached; the next run continues.",
 }
 
 
+def count(n: int | float, one: str, many: str | None = None) -> str:
+    """`n` with its noun, singular or plural, thousands separated: count(1, "call") → "1 call"."""
+    word = one if n == 1 else (many or one + "s")
+    return f"{n:,} {word}"
+
+
 def describe_summary(s: Summary, manifest: str) -> str:
     """The final one-paragraph summary; `manifest` is where manifest.csv was written."""
-    by = s.by_status
-    parts = ", ".join(f"{by[k]} {k}" for k in _ORDER if by.get(k))
+    settled = sum(s.by_status.get(k, 0) for k in _SETTLED)
+    if nothing_done(s, settled):
+        return (f"Nothing to do: {settled:,} of {count(s.unique, 'patent')} already settled "
+                f"({_statuses(s)}){_inputs(s, manifest)}; no API call made. Manifest: {manifest}.")
     stop = _STOPS.get(s.stop_reason, "") if s.stop_reason else ""
-    return (f"Done in {s.seconds:.1f} s: {s.unique} patents ({parts or 'nothing to do'}); "
-            f"{s.api_calls} API calls, {s.charged} charged results, {s.retries} retries, "
-            f"{s.images} images ({s.bytes / 1e6:.1f} MB, {s.images_per_second:.0f}/s), "
-            f"peak memory {s.peak_rss_mb:.0f} MB. Manifest: {manifest}.{stop}")
+    recharged = f" ({s.recharged:,} recharged)" if s.recharged else ""
+    return (f"Done in {s.seconds:.1f} s: {count(s.unique, 'patent')} ({_statuses(s) or 'nothing to do'})"
+            f"{_inputs(s, manifest)}; {count(s.api_calls, 'API call')}, "
+            f"{count(s.charged, 'charged result')}{recharged}, {count(s.retries, 'retry', 'retries')}, "
+            f"{count(s.images, 'image')} ({s.bytes / 1e6:,.1f} MB, {s.images_per_second:,.0f}/s), "
+            f"peak memory {s.peak_rss_mb:,.0f} MB. Manifest: {manifest}.{stop}")
+
+
+def nothing_done(s: Summary, settled: int) -> bool:
+    """True for a run that asked nothing and fetched nothing because every patent was already settled."""
+    return s.nothing_to_do or (s.unique > 0 and settled == s.unique and not s.api_calls and not s.images
+                                and s.stop_reason is None)
+
+
+def _statuses(s: Summary) -> str:
+    return ", ".join(f"{s.by_status[k]:,} {k}" for k in _ORDER if s.by_status.get(k))
+
+
+def _inputs(s: Summary, manifest: str) -> str:
+    """"; 3 rejected rows (see …/rejects.csv), 12 duplicates", or nothing when every row was used once."""
+    parts = []
+    if s.rejected:
+        rejects = PurePath(manifest).with_name("rejects.csv")
+        parts.append(f"{count(s.rejected, 'rejected row')} (see {rejects})")
+    if s.duplicates:
+        parts.append(count(s.duplicates, "duplicate"))
+    return "; " + ", ".join(parts) if parts else ""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import os
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -27,7 +26,11 @@ from urllib.parse import quote
 
 import anyio
 
+from downloader.cli.advice import advice_for
+from downloader.cli.finalline import nothing_done
+from downloader.cli.reportchart import chart_svg
 from downloader.core.model import Status
+from downloader.core.outcome import Summary
 from downloader.sinks import is_remote, open_sink
 from downloader.state import open_existing
 from downloader.state.base import PatentRow, StateStore
@@ -37,7 +40,7 @@ REPORT_FILE = "report.html"
 SHEET_LIMIT = 5000
 SHEET_PAGE = 200
 FAILURES_PER_GROUP = 200
-CHART_RUNS = 365
+CHART_RUNS = 60  # runs in the chart (one pair of bars each); the table lists the last 10
 STATUSES = (("downloaded", "Downloaded"), ("no_image", "No image"), ("not_found", "Not found"),
             ("failed", "Failed"), ("pending", "Pending"), ("resolved", "Resolved, not downloaded"))
 
@@ -70,6 +73,7 @@ th{color:var(--muted);font-weight:500;font-size:12px}th:first-child,td:first-chi
 background:var(--red)}.exit.e0{background:var(--green)}.exit.e4,.exit.e1{background:var(--amber)}
 svg{display:block;max-width:100%;height:auto}
 svg text{font:11px system-ui,sans-serif;fill:var(--muted)}
+#runs-chart rect.bar:hover{opacity:.8}
 details{border:1px solid var(--line);border-radius:6px;margin:0 0 8px}
 summary{cursor:pointer;padding:8px 12px;font-weight:500}
 summary .n{color:var(--muted);font-weight:400;margin-left:8px}
@@ -83,9 +87,13 @@ details li{break-inside:avoid}details li code{font-size:12px}
 .tools button:disabled{opacity:.4;cursor:default}
 #sheet{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:12px}
 #sheet figure{margin:0;border:1px solid var(--line);border-radius:6px;padding:6px;background:#fff}
-#sheet img{display:block;width:100%;height:130px;object-fit:contain;background:#fafafa}
-#sheet figcaption{font-size:12px;margin-top:4px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-#sheet figcaption span{color:var(--muted);margin-left:4px}
+#sheet img{display:block;width:100%;height:130px;object-fit:contain;background:#fff}
+#sheet figcaption{font-size:12px;margin-top:4px;overflow-wrap:anywhere;line-height:1.3}
+#sheet figcaption span{color:var(--muted);margin-left:4px;white-space:nowrap}
+.card .code{color:var(--muted);font-size:11px}.card .code code{font-size:11px}
+.advice{display:block;margin:4px 0 0 18px;font-weight:400;font-size:13px;max-width:900px}
+ul.files{margin:0;padding-left:20px;columns:2 420px}ul.files li{margin:2px 0}
+a{color:var(--blue)}
 """
 
 # Pages the embedded rows; builds thumbnails with textContent and properties, never HTML strings.
@@ -100,7 +108,7 @@ _SCRIPT = """
         img = document.createElement("img"), cap = document.createElement("figcaption"),
         pn = document.createElement("b"), num = document.createElement("span");
     img.loading = "lazy"; img.alt = row[0] + " drawing " + row[1]; img.src = data.base + row[2];
-    link.href = img.src; link.appendChild(img);
+    link.href = img.src; link.title = row[0] + " #" + row[1]; link.appendChild(img);
     pn.textContent = row[0]; num.textContent = "#" + row[1]; cap.append(pn, num);
     fig.append(link, cap); return fig;
   }
@@ -215,7 +223,7 @@ def _write_page(out: TextIO, data: ReportData, folder: Path, target_dir: Path) -
               "img-src 'self' file: data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
               f"<title>patent-images report — {_e(folder.name)}</title><style>{_CSS}</style></head><body>\n")
     out.write(_header(folder, runs))
-    out.write("<main>\n" + _cards(counts) + _runs_section(runs))
+    out.write("<main>\n" + _cards(counts) + _files(folder, target_dir) + _runs_section(runs))
     _write_failures(out, data.failures, counts.get("failed", 0))
     _write_sheet(out, data.recent, counts.get("downloaded", 0), _relative_base(folder, target_dir))
     out.write(f"</main>\n<script>{_SCRIPT}</script>\n</body></html>\n")
@@ -242,15 +250,18 @@ def _cards(counts: dict[str, int]) -> str:
 
 
 def _card(key: str, label: str, value: int) -> str:
+    code = "" if key == "total" else f'<div class="code">status <code>{_e(key)}</code></div>'
     return (f'<div class="card {key}"><div class="label">{_e(label)}</div>'
-            f'<div class="value"><span id="count-{key}" data-count="{value}">{value:,}</span></div></div>')
+            f'<div class="value"><span id="count-{key}" data-count="{value}">{value:,}</span></div>{code}</div>')
 
 
 def _runs_section(runs: list[dict[str, Any]]) -> str:
     if not runs:
         return '<section><h2>Runs</h2><p class="muted">No finished run yet.</p></section>\n'
     rows = "".join(_run_row(r) for r in reversed(runs[-10:]))
-    return ("<section><h2>Charged results and images per run</h2>" + chart_svg(runs) +
+    shown = f"last {len(runs)} runs" if len(runs) >= CHART_RUNS else f"{len(runs)} run" + ("s" if len(runs) > 1 else "")
+    return (f'<section><h2>Charged results and images per run <span class="muted">({shown})</span></h2>'
+            + chart_svg(runs) +
             '<h2 style="margin-top:16px">Last runs</h2><table id="runs"><tr><th>run</th><th class="l">started</th>'
             "<th>seconds</th><th>exit</th><th>API calls</th><th>charged</th><th>images</th><th>MB</th>"
             f'<th class="l">stop</th></tr>{rows}</table></section>\n')
@@ -263,91 +274,39 @@ def _run_row(run: dict[str, Any]) -> str:
             f"<td>{_num(s.get('seconds'), 1)}</td><td><span class=\"exit e{_e(code)}\">{_e(code)}</span></td>"
             f"<td>{_num(s.get('api_calls'))}</td><td>{_num(s.get('charged'))}</td><td>{_num(s.get('images'))}</td>"
             f"<td>{_num((s.get('bytes') or 0) / 1e6, 1)}</td>"
-            f"<td class=\"l\">{_e(s.get('stop_reason') or '')}</td></tr>")
+            f"<td class=\"l\">{_e(_stop_words(s))}</td></tr>")
 
 
-def chart_svg(runs: list[dict[str, Any]], width: int = 1100, height: int = 260) -> str:
-    """An SVG line chart of charged results and images per run, x by start time, with axes and legend."""
-    left, right, top, bottom = 56, 16, 28, 36
-    series = (("charged", "charged results", "#2563eb"), ("images", "images downloaded", "#16a34a"))
-    times = [float(r["started"]) for r in runs]
-    step = max(1, _nice_step(max([_int(r["summary"].get(k)) for r in runs for k, _, _ in series] + [1]) / 4))
-    ymax = step * 4
-    t0, t1 = min(times), max(times)
-
-    def x(t: float) -> float:
-        return left + (width - left - right) * (0.5 if t1 == t0 else (t - t0) / (t1 - t0))
-
-    def y(v: float) -> float:
-        return top + (height - top - bottom) * (1 - v / ymax)
-
-    parts = [f'<svg id="runs-chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-             'aria-label="charged results and images per run">']
-    for i in range(5):  # horizontal grid lines with y labels
-        v = step * i
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#e5e7eb"/>'
-                     f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{_num(v)}</text>')
-    parts.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{height - bottom}" stroke="#9ca3af"/>'
-                 f'<line x1="{left}" x2="{width - right}" y1="{height - bottom}" y2="{height - bottom}" '
-                 'stroke="#9ca3af"/>')
-    ticks, shown = _time_ticks(t0, t1), ""
-    for i, t in enumerate(ticks):  # the end labels hug the edges, so none is clipped
-        label = time.strftime(_tick_format(t1 - t0), time.localtime(t))
-        anchor = "middle" if len(ticks) == 1 else {0: "start", len(ticks) - 1: "end"}.get(i, "middle")
-        if label != shown:
-            parts.append(f'<text x="{x(t):.1f}" y="{height - bottom + 16}" text-anchor="{anchor}">{_e(label)}</text>')
-        shown = label
-    for key, _label, color in series:
-        points = [(x(float(r["started"])), y(_int(r["summary"].get(key))), r) for r in runs]
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
-                     + " ".join(f"{px:.1f},{py:.1f}" for px, py, _ in points) + '"/>')
-        parts += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="{color}"><title>{_e(_tooltip(r))}</title>'
-                  "</circle>" for px, py, r in points]
-    for i, (_, label, color) in enumerate(series):  # legend, top right
-        lx = width - right - 300 + i * 150
-        parts.append(f'<rect x="{lx}" y="6" width="12" height="12" rx="2" fill="{color}"/>'
-                     f'<text x="{lx + 18}" y="16" style="fill:#1f2937">{_e(label)}</text>')
-    return "".join(parts) + "</svg>"
-
-
-def _tooltip(run: dict[str, Any]) -> str:
-    s = run["summary"]
-    return (f"run {run['id']}, {_when(run['started'])}: {_int(s.get('charged'))} charged, "
-            f"{_int(s.get('images'))} images, {_int(s.get('api_calls'))} API calls")
-
-
-def _nice_step(raw: float) -> float:
-    """The smallest 1, 2 or 5 × 10^k at least `raw` (grid steps people read easily)."""
-    power = 10 ** math.floor(math.log10(max(raw, 1e-9)))
-    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-
-
-def _tick_format(span: float) -> str:
-    """Only as much of the date and time as tells the ticks of this span apart."""
-    if span < 3600:
-        return "%H:%M:%S"
-    return "%m-%d %H:%M" if span < 3 * 86400 else "%Y-%m-%d"
-
-
-def _time_ticks(t0: float, t1: float, count: int = 6) -> list[float]:
-    if t1 == t0:
-        return [t0]
-    return [t0 + (t1 - t0) * i / (count - 1) for i in range(count)]
+def _stop_words(summary: dict[str, Any]) -> str:
+    """The table's last column: why the run stopped early, or that it had nothing to do."""
+    if summary.get("stop_reason"):
+        return str(summary["stop_reason"])
+    try:
+        s = Summary.from_dict(summary)
+    except (TypeError, ValueError):
+        return ""
+    settled = sum(s.by_status.get(k, 0) for k in ("downloaded", "no_image", "not_found"))
+    return "nothing to do" if nothing_done(s, settled) else ""
 
 
 def _write_failures(out: TextIO, rows: Iterable[tuple[str, int, str, str, str]], failed: int) -> None:
     """Failure groups as <details>, one per error type, written as the rows stream in."""
-    out.write(f'<section id="failures"><h2>Failures by reason <span class="muted">({failed:,})</span></h2>\n')
+    out.write(f'<section id="failures"><h2>Failures by reason <span class="muted">({failed:,} failed)</span></h2>\n')
     if not failed:
         out.write('<p class="ok">No failed patents.</p>')
+    else:
+        out.write('<p class="muted">Each group shows its reason and what to do about it; open it for up to '
+                  f'{FAILURES_PER_GROUP:,} of its patents; the manifest\'s <code>error</code> column has them '
+                  'all.</p>')
     group: str | None = None
     shown = total = 0
     for kind, size, key, pn, error in rows:
         if kind != group:
             _close_group(out, group, shown, total)
             group, shown, total = kind, 0, size
+            # The advice sits in the summary line, so it shows while the list of keys stays folded.
             out.write(f'<details class="failure-group"><summary>{_e(kind)}<span class="n">{size:,} patents</span>'
-                      "</summary><ul>")
+                      f'<span class="advice"><b>What to do:</b> {_e(advice_for(kind))}</span></summary><ul>')
         shown += 1
         detail = error.partition(":")[2].strip() if ":" in error else ""
         label = key if not pn or pn == key else f"{key} ({pn})"
@@ -366,9 +325,11 @@ def _close_group(out: TextIO, group: str | None, shown: int, total: int) -> None
 
 def _write_sheet(out: TextIO, rows: Iterable[tuple[str, str, str, str]], downloaded: int, base: str) -> None:
     """The contact sheet: controls, an empty grid, and its rows as JSON for the script to page."""
-    out.write('<section id="contact-sheet"><h2>Most recent drawings <span class="muted">'
-              f'(<span id="sheet-total">{min(downloaded, SHEET_LIMIT):,}</span> most recent of {downloaded:,} '
-              'downloaded)</span></h2><div class="tools"><input id="filter" type="search" '
+    shown = min(downloaded, SHEET_LIMIT)
+    scope = (f'<span id="sheet-total">{downloaded:,}</span> downloaded' if shown == downloaded else
+             f'<span id="sheet-total">{shown:,}</span> newest of {downloaded:,} downloaded')
+    out.write(f'<section id="contact-sheet"><h2>Most recent drawings <span class="muted">({scope})</span></h2>'
+              '<div class="tools"><input id="filter" type="search" '
               'placeholder="Filter by publication number" aria-label="filter by publication number">'
               '<button id="prev" type="button">&larr; Prev</button><button id="next" type="button">Next &rarr;'
               '</button><span id="page-info" class="muted"></span></div><div id="sheet"></div>'
@@ -378,6 +339,22 @@ def _write_sheet(out: TextIO, rows: Iterable[tuple[str, str, str, str]], downloa
     for i, (key, pn, num, local_file) in enumerate(rows):
         out.write(("," if i else "") + _json([pn or key, num, quote(Path(local_file).as_posix())]))
     out.write("]}</script>\n")
+
+
+_FILES = (("manifest.csv", "one row per patent: status, file, bytes, sha256, error (for spreadsheets)"),
+          ("manifest.jsonl", "the same rows as JSON lines (for pandas, DuckDB, jq)"),
+          ("rejects.csv", "input rows that could not be used, with the reason"),
+          ("summary.json", "the last run's figures"))
+
+
+def _files(folder: Path, target_dir: Path) -> str:
+    """Links to the job's own files (those that exist), relative to the report."""
+    base = _relative_base(folder, target_dir)
+    items = [f'<li><a href="{_e(base + quote(name))}"><code>{_e(name)}</code></a> <span class="muted">{_e(text)}'
+             "</span></li>" for name, text in _FILES if (folder / name).exists()]
+    if not items:
+        return ""
+    return '<section id="files"><h2>Files</h2><ul class="files">' + "".join(items) + "</ul></section>\n"
 
 
 def _relative_base(folder: Path, target_dir: Path) -> str:
@@ -397,10 +374,6 @@ def _json(value: Any) -> str:
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
-
-
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) else 0
 
 
 def _num(value: Any, digits: int = 0) -> str:

@@ -1,4 +1,11 @@
-"""What a person watching sees: tqdm bars on a terminal, else a log line every few seconds."""
+"""What a person watching sees: tqdm bars on a terminal, else a log line every few seconds.
+
+Notices are shown unless they are routine or said elsewhere: a token refresh is routine; a
+fatal condition is said once, by the command's closing error line; failed patents are counted
+in the final line and detailed in the log file and the manifest. `--verbose` shows them all.
+The bars are cleared when the run ends (the final line replaces them), so nothing stale stays
+on the terminal.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +17,26 @@ from tqdm import tqdm
 
 from downloader.core.events import BatchDone, Elsewhere, Event, ImageDone, Notice, Planned
 
+QUIET = frozenset({"token", "fatal", "failed", "budget", "runtime"})
+
+
+def shown(notice: Notice, verbose: bool) -> bool:
+    """Whether a notice belongs on the terminal (all of them with --verbose)."""
+    return verbose or notice.kind not in QUIET
+
 
 class Bars:
     """Two tqdm bars: patents resolved by the API, images downloaded (with bytes)."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, verbose: bool = False) -> None:
         stream = stream or sys.stderr
         self._patents = tqdm(total=0, unit="patent", desc="patents", file=stream, dynamic_ncols=True,
-                             position=0, leave=True)
+                             position=0, leave=False)
         self._images = tqdm(total=0, unit="img", desc="images ", file=stream, dynamic_ncols=True,
-                            position=1, leave=True)
+                            position=1, leave=False)
         self._bytes = 0
+        self._verbose = verbose
+        self._stream = stream
 
     def __call__(self, event: Event) -> None:
         match event:
@@ -41,11 +57,11 @@ class Bars:
                 self._patents.update(asked)
                 self._images.total = (self._images.total or 0) + images
                 self._images.update(images)
-            case Notice(_, message):
-                self._patents.write(message)
+            case Notice(_, message) if shown(event, self._verbose):
+                tqdm.write(message, file=self._stream)  # above the bars, on their stream (not stdout)
 
     def close(self) -> None:
-        """Leave the bars in their final state."""
+        """Clear the bars: the final line says what they said."""
         self._images.close()
         self._patents.close()
 
@@ -53,8 +69,9 @@ class Bars:
 class LogLines:
     """For a non-terminal stderr: one progress line every `interval` seconds."""
 
-    def __init__(self, stream: TextIO | None = None, interval: float = 5.0) -> None:
+    def __init__(self, stream: TextIO | None = None, interval: float = 5.0, verbose: bool = False) -> None:
         self._stream = stream or sys.stderr
+        self._verbose = verbose
         self._interval = interval
         self._started = self._last = time.monotonic()
         self._to_ask = self._asked = self._images = self._bytes = self._charged = 0
@@ -74,7 +91,7 @@ class LogLines:
                 self._charged += charged
                 self._images += images
                 self._bytes += size
-            case Notice(_, message):
+            case Notice(_, message) if shown(event, self._verbose):
                 self._write(message)
         now = time.monotonic()
         if now - self._last >= self._interval:
@@ -94,11 +111,26 @@ class LogLines:
         """Nothing to tear down."""
 
 
-def make_progress(enabled: bool | None, stream: TextIO | None = None) -> Bars | LogLines | None:
-    """Bars on a terminal, log lines elsewhere, nothing when disabled (`--no-progress`)."""
+class Notices:
+    """With --no-progress --verbose: every notice as a line, and nothing else."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stderr
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Notice):
+            print(event.message, file=self._stream, flush=True)  # noqa: T201
+
+    def close(self) -> None:
+        """Nothing to tear down."""
+
+
+def make_progress(enabled: bool | None, stream: TextIO | None = None,
+                  verbose: bool = False) -> Bars | LogLines | Notices | None:
+    """Bars on a terminal, log lines elsewhere, nothing when disabled (`--no-progress`, unless verbose)."""
     stream = stream or sys.stderr
     if enabled is False:
-        return None
+        return Notices(stream) if verbose else None
     if enabled or stream.isatty():
-        return Bars(stream)
-    return LogLines(stream)
+        return Bars(stream, verbose)
+    return LogLines(stream, verbose=verbose)

@@ -111,9 +111,9 @@ class RunSink:
 
 
 @contextmanager
-def open_sinks(settings: Settings) -> Iterator[RunSink]:
+def open_sinks(settings: Settings, verbose: bool = False) -> Iterator[RunSink]:
     """The event sink for a run: progress display plus the optional log file (start/end lines)."""
-    progress = None if settings.dry_run else make_progress(settings.progress)
+    progress = None if settings.dry_run else make_progress(settings.progress, verbose=verbose)
     # A dry run promises to write nothing, so it leaves the log file alone too.
     out = open(settings.log_file, "a", encoding="utf-8") if settings.log_file and not settings.dry_run else None  # noqa: SIM115
     log = LogFile(out, settings.log_format) if out else None

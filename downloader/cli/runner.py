@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from downloader.cli.finalline import describe_summary
-from downloader.core.outcome import Summary
+from downloader.core.errors import UsageError
+from downloader.core.outcome import Summary, exit_code_for
 from downloader.core.settings import Settings
 
 
@@ -46,12 +49,41 @@ def run_command(inputs: list[str], out: str, settings: Settings, args: argparse.
     from downloader.job import run_job
     from downloader.sinks import open_sink
 
-    with open_sinks(settings) as sink:
-        summary = run_job(inputs, out, settings, sink=sink, handle_signals=True)
-        sink.finish(summary.to_dict())
+    metrics = getattr(args, "metrics_file", None)
+    if metrics and not Path(metrics).parent.is_dir():
+        raise UsageError(f"--metrics-file {metrics}: folder {Path(metrics).parent} does not exist")
+    started = time.time()
+    try:
+        with open_sinks(settings, verbose=getattr(args, "verbose", False)) as sink:
+            summary = run_job(inputs, out, settings, sink=sink, handle_signals=True)
+            sink.finish(summary.to_dict())
+    except BaseException as err:
+        if metrics:
+            _write_metrics(metrics, out, _summary_of(err, started))
+        raise
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2, sort_keys=True))  # noqa: T201
     err_line(describe_summary(summary, open_sink(out).url_of("manifest.csv")))
+    if metrics:
+        _write_metrics(metrics, out, summary)
     if after:
         after(summary)
     return summary.exit_code
+
+
+def _summary_of(err: BaseException, started: float) -> Summary:
+    """The summary of a run that ended with an exception: the job's own if it attached one, else the bare end."""
+    attached = getattr(err, "summary", None)
+    if isinstance(attached, Summary):
+        return attached
+    return Summary(exit_code=exit_code_for(err), seconds=round(time.time() - started, 3))
+
+
+def _write_metrics(path: str, out: str, summary: Summary) -> None:
+    """--metrics-file after a run; a failure to write it is said in one line and does not change the exit code."""
+    from downloader.cli.metrics import write_metrics
+
+    try:
+        write_metrics(path, summary, labels={"out": out})
+    except OSError as err:
+        err_line(f"patent-images: cannot write --metrics-file {path}: {err.strerror or err}")

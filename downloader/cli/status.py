@@ -9,6 +9,8 @@ from typing import Any
 
 import anyio
 
+from downloader.cli.finalline import nothing_done
+from downloader.core.outcome import Summary
 from downloader.state import open_existing
 from downloader.state.sqlite import STATE_FILE
 
@@ -44,13 +46,21 @@ def show_status(out: str, state_url: str | None, as_json: bool, runs: int) -> in
     return 0
 
 
+_LABELS = (("downloaded", "image saved"), ("no_image", "the patent has no abstract drawing"),
+           ("not_found", "PatSnap does not know the patent"), ("failed", "see the manifest's error column"),
+           ("pending", "not asked yet: the next run continues"), ("resolved", "URL known, image not fetched yet"))
+
+
 def render_status(data: dict[str, Any]) -> str:
-    """A person-readable table of the totals and runs."""
-    lines = [f"{data['folder']}: {data['total']} patents"]
-    lines += [f"  {status:<11} {n:>10}" for status, n in sorted(data["by_status"].items())]
+    """A person-readable table of the totals (each status with what it means) and the runs."""
+    counts = data["by_status"]
+    known = [k for k, _ in _LABELS]
+    lines = [f"{data['folder']}: {data['total']:,} patents"]
+    lines += [f"  {status:<11} {counts[status]:>10,}  {meaning}" for status, meaning in _LABELS if status in counts]
+    lines += [f"  {status:<11} {n:>10,}" for status, n in sorted(counts.items()) if status not in known]
     for w in data.get("workers", []):
         left = max(0.0, w["lease_until"] - time.time())
-        lines.append(f"  worker {w['worker']} (run {w['run_id']}): {w['claimed']} keys claimed, "
+        lines.append(f"  worker {w['worker']} (run {w['run_id']}): {w['claimed']:,} keys claimed, "
                      f"lease {left:.0f} s left")
     lines.append("")
     lines.append(f"{'run':>5}  {'started':<19}  {'secs':>8}  {'exit':>4}  {'calls':>6}  {'charged':>8}  "
@@ -59,7 +69,19 @@ def render_status(data: dict[str, Any]) -> str:
         s = run["summary"]
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started"]))
         exit_code = "-" if run["exit_code"] is None else str(run["exit_code"])
-        lines.append(f"{run['id']:>5}  {started:<19}  {s.get('seconds', 0):>8.1f}  {exit_code:>4}  "
-                     f"{s.get('api_calls', 0):>6}  {s.get('charged', 0):>8}  {s.get('images', 0):>7}  "
-                     f"{s.get('bytes', 0) / 1e6:>8.1f}  {s.get('stop_reason') or ''}")
+        lines.append(f"{run['id']:>5}  {started:<19}  {s.get('seconds', 0):>8,.1f}  {exit_code:>4}  "
+                     f"{s.get('api_calls', 0):>6,}  {s.get('charged', 0):>8,}  {s.get('images', 0):>7,}  "
+                     f"{s.get('bytes', 0) / 1e6:>8,.1f}  {_stop(s) if run['exit_code'] is not None else 'unfinished'}")
     return "\n".join(lines)
+
+
+def _stop(summary: dict[str, Any]) -> str:
+    """Why a run stopped early, or that it had nothing to do."""
+    if summary.get("stop_reason"):
+        return str(summary["stop_reason"])
+    try:
+        s = Summary.from_dict(summary)
+    except (TypeError, ValueError):
+        return ""
+    settled = sum(s.by_status.get(k, 0) for k in ("downloaded", "no_image", "not_found"))
+    return "nothing to do" if nothing_done(s, settled) else ""

@@ -27,12 +27,14 @@ from typing import TextIO
 
 from downloader.core.errors import InputError
 from downloader.core.model import Kind, PatentKey, Reject
+from downloader.inputs import formats
 
 MAX_LINE_CHARS = 1 << 20  # a physical line longer than this is rejected unread
 MAX_RECORD_LINES = 100  # a quoted cell spanning more lines than this is an unbalanced quote
 MAX_RECORD_CHARS = 2 * MAX_LINE_CHARS
 MAX_VALUE_CHARS = 64
 RAW_CHARS = 200  # how much of a bad row is kept in its Reject
+BLANK = "blank: the patent number / patent id cell is empty"  # a row with other cells filled
 
 _NUMBER_HEADERS = frozenset({"patent_number", "pn", "publication_number"})
 _ID_HEADERS = frozenset({"patent_id"})
@@ -90,10 +92,18 @@ def check_inputs(paths: Sequence[str | os.PathLike[str]], column: str | None = N
         raise InputError("no input files given")
     for path in paths:
         source = os.fspath(path)
+        kind = formats.sniff(source)
+        if kind is formats.XLSX:
+            from downloader.inputs import xlsx  # imports this module
+
+            xlsx.check(source, column)
+            continue
+        if not kind.readable:
+            raise formats.refuse(source, kind)
         with _open(source) as f:
             reader = _FileReader(f, source, column)
             for _ in reader:
-                if reader.layout is not None:
+                if reader.rules.layout is not None:
                     break
 
 
@@ -101,7 +111,10 @@ def read_inputs(paths: Sequence[str | os.PathLike[str]],
                 column: str | None = None) -> Iterator[PatentKey | Reject]:
     """Yield a `PatentKey` or a `Reject` per usable or unusable row, files and rows in order.
 
-    Lazy: a file is opened when reached. Blank lines and empty cells are skipped silently.
+    Lazy: a file is opened when reached. CSV text is read here; an `.xlsx` workbook by
+    `inputs.xlsx` with the same rules; other binary files raise `InputError`. Entirely blank
+    lines are skipped; a row with other cells filled but an empty key cell is a `Reject` with
+    reason `BLANK`, so no data row vanishes.
     `column` names the header cell to read (case-insensitive) instead of auto-detection.
     Raises `InputError` for an unreadable file or one without a usable column.
     """
@@ -110,6 +123,14 @@ def read_inputs(paths: Sequence[str | os.PathLike[str]],
 
 
 def _read_file(source: str, column: str | None) -> Iterator[PatentKey | Reject]:
+    kind = formats.sniff(source)
+    if kind is formats.XLSX:
+        from downloader.inputs import xlsx  # imports this module
+
+        yield from xlsx.read(source, column)
+        return
+    if not kind.readable:
+        raise formats.refuse(source, kind)
     with _open(source) as f:
         try:
             yield from _FileReader(f, source, column)
@@ -243,10 +264,9 @@ class _FileReader:
 
     def __init__(self, f: TextIO, source: str, column: str | None) -> None:
         self._source = source
-        self._column = column
+        self.rules = RowRules(source, column)
         self._rejects: list[Reject] = []
         self._lines = _LineSource(_physical_lines(f, source, self._rejects))
-        self.layout: _Layout | None = None
 
     def __iter__(self) -> Iterator[PatentKey | Reject]:
         _raise_field_limit()
@@ -277,26 +297,47 @@ class _FileReader:
         return Reject(self._source, line, text.rstrip("\r\n")[:RAW_CHARS], f"malformed CSV row: {detail}")
 
     def _row(self, cells: list[str]) -> PatentKey | Reject | None:
+        layout = self.rules.layout
+        if layout is not None and len(self._lines.record) > 1 and any(
+                "\n" in v or "\r" in v for v in _used_cells(cells, layout.columns)):
+            return self._malformed("unbalanced quote")  # a key never spans lines
+        return self.rules.row(cells, self._lines.record[0][0])
+
+
+class RowRules:
+    """The column rules every input format shares, applied one row (a list of cell texts) at a time.
+
+    The first non-blank row decides the layout (a header naming the column(s), or one headerless
+    column of values); then each row gives a `PatentKey`, a `Reject`, or None (a blank line, the
+    header, the header repeated).
+    """
+
+    def __init__(self, source: str, column: str | None) -> None:
+        self.source = source
+        self.column = column
+        self.layout: _Layout | None = None
+
+    def row(self, cells: list[str], line: int) -> PatentKey | Reject | None:
+        """Classify the row at `line` (1-based, as the file or sheet numbers it)."""
         if self.layout is None:
             if not any(c.strip() for c in cells):
                 return None
-            self.layout = _detect_layout(cells, self._column, self._source)
+            self.layout = _detect_layout(cells, self.column, self.source)
             if self.layout.columns:
                 return None  # the header itself
         used = _used_cells(cells, self.layout.columns)
         if not used:
-            return None
-        if len(self._lines.record) > 1 and any("\n" in v or "\r" in v for v in used):
-            return self._malformed("unbalanced quote")  # a key never spans lines
-        line = self._lines.record[0][0]
+            if not any(c.strip() for c in cells):
+                return None  # an entirely blank line
+            return Reject(self.source, line, ",".join(cells)[:RAW_CHARS], BLANK)
         if len(used) > 1:
-            return Reject(self._source, line, ",".join(used)[:RAW_CHARS], "several values in one row")
+            return Reject(self.source, line, ",".join(used)[:RAW_CHARS], "several values in one row")
         key = classify_value(used[0])
         if isinstance(key, PatentKey):
             return key
         if _header_key(used[0]) in self.layout.names:
             return None  # the header repeated, as in concatenated exports
-        return Reject(self._source, line, used[0][:RAW_CHARS], key)
+        return Reject(self.source, line, used[0][:RAW_CHARS], key)
 
 
 def _used_cells(cells: list[str], columns: tuple[int, ...]) -> list[str]:

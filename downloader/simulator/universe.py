@@ -144,8 +144,7 @@ class Universe:
 @functools.lru_cache(maxsize=4096)
 def _image_bytes(seed: int, pn: str, num: str, ext: str) -> bytes:
     rng = random.Random(f"{seed}\x1f{pn}\x1f{num}")
-    size = images.pick_size(rng)
-    return images.make_jpeg(rng, size) if ext == "jpg" else images.make_png(rng, size)
+    return images.make_drawing(rng, ext, pn, int(num) if num.isdigit() else 1)
 
 
 def _cn(rng: random.Random) -> str:

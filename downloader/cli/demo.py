@@ -16,7 +16,7 @@ def demo_input(args: argparse.Namespace, out: Path) -> Path:
     """The CSV the demo reads: --input, N generated numbers, or the sample list."""
     if args.input:
         return Path(args.input)
-    for candidate in (Path.cwd() / _SAMPLE, Path(__file__).resolve().parents[1] / _SAMPLE):
+    for candidate in (Path.cwd() / _SAMPLE, Path(__file__).resolve().parents[2] / _SAMPLE):
         if args.patents is None and candidate.exists():
             return candidate
     from downloader.simulator import generate_numbers

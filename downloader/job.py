@@ -5,6 +5,11 @@ SQLite, locked to this run; or shared PostgreSQL, coordinated by leases) → rea
 store (streaming, de-duplicated there, idempotent across workers) → the pipeline → manifest,
 summary and run history, written whatever happened (fatal condition, cap, signal), so the next
 run continues from them. With several workers the one that settles the last key writes them.
+When the output has no room (or went away), each of these is tried and what could not be written
+is named on the OutputError; the state store stays consistent either way.
+
+Before any of it the soft open-file limit is raised to the hard one, and the concurrencies are
+capped (said once, as a "limits" notice) when even that cannot hold them.
 """
 
 from __future__ import annotations
@@ -15,15 +20,16 @@ import resource
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import Process
 
-from downloader.core.errors import FatalError, InputError, Interrupted, UsageError, cause_of
+from downloader import machine
+from downloader.core.errors import FatalError, InputError, Interrupted, OutputError, UsageError, cause_of
 from downloader.core.events import Elsewhere, Notice, Sink
 from downloader.core.model import Counters, PatentKey, Reject
 from downloader.core.outcome import StopReason, Summary, exit_code
@@ -52,8 +58,24 @@ def run_job(inputs: Sequence[str | Path], out: str | Path, settings: Settings, *
     """
     check_inputs([str(p) for p in inputs], settings.column)
     settings.require_credentials()
-    job = _Job(list(inputs), str(out), settings, sink or (lambda event: None), handle_signals)
+    events = sink or (lambda event: None)
+    settings = fit_open_files(settings, events)
+    job = _Job(list(inputs), str(out), settings, events, handle_signals)
     return anyio.run(job.run, backend_options={"use_uvloop": _has_uvloop()})
+
+
+def fit_open_files(settings: Settings, events: Sink) -> Settings:
+    """Raise the soft open-file limit to the hard one; if that is still too low for the concurrencies,
+    lower them to fit and say so once (a "limits" notice). Helper workers inherit both."""
+    limit = machine.raise_open_file_limit()
+    fit = machine.fit_concurrency(limit, machine.open_files(), settings.api_concurrency,
+                                  settings.download_concurrency)
+    if not fit.capped:
+        return settings
+    events(Notice("limits", f"the open-file limit (ulimit -n) is {limit}, too low for --download-concurrency "
+                            f"{settings.download_concurrency} and --api-concurrency {settings.api_concurrency}: "
+                            f"using {fit.downloads} and {fit.api}; raise the limit to go faster"))
+    return replace(settings, api_concurrency=fit.api, download_concurrency=fit.downloads)
 
 
 def state_folder(out: str | Path) -> Path:
@@ -80,12 +102,18 @@ async def opened(out: str | Path, settings: Settings, *,
     with guard:
         await sink.prepare(clean=lock and not is_shared(settings.state_url))
         store = await open_store(settings.state_url, folder / STATE_FILE, durable=settings.durable)
+        reserve = None
         try:
+            if lock and not is_shared(settings.state_url) and store.location != ":memory:":
+                # Room to commit billed answers when the disk under the state fills up (see machine.py).
+                reserve = await anyio.to_thread.run_sync(machine.hold_reserve_beside, store.location)
             yield sink, store
         finally:
             with anyio.CancelScope(shield=True):
                 await store.close()
                 await sink.close()
+                if reserve is not None:
+                    machine.drop_reserve(reserve)
 
 
 @dataclass
@@ -221,8 +249,10 @@ class _Job:
 
     async def _finish(self, sink: ImageSink, store: StateStore, run_id: int, summary: Summary, started: float,
                       shared: bool) -> Summary:
-        """Manifest, summary.json and the run's history row: written on every way out."""
-        await store.heartbeat(run_id, self.worker, self._info(), self.settings.lease, finished=True)
+        """Manifest, summary.json and the run's history row: written on every way out, as far as there is room."""
+        unsaved: list[str] = []
+        with self._saving("the worker record", []):
+            await store.heartbeat(run_id, self.worker, self._info(), self.settings.lease, finished=True)
         summary.by_status = await store.counts(run_id)
         complete = not any(summary.by_status.get(s, 0) for s in ("pending", "resolved"))
         if shared and complete and not await store.update_shared(f"finished:{run_id}", _first(self.worker)):
@@ -231,12 +261,29 @@ class _Job:
         if summary.nothing_to_do and await _manifest_current(store, self.inputs, summary):
             summary.manifest_rows = summary.unique  # same inputs, all settled before: the manifest stands
         else:
-            summary.manifest_rows = await write_manifest(sink, store.rows(run_id))
+            with self._saving("manifest.csv, manifest.jsonl", unsaved):
+                summary.manifest_rows = await write_manifest(sink, store.rows(run_id))
         summary.seconds = round(time.time() - started, 3)
+        _stop_fields(summary, self.control)
         if not summary.nothing_to_do:  # summary.json keeps the last real run's figures
-            await write_summary(sink, summary.to_dict())
-        await store.finish_run(run_id, summary.exit_code, summary.to_dict())
+            with self._saving("summary.json", unsaved):
+                await write_summary(sink, summary.to_dict())
+        _stop_fields(summary, self.control)
+        with self._saving("the run history", []):
+            await store.finish_run(run_id, summary.exit_code, summary.to_dict())
+        if isinstance(self.control.fatal, OutputError):
+            self.control.fatal.unsaved = unsaved
         return summary
+
+    @contextmanager
+    def _saving(self, what: str, unsaved: list[str]) -> Iterator[None]:
+        """Write one output on the way out; when the output or the store cannot take it, note it and go on."""
+        try:
+            yield
+        except FatalError as err:
+            self.control.fatal = self.control.fatal or err
+            unsaved.append(what)
+            self.events(Notice("unsaved", f"{what} not written: {err}"))
 
     async def _watch_signals(self) -> None:
         import signal
@@ -279,7 +326,11 @@ def _fill(summary: Summary, job: _Job, started: float, workers: Iterable[Any]) -
     summary.seconds = round(time.time() - started, 3)
     summary.images_per_second = round(summary.images / summary.seconds, 1) if summary.seconds else 0.0
     summary.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    control = job.control
+    return _stop_fields(summary, job.control)
+
+
+def _stop_fields(summary: Summary, control: Control) -> Summary:
+    """Why the run stopped and its exit code, from the control (a fatal condition may arise while finishing)."""
     summary.stop_reason = StopReason.FATAL if control.fatal is not None else control.stop_reason
     summary.fatal = str(control.fatal) if control.fatal is not None else None
     summary.exit_code = exit_code(summary.stop_reason, summary.by_status)

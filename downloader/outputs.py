@@ -3,7 +3,8 @@
 Each is written to a staging file and then published by the sink in one step (a rename in a local
 folder, one upload to an object store), so a reader, or a kill in the middle of the write, only
 ever sees a complete file. The manifest is streamed from the state store row by row: memory does
-not grow with the number of patents.
+not grow with the number of patents. A file that cannot be written (full, read-only, gone) raises
+the OutputError that names the folder, and its staging file is removed.
 
 Manifest rows are the presentation of the store's rows: `resolved` (a URL known, the image not yet
 stored) is shown as `pending`, and in manifest.jsonl an absent value is `null`, never "".
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from downloader.core.model import Kind, Reject, Status
+from downloader.machine import output_faults
 from downloader.sinks.base import ImageSink
 from downloader.state.base import PatentRow
 
@@ -45,7 +47,7 @@ async def write_manifest(sink: ImageSink, rows: AsyncIterator[PatentRow]) -> int
     count = 0
     table_path, lines_path = sink.staging(MANIFEST_CSV), sink.staging(MANIFEST_JSONL)
     try:
-        with _text(table_path) as table, _text(lines_path) as lines:
+        with output_faults(str(table_path.parent)), _text(table_path) as table, _text(lines_path) as lines:
             writer = csv.writer(table)
             writer.writerow(MANIFEST_COLUMNS)
             async for stored in rows:
@@ -56,8 +58,8 @@ async def write_manifest(sink: ImageSink, rows: AsyncIterator[PatentRow]) -> int
         await sink.publish(MANIFEST_CSV, table_path, content_type="text/csv")
         await sink.publish(MANIFEST_JSONL, lines_path, content_type="application/x-ndjson")
     finally:
-        table_path.unlink(missing_ok=True)
-        lines_path.unlink(missing_ok=True)
+        _remove(table_path)
+        _remove(lines_path)
     return count
 
 
@@ -65,12 +67,12 @@ async def write_summary(sink: ImageSink, summary: dict[str, Any]) -> None:
     """summary.json of the last run."""
     staged = sink.staging(SUMMARY_JSON)
     try:
-        with _text(staged) as out:
+        with output_faults(str(staged.parent)), _text(staged) as out:
             json.dump(summary, out, indent=2, sort_keys=True)
             out.write("\n")
         await sink.publish(SUMMARY_JSON, staged, content_type="application/json")
     finally:
-        staged.unlink(missing_ok=True)
+        _remove(staged)
 
 
 class RejectsWriter:
@@ -79,29 +81,43 @@ class RejectsWriter:
     def __init__(self, sink: ImageSink) -> None:
         self._sink = sink
         self._path = sink.staging(REJECTS_CSV)
+        self._folder = str(self._path.parent)
         self._cm = _text(self._path)
-        self._out = self._cm.__enter__()
+        with output_faults(self._folder):
+            self._out = self._cm.__enter__()
         self._writer = csv.writer(self._out)
         self._writer.writerow(["source", "line", "value", "reason"])
         self.count = 0
 
     def add(self, reject: Reject) -> None:
         """Record one rejected row."""
-        self._writer.writerow([reject.source, reject.line, reject.raw, reject.reason])
+        with output_faults(self._folder):
+            self._writer.writerow([reject.source, reject.line, reject.raw, reject.reason])
         self.count += 1
 
     async def publish(self) -> None:
         """Finish the file and put it in place."""
-        self._cm.__exit__(None, None, None)
         try:
+            with output_faults(self._folder):
+                self._cm.__exit__(None, None, None)
             await self._sink.publish(REJECTS_CSV, self._path, content_type="text/csv")
         finally:
-            self._path.unlink(missing_ok=True)
+            _remove(self._path)
 
     def drop(self) -> None:
         """Forget the file (the run failed before reading every input)."""
-        self._cm.__exit__(None, None, None)
-        self._path.unlink(missing_ok=True)
+        try:
+            self._cm.__exit__(None, None, None)
+        except OSError:
+            pass  # a full disk: the file goes anyway
+        _remove(self._path)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # the folder went read-only or away: the next run's prepare clears it
 
 
 @contextmanager

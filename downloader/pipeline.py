@@ -19,6 +19,12 @@ every worker of the run stops; a budget or time cap stops claiming but lets paid
 finish; a signal stops claiming, cancels downloads, and gives in-flight API calls a few seconds to
 land (they are billed). In every case the recorder drains what it was sent and commits it, and
 the worker's remaining claims are released.
+
+An output that cannot take more (full, read-only, gone: an OutputError from the fetcher, the
+recorder or the lease keeper) stops claiming and asking at once and cancels the downloads (their
+temp files go, their keys keep their URLs for the next run), but gives API calls in flight a few
+seconds to land: they are billed, and the recorder keeps what it could not commit to try again
+at the end, when the space reserve was given back.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from downloader.core import halt
-from downloader.core.errors import FatalError
+from downloader.core.errors import FatalError, OutputError
 from downloader.core.events import BatchDone, ImageDone, Notice, Planned, Sink
 from downloader.core.model import Batch, Counters, Downloaded, Failed, ImageJob, NoImage, NotFound, Resolved, UrlExpired
 from downloader.core.outcome import StopReason
@@ -96,11 +102,13 @@ class Pipeline:
     counters: Counters = field(default_factory=Counters)
     control: Control = field(default_factory=Control)
     _recorded: anyio.Event = field(default_factory=anyio.Event)
+    _outer: TaskGroup | None = None
 
     async def run(self, handle_signals: bool = True) -> None:
         """Work until done or stopped; raises the FatalError that stopped it, after recording state."""
         try:
             async with anyio.create_task_group() as outer:
+                self._outer = outer
                 if handle_signals:
                     outer.start_soon(self._watch_signals, outer)
                 outer.start_soon(self._keep_lease)
@@ -109,7 +117,10 @@ class Pipeline:
                 outer.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await self.store.release(self.worker)
+                try:
+                    await self.store.release(self.worker)
+                except FatalError as err:  # the store's disk is full or gone: the leases lapse instead
+                    self.control.fatal = self.control.fatal or err
         if self.control.fatal is not None:
             raise self.control.fatal
 
@@ -214,7 +225,11 @@ class Pipeline:
                     job = await _receive(jobs)
                 except anyio.EndOfStream:
                     return
-                result = await self.fetcher.fetch(job)
+                try:
+                    result = await self.fetcher.fetch(job)
+                except FatalError as err:  # the output cannot take the image (full, read-only, gone)
+                    await self._fatal(err)
+                    continue
                 await _deliver(to_results, [result])  # a file put in place is recorded even when stopping
                 self.sink(_image_event(result))
 
@@ -241,37 +256,59 @@ class Pipeline:
                     billed = any(isinstance(i, Resolved | NoImage | NotFound) for i in items)
                     due = now if billed else min(due, now + _FLUSH_SECONDS)
                 if pending and (len(pending) >= _FLUSH_ITEMS or now >= due):
-                    await self._flush(pending)
-                    pending, due = [], math.inf
+                    due = math.inf
+                    if await self._flush(pending):
+                        pending = []
         if pending:
             await self._flush(pending)
 
-    async def _flush(self, pending: list[StateEvent]) -> None:
-        with anyio.CancelScope(shield=True):
-            await self.store.apply(pending)
+    async def _flush(self, pending: list[StateEvent]) -> bool:
+        """Commit `pending`; False when the store's disk cannot take it (kept and tried again at the end,
+        when the downloads' temp files are gone and the space reserve is given back)."""
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.store.apply(pending)
+        except FatalError as err:
+            await self._fatal(err)
+            return False
         self._recorded.set()
         self._recorded = anyio.Event()
+        return True
 
     async def _keep_lease(self) -> None:
         """Renew this worker's claims and heartbeat; stop when another worker halted the run."""
         every = max(0.2, min(self.lease / 3, 5.0))
         while True:
-            await self.store.heartbeat(self.run_id, self.worker, self.info(), self.lease)
-            await self.store.renew(self.worker, self.lease)
+            try:
+                await self.store.heartbeat(self.run_id, self.worker, self.info(), self.lease)
+                await self.store.renew(self.worker, self.lease)
+            except FatalError as err:  # the store's disk is full or gone
+                await self._fatal(err)
+                return
             record = await self.store.read_shared(halt.RECORD)
             stopped = halt.error_from(record, self.run_id)
             if stopped is not None and self.control.fatal is None:
-                self.control.fatal = stopped
-                self.control.cancel()
+                await self._fatal(stopped)
             await anyio.sleep(every)
 
     async def _fatal(self, err: FatalError) -> None:
-        if self.control.fatal is None:
+        first = self.control.fatal is None
+        if first:
             self.control.fatal = err
             self.sink(Notice("fatal", f"stopping: {err}"))
+        # Cancel before the halt record's await: downloads still running would fill the room just freed.
+        if not isinstance(err, OutputError):
+            self.control.cancel()
+        elif first:  # downloads cannot be stored; billed API answers in flight still can
+            self.control.cancel(downloads_only=True)
+            if self._outer is not None:
+                self._outer.start_soon(self._cancel_later)
+        if first:
             with anyio.CancelScope(shield=True):
-                await self.store.update_shared(halt.RECORD, halt.record(err, self.run_id, self.worker))
-        self.control.cancel()
+                try:
+                    await self.store.update_shared(halt.RECORD, halt.record(err, self.run_id, self.worker))
+                except FatalError:
+                    pass  # the store's own disk is the full one: this worker stops all the same
 
     def _stop(self, reason: StopReason, message: str) -> None:
         if self.control.stop_reason is None:

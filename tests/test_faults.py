@@ -17,6 +17,7 @@ import pytest
 
 from downloader.cli import app as cli
 from downloader.core.model import Downloaded, Kind, PatentKey, Resolved, Status
+from downloader.machine import RESERVE_FILE
 from downloader.outputs import write_manifest
 from downloader.simulator import SimulatorConfig, simulator_in_thread
 from downloader.sinks.local import LocalSink
@@ -327,7 +328,7 @@ async def test_a_manifest_write_that_fails_midway_keeps_the_old_file(tmp_path):
     with pytest.raises(RuntimeError):
         await write_manifest(sink, rows_then_a_full_disk())
     assert (tmp_path / "manifest.csv").read_text(encoding="utf-8") == "old,complete\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".partial", "manifest.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".partial", RESERVE_FILE, "manifest.csv"]  # no temp file
 
 
 _KILLED_WRITER = """

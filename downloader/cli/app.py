@@ -16,9 +16,10 @@ from downloader import __version__
 from downloader.cli import helptext
 from downloader.cli.runner import err_line as _err
 from downloader.cli.runner import run_command, settings_from
-from downloader.core.errors import DownloaderError, FatalError, UsageError
+from downloader.core.errors import DownloaderError, FatalError, OutputError, UsageError
 from downloader.core.outcome import exit_code_for
 from downloader.core.settings import DEFAULT_API_BASE, parse_duration
+from downloader.machine import output_error
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,15 +34,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException as err:  # noqa: BLE001 - the one place that turns errors into exit codes
         if isinstance(err, SystemExit):
             raise
+        err = named_os_error(err)
         code = exit_code_for(err)
         _report(err, code, debug)
         return code
 
 
+_NAMED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ESTALE, errno.EIO, errno.EMFILE, errno.ENFILE}
+
+
+def named_os_error(err: BaseException) -> BaseException:
+    """An OSError about a file that escaped the job's own mapping (say the lock or the log file on a full
+    disk) as the condition it names; anything else as it is."""
+    if isinstance(err, OSError) and err.filename and err.errno in _NAMED:
+        return output_error(err, os.path.dirname(os.path.abspath(os.fsdecode(err.filename))))
+    return err
+
+
 def _report(err: BaseException, code: int, debug: bool) -> None:
     if debug and not isinstance(err, KeyboardInterrupt):
         traceback.print_exception(err, file=sys.stderr)
-    if isinstance(err, FatalError):
+    if isinstance(err, OutputError):
+        unsaved = f" (the state is intact; not written: {', '.join(err.unsaved)})" if err.unsaved else ""
+        _err(f"patent-images: {err}; {err.hint}{unsaved}")
+    elif isinstance(err, FatalError):
         hint = f" — {err.hint}" if err.hint else ""
         rerun = "" if "rerun" in hint else "; rerun the same command once this is fixed"
         _err(f"patent-images: stopped: {err}{hint}. State and manifest are saved{rerun}.")
@@ -49,6 +65,9 @@ def _report(err: BaseException, code: int, debug: bool) -> None:
         _err("patent-images: interrupted.")
     elif isinstance(err, DownloaderError):
         _err(f"patent-images: {err}")
+    elif isinstance(err, OSError) and err.strerror:
+        where = f": {os.fsdecode(err.filename)}" if err.filename else ""
+        _err(f"patent-images: {err.strerror}{where} (run with --debug for details)")
     else:
         _err(f"patent-images: internal error: {type(err).__name__}: {err} (run with --debug for details)")
 

@@ -5,14 +5,21 @@ patents, throttling episodes, token refreshes, stops. It never sees a credential
 none, error texts are built without URLs (see httperrors), and the start line names the API by
 scheme and host only. The start and end lines are written by `open_sinks` itself, around the
 job: the end line holds the caller's summary when it passes one to `RunSink.finish`, else the
-tally of the events seen, plus the error that ended the run, if one did.
+tally of the events seen, plus the error that ended the run, if one did (with its traceback when it
+was unexpected). A log that cannot be written (its disk is full) is given up with one line on stderr;
+the run goes on.
+
+With `--no-progress` nothing is drawn, but a "limits" notice (concurrency lowered to fit the
+open-file limit) is still said once on stderr.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -21,10 +28,12 @@ from urllib.parse import urlsplit
 
 from downloader import __version__
 from downloader.cli.progress import make_progress
+from downloader.core.errors import DownloaderError
 from downloader.core.events import BatchDone, Event, ImageDone, Notice, Sink, fan_out
 from downloader.core.settings import Settings
 
 _STOPS = ("budget", "runtime", "interrupted", "fatal")
+_ALWAYS_SAID = ("limits",)  # notices a person must see even with --no-progress
 
 
 @dataclass
@@ -56,7 +65,7 @@ class LogFile:
     """Appends one line per event worth keeping, as text or JSON lines."""
 
     def __init__(self, out: TextIO, fmt: str) -> None:
-        self._out = out
+        self._out: TextIO | None = out
         self._json = fmt == "json"
         self.tally = Tally()
 
@@ -84,15 +93,24 @@ class LogFile:
                 f"{type(error).__name__}: {error}")
         text = ", ".join(f"{k}={_text(v)}" for k, v in fields.items() if v is not None)
         self._write("end", text, **fields)
+        if error is not None and not isinstance(error, DownloaderError | KeyboardInterrupt):
+            trace = "".join(traceback.format_exception(error)).rstrip()
+            self._write("traceback", trace if self._json else "\n" + trace, traceback=trace)
 
     def _write(self, kind: str, message: str, **extra: Any) -> None:
+        if self._out is None:
+            return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         if self._json:
             line = json.dumps({"time": stamp, "event": kind, "message": message, **extra}, ensure_ascii=False)
         else:
             line = f"{stamp} {kind}: {message}"
-        self._out.write(line + "\n")
-        self._out.flush()
+        try:
+            self._out.write(line + "\n")
+            self._out.flush()
+        except OSError as err:  # the log's disk is full or gone: the run matters more than its log
+            self._out = None
+            _say(f"cannot write the log file any more ({err.strerror or err}); the run goes on without it")
 
 
 class RunSink:
@@ -117,7 +135,8 @@ def open_sinks(settings: Settings, verbose: bool = False) -> Iterator[RunSink]:
     # A dry run promises to write nothing, so it leaves the log file alone too.
     out = open(settings.log_file, "a", encoding="utf-8") if settings.log_file and not settings.dry_run else None  # noqa: SIM115
     log = LogFile(out, settings.log_format) if out else None
-    sink = RunSink([s for s in (progress, log) if s is not None])
+    said = _say_always if progress is None and not settings.dry_run else None
+    sink = RunSink([s for s in (progress, log, said) if s is not None])
     if log:
         log.start(settings)
     error: BaseException | None = None
@@ -131,7 +150,20 @@ def open_sinks(settings: Settings, verbose: bool = False) -> Iterator[RunSink]:
             progress.close()
         if log and out:
             log.end(sink.summary, error)
-            out.close()
+            try:
+                out.close()
+            except OSError:
+                pass  # already said by the log
+
+
+def _say_always(event: Event) -> None:
+    """Without a progress display: the notices a person must see all the same, on stderr."""
+    if isinstance(event, Notice) and event.kind in _ALWAYS_SAID:
+        _say(event.message)
+
+
+def _say(text: str) -> None:
+    print(f"patent-images: {text}", file=sys.stderr, flush=True)  # noqa: T201
 
 
 def _options(settings: Settings) -> dict[str, Any]:

@@ -8,7 +8,7 @@
     ├── Interrupted             SIGINT/SIGTERM; state and manifest were saved    → exit 130
     ├── FatalError              the run cannot go on; state kept                  → exit 3
     │   ├── OutageError         the API or CDN unreachable / failing every call for a while
-    │   ├── OutputError         the output folder or bucket is full, gone or read-only
+    │   ├── OutputError         the output folder or bucket is full, gone or read-only (see machine.py)
     │   └── FatalApiError       (also an ApiError, below)
     ├── ApiError(code, status)  the metadata API said no
     │   ├── TransientApiError   5xx, reset, timeout, bad JSON, 68300008: retry with backoff
@@ -16,13 +16,14 @@
     │   ├── TokenExpiredError   67200003, 67200009, HTTP 401: refresh the token once
     │   ├── InvalidParameterError 68300004, 68300007: split the batch to isolate bad keys
     │   └── FatalApiError       auth refused, quota, balance, expired client     → exit 3
+    ├── LocalResourceError      this machine is out of open files (EMFILE, ENFILE) for now: back off, retry
     └── DownloadError           one image could not be fetched (per patent, data not a stop)
         ├── TransientDownloadError  5xx, reset, timeout, truncated body: retry
         ├── UrlExpiredError     the signed URL expired: ask the API again
         └── BadImageError       not an image, too large, hostile answer: the patent fails
 
 Per-patent problems become `failed` rows with `error` = "ClassName: detail"; only run-level
-conditions (usage, input, fatal API, caps, signals) stop the run. PatSnap's pages disagree on
+conditions (usage, input, fatal API, a full or vanished output, caps, signals) stop the run. PatSnap's pages disagree on
 what 67200002 and 67200003 mean, so their classes are the ones that are right under both readings.
 """
 
@@ -69,7 +70,21 @@ class OutageError(FatalError):
 
 
 class OutputError(FatalError):
-    """The output folder or bucket cannot take more: full, gone, read-only."""
+    """The output folder or bucket cannot take more: full, gone, read-only.
+
+    `unsaved` names the output files the run could not write on its way out (the state is intact).
+    """
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.unsaved: list[str] = []
+
+
+class LocalResourceError(DownloaderError):
+    """The process is out of file descriptors (EMFILE, ENFILE) for a moment: wait and try again.
+
+    A shortage of this machine, never a patent's fault: it is not counted against a download's retries.
+    """
 
 
 class ApiError(DownloaderError):

@@ -5,7 +5,9 @@ image type. The file is checked against the HTTP status, Content-Length, the mag
 the size cap before the rename, so nothing unverified ever carries a final name.
 
 The bytes go to an `ImageSink` upload (a temp file, or memory for an object store), which makes
-them visible under their final name only on `commit`, after every check passed.
+them visible under their final name only on `commit`, after every check passed. When the sink
+cannot take the bytes, its OutputError (full, read-only, gone) stops the run; a moment without
+free file descriptors (LocalResourceError) is waited out, never counted against the patent.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ import aiohttp
 import anyio
 from yarl import URL
 
-from downloader.core.errors import BadImageError, DownloadError, TransientDownloadError, UrlExpiredError, describe
+from downloader.core.errors import (
+    BadImageError,
+    DownloadError,
+    FatalError,
+    LocalResourceError,
+    TransientDownloadError,
+    UrlExpiredError,
+    describe,
+)
 from downloader.core.expiry import is_expired_403, is_usable
 from downloader.core.model import Counters, Downloaded, Failed, ImageJob, UrlExpired
 from downloader.core.naming import CONTENT_TYPES, MAGIC_BYTES_NEEDED, image_path, sniff_image_type
@@ -28,6 +38,8 @@ from downloader.net.retrying import RetryPolicy
 from downloader.sinks.base import ImageSink, Upload
 
 _ERROR_BODY_BYTES = 64 * 1024
+# Waiting for file descriptors to be freed (by the downloads that hold them): first pause, cap, patience.
+_FD_PAUSE, _FD_PAUSE_MAX, _FD_PATIENCE = 0.05, 2.0, 120.0
 
 
 class ImageFetcher:
@@ -43,7 +55,25 @@ class ImageFetcher:
         self._max_bytes = max_bytes
 
     async def fetch(self, job: ImageJob) -> Downloaded | UrlExpired | Failed:
-        """Download `job` with retries on transient faults."""
+        """Download `job` with retries on transient faults.
+
+        Raises the sink's OutputError when the output cannot take the image (a condition of the run),
+        and FatalError when no file descriptor came free for minutes.
+        """
+        pause, waited = _FD_PAUSE, 0.0
+        while True:
+            try:
+                return await self._fetch(job)
+            except LocalResourceError as err:
+                if waited >= _FD_PATIENCE:
+                    raise FatalError(f"{err}, for {waited:.0f} s", hint="raise the open-file limit (ulimit -n) "
+                                     "or lower --download-concurrency") from err
+            self._counters.retries += 1
+            await anyio.sleep(pause)
+            waited += pause
+            pause = min(2 * pause, _FD_PAUSE_MAX)
+
+    async def _fetch(self, job: ImageJob) -> Downloaded | UrlExpired | Failed:
         try:
             return await self._policy().call(lambda: self._once(job))
         except UrlExpiredError as err:

@@ -9,10 +9,14 @@ microseconds, far less than a thread hop per chunk (measured ~10x slower per sma
 --durable the fsyncs, which can block for milliseconds, run in a worker thread. On a file system
 that can block (NFS, SMB, FUSE: see `filesystems`), or with --io threads, each finished image is
 written and renamed in one aiofiles worker-thread hop instead.
+
+Faults of the folder (full, read-only, gone) are named by `machine.output_error` at this one
+boundary: a temp file that cannot be written is removed, and the run stops with an OutputError.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import shutil
@@ -22,7 +26,8 @@ from typing import BinaryIO
 import aiofiles.os
 import anyio
 
-from downloader.core.errors import UsageError
+from downloader import machine
+from downloader.core.errors import LocalResourceError, OutputError, UsageError
 from downloader.sinks.filesystems import io_mode
 
 PARTIAL_DIR = ".partial"
@@ -43,9 +48,13 @@ class LocalSink:
         self._made: set[str] = set()
         self._names = itertools.count()
         self._owner = False  # holds the job's lock: may clear and remove .partial/
+        self._identity: tuple[int, int] | None = None
+        self._reserve: str | None = None
+        self.refused: OutputError | None = None  # once the folder could not take a write: no more images
 
     async def prepare(self, *, clean: bool = True) -> None:
-        """Create the folders, check they can be written, remove an interrupted run's partial files."""
+        """Create the folders, check they can be written, remove an interrupted run's partial files,
+        and (as the lock's holder) set the space reserve aside: OutputError when the disk is already full."""
         try:
             os.makedirs(self._root, exist_ok=True)
             self._owner = clean
@@ -55,8 +64,14 @@ class LocalSink:
                     stale.unlink(missing_ok=True)
             os.makedirs(self._partial, exist_ok=True)
             self.io = io_mode(self.root, self._io_requested)
+            info = os.stat(self._root)
         except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise machine.output_error(err, self._root) from None
             raise UsageError(f"cannot write to --out {self._root}: {err.strerror or err}") from None
+        self._identity = (info.st_dev, info.st_ino)
+        if clean:
+            self._reserve = machine.hold_reserve(self._root)
 
     def begin(self) -> LocalUpload | ThreadedUpload:
         """A new temporary file (unique: named by process and counter; .partial/ starts empty)."""
@@ -64,10 +79,14 @@ class LocalSink:
         return ThreadedUpload(self, path) if self.io == "threads" else LocalUpload(self, path)
 
     async def close(self) -> None:
-        """Remove this process's partial files when the run ends."""
+        """Remove this process's partial files and the space reserve when the run ends (best effort:
+        the folder may be full, read-only or gone, and the next run's `prepare` clears what is left)."""
+        if self._reserve is not None:
+            machine.drop_reserve(self._reserve)
+            self._reserve = None
         try:
             names = os.listdir(self._partial)  # noqa: ASYNC240 - one call at the end of a run
-        except FileNotFoundError:
+        except OSError:
             return
         for name in names:
             if name.startswith(f"{os.getpid()}-"):
@@ -79,16 +98,28 @@ class LocalSink:
                 pass
 
     def staging(self, name: str) -> Path:
-        """A temp file beside the final one (same file system: the rename is atomic)."""
+        """A temp file beside the final one (same file system: the rename is atomic).
+
+        Raises OutputError when DIR is no longer the folder the run started in (unmounted or replaced):
+        a manifest written into whatever is there now would be lost or misleading.
+        """
+        try:
+            info = os.stat(self._root)
+            same = self._identity is None or (info.st_dev, info.st_ino) == self._identity
+        except OSError as err:
+            raise machine.output_error(err, self._root) from err
+        if not same:
+            raise machine.output_error(OSError(errno.ENOENT, "no longer the same folder"), self._root)
         return self.root / f".{name}.{os.getpid()}.tmp"
 
     async def publish(self, name: str, staged: Path, *, content_type: str) -> None:
         """Rename the staged file over `name` (fsynced first with --durable)."""
-        if self.durable:
-            await anyio.to_thread.run_sync(_fsync_path, str(staged))
-        os.replace(staged, self.root / name)
-        if self.durable:
-            await anyio.to_thread.run_sync(_fsync_path, self._root)
+        with machine.output_faults(self._root):
+            if self.durable:
+                await anyio.to_thread.run_sync(_fsync_path, str(staged))
+            os.replace(staged, self.root / name)
+            if self.durable:
+                await anyio.to_thread.run_sync(_fsync_path, self._root)
 
     async def read_bytes(self, name: str) -> bytes | None:
         """An output file's bytes, or None."""
@@ -105,10 +136,18 @@ class LocalSink:
         final = os.path.join(self._root, relative)
         parent = os.path.dirname(final)
         if parent not in self._made:
-            os.makedirs(parent, exist_ok=True)
+            _makedirs_below(self._root, parent)
             self._made.add(parent)
         os.replace(temp, final)
         return parent
+
+    def fault(self, err: OSError) -> OutputError | LocalResourceError:
+        """What an OSError met while writing into this folder means for the run. After an OutputError the
+        sink takes no more image bytes: the room the reserve gave back is for the state and the manifest."""
+        fault = machine.output_error(err, self._root)
+        if isinstance(fault, OutputError) and self.refused is None:
+            self.refused = fault
+        return fault
 
 
 class LocalUpload:
@@ -122,13 +161,20 @@ class LocalUpload:
         self._file: BinaryIO | None = None
 
     def write(self, chunk: bytes) -> None:
-        """Append bytes to the temporary file."""
-        if self._file is None:
-            self._file = open(self._path, "wb")  # noqa: SIM115 - closed by commit/discard
-        self._file.write(chunk)
+        """Append bytes to the temporary file (OutputError or LocalResourceError when the OS refuses)."""
+        if self._sink.refused is not None:
+            self._drop()
+            raise self._sink.refused
+        try:
+            if self._file is None:
+                self._file = open(self._path, "wb")  # noqa: SIM115 - closed by commit/discard
+            self._file.write(chunk)
+        except OSError as err:
+            self._drop()
+            raise self._sink.fault(err) from err
 
     async def commit(self, relative: str, *, content_type: str, sha256: str) -> None:
-        """Close, (fsync), and rename into place under `relative`."""
+        """Close, (fsync), and rename into place under `relative`; the temp file is gone either way."""
         if self._file is None:
             self.write(b"")
         assert self._file is not None
@@ -136,20 +182,29 @@ class LocalUpload:
             if self._sink.durable:
                 self._file.flush()
                 await anyio.to_thread.run_sync(os.fsync, self._file.fileno())
-        finally:
-            self._file.close()
-        try:
+            self._file.close()  # flushes the buffer: where a full disk often shows
             parent = self._sink._commit(self._path, relative)
+        except OSError as err:
+            self._drop()
+            raise self._sink.fault(err) from err
         except BaseException:
-            _unlink(self._path)
+            self._drop()
             raise
         if self._sink.durable:
-            await anyio.to_thread.run_sync(_fsync_path, parent)
+            with machine.output_faults(self._sink.location):
+                await anyio.to_thread.run_sync(_fsync_path, parent)
 
     async def discard(self) -> None:
         """Close and remove the temporary file."""
+        self._drop()
+
+    def _drop(self) -> None:
+        """Close and remove the temp file, whatever state the disk is in (a close may fail to flush)."""
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the unwritten tail goes with the file
             _unlink(self._path)
 
 
@@ -170,7 +225,12 @@ class ThreadedUpload:
 
     async def commit(self, relative: str, *, content_type: str, sha256: str) -> None:
         """Write, fsync with --durable, rename into place: one hop to a thread for the whole file."""
-        await _place(self._sink, self._path, relative, self._chunks)
+        if self._sink.refused is not None:
+            raise self._sink.refused
+        try:
+            await _place(self._sink, self._path, relative, self._chunks)
+        except OSError as err:  # the temp file is already gone
+            raise self._sink.fault(err) from err
 
     async def discard(self) -> None:
         """Nothing was written yet."""
@@ -195,11 +255,24 @@ def _place_now(sink: LocalSink, temp: str, relative: str, chunks: list[bytes]) -
 _place = aiofiles.os.wrap(_place_now)
 
 
+def _makedirs_below(root: str, path: str) -> None:
+    """os.makedirs, but never DIR itself: a folder removed under the run must not come back half-empty."""
+    if len(os.path.normpath(path)) <= len(os.path.normpath(root)):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), root)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        _makedirs_below(root, os.path.dirname(path))
+        os.makedirs(path, exist_ok=True)  # its parent is there now
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
-    except FileNotFoundError:
-        pass
+    except OSError:
+        pass  # gone already, or the folder went read-only or away: the next run's prepare clears it
 
 
 def _fsync_path(path: str) -> None:

@@ -5,6 +5,8 @@ thread, and one thread at a time uses the connections (a CapacityLimiter of 1), 
 never waits on the disk. Writes are grouped into transactions (BEGIN IMMEDIATE, WAL mode); a killed
 run loses at most the uncommitted tail. Several processes on one machine (--workers N) share the
 file: SQLite's own locking serializes their transactions, and claims keep them off each other's keys.
+A disk that is full, read-only or failing under the file raises the OutputError naming its folder
+(`machine.state_error`), after the transaction was rolled back.
 
 Status transitions (anything else is ignored, so a late or repeated event cannot undo progress):
 
@@ -30,6 +32,7 @@ from typing import Any, TypeVar
 import anyio
 
 from downloader.core.model import Batch, ImageJob, Kind, PatentKey, Status
+from downloader.machine import state_error
 from downloader.state import sqlite_schema as schema
 from downloader.state.base import (
     Claim,
@@ -62,6 +65,7 @@ class SqliteStore:
 
     def __init__(self, path: Path | str, *, durable: bool = False) -> None:
         self.location = str(path)
+        self._folder = os.path.dirname(os.path.abspath(self.location))  # named when its disk fails
         self._conn = connect(path, durable=durable)
         self._reader = connect(path) if str(path) != ":memory:" else self._conn
         self._limiter = anyio.CapacityLimiter(1)
@@ -72,7 +76,13 @@ class SqliteStore:
         return await anyio.to_thread.run_sync(partial(cls, path, durable=durable))
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        except sqlite3.Error as err:  # a full, read-only or failing disk is a condition of the run
+            fault = state_error(err, self._folder)
+            if fault is None:
+                raise
+            raise fault from err
 
     async def close(self) -> None:
         """Close both connections."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
 from downloader.core.errors import StateError
 from downloader.core.model import PatentKey
+from downloader.machine import state_error
 
 SCHEMA_VERSION = 2
 
@@ -70,6 +72,10 @@ def connect(path: Path | str, *, durable: bool = False) -> sqlite3.Connection:
     except _TooNew as err:
         raise StateError(str(err)) from None
     except sqlite3.DatabaseError as err:
+        if err.sqlite_errorcode & 0xFF in (8, 10, 13):  # READONLY, IOERR, FULL: the disk, not the file
+            fault = state_error(err, os.path.dirname(os.path.abspath(path)))
+            if fault is not None:
+                raise fault from err
         raise StateError(f"{path} is not a usable state store ({err}); move it aside to start afresh "
                          "(the images already on disk are kept and re-verified by the next run)") from err
 

@@ -8,6 +8,8 @@ import pytest
 
 from downloader.simulator import Simulator, SimulatorConfig, running_simulator, simulator_in_thread
 
+pytest_plugins = ["tests.s3_server"]  # moto_server, s3_bucket, s3_proxy
+
 
 @pytest.fixture
 def sim_config() -> SimulatorConfig:

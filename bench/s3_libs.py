@@ -1,11 +1,13 @@
 """Which async S3 client should `--out s3://…` use? PUT many small images into moto and measure.
 
-    python bench/s3_libs.py [--objects 2000] [--concurrency 32] [--rounds 3] [--libs aiobotocore,obstore,s3fs]
+    python bench/s3_libs.py [--objects 2000] [--concurrency 32] [--rounds 3] [--libs aiobotocore,obstore,s3fs,S3Sink]
 
 One command: it starts a moto S3 server (`python -m moto.server`) on a free 127.0.0.1 port, and for
 each round and each candidate library runs a *separate client process* that PUTs N objects of
 ~30 KB (PNG signature + incompressible bytes, 20–40 KB) with `--concurrency` requests in flight,
-each with a Content-Type and an `x-amz-meta-sha256`, the way `S3Sink` stores an image. The client
+each with a Content-Type and an `x-amz-meta-sha256`, the way `S3Sink` stores an image (and, when
+the package is importable, `S3Sink` itself driven as the fetcher drives it: begin, write, commit,
+to show what the sink adds over bare obstore). The client
 measures, around the PUT phase only (after a warm-up that opens the connection pool):
 
 - wall time → images/s;
@@ -49,6 +51,7 @@ BENCH = Path(__file__).resolve().parent
 WORK = BENCH / "work"
 RESULTS = BENCH / "results"
 LIBS = ("aiobotocore", "obstore", "s3fs")
+SINK = "S3Sink"  # the project's own sink (obstore underneath), measured too when the package is importable
 PACKAGES = ["aiobotocore", "obstore", "s3fs", "moto[server]"]
 MODULES = ("aiobotocore", "obstore", "s3fs", "moto", "flask")
 BUCKET = "bench"
@@ -117,7 +120,22 @@ async def s3fs_putter(endpoint: str, pool: int) -> tuple[Put, Callable[[], Await
     return put, session.close
 
 
-PUTTERS = {"aiobotocore": aiobotocore_putter, "obstore": obstore_putter, "s3fs": s3fs_putter}
+async def sink_putter(endpoint: str, pool: int) -> tuple[Put, Callable[[], Awaitable[Any]]]:
+    """downloader.sinks.s3.S3Sink as the fetcher drives it: begin, write, commit (its pool size is its own)."""
+    from downloader.sinks.s3 import S3Sink
+
+    sink = S3Sink(f"s3://{BUCKET}", endpoint_url=endpoint)
+    await sink.prepare()
+
+    async def put(key: str, body: bytes, sha: str) -> None:
+        upload = sink.begin()
+        upload.write(body)
+        await upload.commit(key, content_type="image/png", sha256=sha)
+
+    return put, sink.close
+
+
+PUTTERS = {"aiobotocore": aiobotocore_putter, "obstore": obstore_putter, "s3fs": s3fs_putter, SINK: sink_putter}
 
 
 async def put_all(put: Put, prefix: str, items: list[tuple[bytes, str]], concurrency: int) -> None:
@@ -324,12 +342,12 @@ def write_results(args: argparse.Namespace, rows: list[dict[str, Any]], runs: li
              "| library | version | images/s | client CPU ms/object | moto CPU ms/object | other tenants ms/object "
              "| client set-up ms | installed deps | check |", "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        dep = deps[row["lib"]]
+        dep = deps.get(row["lib"], {"version": "this tree", "dists": [], "mb": 0.0})
         lines.append(
             f"| {row['lib']} | {dep['version']} | {_cell(row, 'images_per_s', 0)} | "
             f"{_cell(row, 'client_cpu_ms_per_obj', 2)} | {_cell(row, 'moto_cpu_ms_per_obj', 2)} | "
             f"{_cell(row, 'other_cpu_ms_per_obj', 2)} | {_cell(row, 'setup_ms', 0)} | "
-            f"{len(dep['dists'])} dists, {dep['mb']:.0f} MB | {', '.join(row['checks'])} |")
+            f"{_weight(dep)} | {', '.join(row['checks'])} |")
     lines += ["", "Installed dependencies (the closure of each library, itself included):", ""]
     lines += [f"- {lib}: {', '.join(dep['dists'])}" for lib, dep in deps.items()]
     lines += ["", "Machine and run:", ""] + [f"- {key}: {value}" for key, value in facts.items()]
@@ -341,6 +359,10 @@ def write_results(args: argparse.Namespace, rows: list[dict[str, Any]], runs: li
     return path
 
 
+def _weight(dep: dict[str, Any]) -> str:
+    return f"{len(dep['dists'])} dists, {dep['mb']:.0f} MB" if dep["dists"] else "obstore + botocore (s3 extra)"
+
+
 def _cell(row: dict[str, Any], key: str, digits: int) -> str:
     low, high = row[key + "_range"]
     return f"{row[key]:,.{digits}f} ({low:,.{digits}f}–{high:,.{digits}f})"
@@ -350,7 +372,10 @@ def orchestrate(args: argparse.Namespace) -> None:
     libs = [lib.strip() for lib in args.libs.split(",") if lib.strip()]
     WORK.mkdir(parents=True, exist_ok=True)
     python = bench_python()
-    deps = dependency_weight(python, libs)
+    if SINK in libs and subprocess.run([python, "-c", "import downloader.sinks.s3"], cwd=BENCH.parent).returncode:
+        print(f"skipping {SINK}: the package is not importable by {python}", flush=True)
+        libs.remove(SINK)
+    deps = dependency_weight(python, [lib for lib in libs if lib != SINK])
     facts = {"cores": str(os.cpu_count()), "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
              "python": subprocess.run([python, "-V"], capture_output=True, text=True).stdout.strip(),
              "moto": dependency_weight(python, ["moto"])["moto"]["version"], "started": time.strftime("%Y-%m-%d %H:%M")}
@@ -375,8 +400,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--pool", type=int, default=64, help="connection pool size of each client")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--libs", default=",".join(LIBS))
-    parser.add_argument("--client", choices=LIBS, help=argparse.SUPPRESS)
+    parser.add_argument("--libs", default=",".join((*LIBS, SINK)),
+                        help=f"{', '.join(LIBS)}, and {SINK} (the project's sink; skipped when not importable)")
+    parser.add_argument("--client", choices=[*LIBS, SINK], help=argparse.SUPPRESS)
     parser.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     parser.add_argument("--moto-pid", type=int, help=argparse.SUPPRESS)

@@ -1,7 +1,9 @@
 """A real S3 server for tests: moto in its own process on a free loopback port, and a fault proxy.
 
-- `moto_server` (session): `python -m moto.server` on 127.0.0.1, stopped by its pid at the end;
-  dummy credentials in the environment (and no shared AWS files, no instance metadata) meanwhile.
+- `moto_process` (session): `python -m moto.server` on 127.0.0.1, stopped by its pid at the end.
+- `aws_env`: this test's environment gets dummy credentials, no shared AWS files, no profile, no
+  instance metadata, no proxy (per test, so other test modules see the machine's environment).
+- `moto_server`: both of the above.
 - `s3_bucket`: a fresh, empty bucket per test, with a plain botocore client to look at it.
 - `s3_proxy`: a loopback HTTP proxy we own in front of moto that can answer with scripted S3
   errors (503 SlowDown, 403 InvalidAccessKeyId echoing the key id as S3 does) and counts requests.
@@ -85,8 +87,8 @@ def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes], timeout: float = 3
     raise RuntimeError(f"moto server did not answer on {endpoint}")
 
 
-def _test_aws_env(mp: pytest.MonkeyPatch, home: Path) -> None:
-    """Dummy credentials; nothing from this machine's AWS files, profile or instance role."""
+def _dummy_aws_env(mp: pytest.MonkeyPatch, home: Path) -> None:
+    """Dummy credentials; nothing from this machine's AWS files, profile, instance role or proxies."""
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
                  "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
                  "AWS_CONTAINER_CREDENTIALS_FULL_URI", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
@@ -100,27 +102,38 @@ def _test_aws_env(mp: pytest.MonkeyPatch, home: Path) -> None:
     mp.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """This test runs with dummy AWS credentials and no AWS files, profile, role or proxy of the machine."""
+    _dummy_aws_env(monkeypatch, tmp_path / "aws-home")
+
+
 @pytest.fixture(scope="session")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    """moto's S3 in a separate process on a free loopback port, for the whole session."""
-    home = tmp_path_factory.mktemp("aws-home")
-    with pytest.MonkeyPatch.context() as mp:
-        _test_aws_env(mp, home)
-        port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env=dict(os.environ))
+def moto_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """moto's S3 in a separate process on a free loopback port, for the whole session; stopped by pid."""
+    with pytest.MonkeyPatch.context() as mp:  # the environment of the child only
+        _dummy_aws_env(mp, tmp_path_factory.mktemp("aws-home"))
+        env = dict(os.environ)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        server = MotoServer(f"http://127.0.0.1:{port}", proc.pid)
+        _wait_ready(server.endpoint, proc)
+        yield server
+    finally:
+        proc.terminate()
         try:
-            server = MotoServer(f"http://127.0.0.1:{port}", proc.pid)
-            _wait_ready(server.endpoint, proc)
-            yield server
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def moto_server(moto_process: MotoServer, aws_env: None) -> MotoServer:
+    """The session's moto server, with this test's environment set to the dummy credentials."""
+    return moto_process
 
 
 @pytest.fixture

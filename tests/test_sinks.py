@@ -247,6 +247,7 @@ async def test_prepare_on_a_missing_bucket_says_so(moto_server: MotoServer) -> N
     _no_credentials_in(message)
 
 
+@pytest.mark.usefixtures("aws_env")
 async def test_prepare_on_an_unreachable_endpoint_names_the_host() -> None:
     """prepare() against a closed port: a usage error saying the endpoint cannot be reached."""
     import socket

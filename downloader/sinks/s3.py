@@ -13,7 +13,7 @@ about a quarter of aiobotocore's CPU per PUT). It is made once per sink and keep
 connections per host. Credentials and region come from botocore's standard chain (environment,
 shared credentials and config files with AWS_PROFILE, SSO, container and instance roles), handed
 to obstore through a credential provider; no credential is ever put in a message: every text that
-leaves this module passes through `_Secrets.scrub`.
+leaves this module passes through `_ChainCredentials.scrub`.
 
 Retries are ours, not obstore's (its own are turned off), so the policy is one visible loop:
 network faults, timeouts, 5xx (SlowDown included) and 429 are retried with exponential backoff
@@ -23,6 +23,7 @@ storing raises `OutputError` (exit 3); a failure in `prepare` raises `UsageError
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -123,7 +124,11 @@ class _ChainCredentials:
 
 
 def _chain() -> tuple[_ChainCredentials | None, str | None]:
-    """Credentials and region from botocore's chain (blocking: may ask an instance-metadata service)."""
+    """Credentials and region from botocore's chain (blocking: may ask an instance-metadata service).
+
+    botocore reads AWS_DEFAULT_REGION and the profile's `region`; `prepare` adds AWS_REGION (which
+    other AWS SDKs read), then us-east-1.
+    """""
     import botocore.session
 
     session = botocore.session.Session()
@@ -131,7 +136,9 @@ def _chain() -> tuple[_ChainCredentials | None, str | None]:
     region = session.get_config_variable("region")
     if credentials is None:
         return None, region
-    return _ChainCredentials(credentials, str(getattr(credentials, "method", "") or "unknown")), region
+    provider = _ChainCredentials(credentials, str(getattr(credentials, "method", "") or "unknown"))
+    provider()  # resolve now, off the event loop, so their values are known to `scrub` from the start
+    return provider, region
 
 
 class S3Sink:
@@ -160,7 +167,7 @@ class S3Sink:
         if creds is None:
             raise UsageError("no AWS credentials found for --out s3://… (looked in the environment, the shared "
                              "credentials and config files, and the container/instance role)")
-        self._creds, self._region = creds, region or "us-east-1"
+        self._creds, self._region = creds, region or os.environ.get("AWS_REGION") or "us-east-1"
         self._store = self._open_store(creds)
         self._tmp = Path(tempfile.mkdtemp(prefix="patent-images-s3-"))
         await self._probe()

@@ -362,3 +362,13 @@ async def test_prepare_when_access_is_denied(s3_bucket: Bucket, s3_proxy: FaultP
     await sink.close()
     _no_credentials_in(str(caught.value))
 
+
+
+async def test_an_unreadable_ca_bundle_is_a_usage_error(s3_bucket: Bucket, monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    """AWS_CA_BUNDLE naming a missing file: a usage error naming the variable, before anything is sent."""
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+    sink = S3Sink(f"s3://{s3_bucket.name}", endpoint_url=s3_bucket.server.endpoint, retry=FAST)
+    with pytest.raises(UsageError, match="AWS_CA_BUNDLE"):
+        await sink.prepare()
+    await sink.close()

@@ -123,22 +123,37 @@ class _ChainCredentials:
         return _KEY_ID.sub("***", text)
 
 
-def _chain() -> tuple[_ChainCredentials | None, str | None]:
-    """Credentials and region from botocore's chain (blocking: may ask an instance-metadata service).
+@dataclass(frozen=True)
+class _Chain:
+    """What the standard AWS chain gave: credentials, region, extra trusted CA certificates (PEM)."""
+
+    credentials: _ChainCredentials | None
+    region: str | None
+    ca_pem: bytes | None
+
+
+def _chain() -> _Chain:
+    """Resolve the AWS chain (blocking: it may ask an instance-metadata service, it reads files).
 
     botocore reads AWS_DEFAULT_REGION and the profile's `region`; `prepare` adds AWS_REGION (which
-    other AWS SDKs read), then us-east-1.
-    """""
+    other AWS SDKs read), then us-east-1. AWS_CA_BUNDLE (or the profile's `ca_bundle`) adds trusted
+    roots, as it does for the AWS CLI: a MinIO behind a private CA needs it.
+    """
     import botocore.session
 
     session = botocore.session.Session()
+    bundle = session.get_config_variable("ca_bundle")
+    try:
+        ca_pem = Path(bundle).read_bytes() if bundle else None
+    except OSError as err:
+        raise UsageError(f"cannot read the CA bundle {bundle} (AWS_CA_BUNDLE or ca_bundle): {err.strerror}") from None
     credentials = session.get_credentials()
     region = session.get_config_variable("region")
     if credentials is None:
-        return None, region
+        return _Chain(None, region, ca_pem)
     provider = _ChainCredentials(credentials, str(getattr(credentials, "method", "") or "unknown"))
     provider()  # resolve now, off the event loop, so their values are known to `scrub` from the start
-    return provider, region
+    return _Chain(provider, region, ca_pem)
 
 
 class S3Sink:
@@ -163,18 +178,21 @@ class S3Sink:
 
     async def prepare(self) -> None:
         """Find credentials, open the client, and check the bucket exists and takes a write."""
-        creds, region = await anyio.to_thread.run_sync(_chain)
-        if creds is None:
+        chain = await anyio.to_thread.run_sync(_chain)
+        if chain.credentials is None:
             raise UsageError("no AWS credentials found for --out s3://… (looked in the environment, the shared "
                              "credentials and config files, and the container/instance role)")
-        self._creds, self._region = creds, region or os.environ.get("AWS_REGION") or "us-east-1"
-        self._store = self._open_store(creds)
+        self._creds = chain.credentials
+        self._region = chain.region or os.environ.get("AWS_REGION") or "us-east-1"
+        self._store = self._open_store(chain.credentials, chain.ca_pem)
         self._tmp = Path(tempfile.mkdtemp(prefix="patent-images-s3-"))
         await self._probe()
 
-    def _open_store(self, creds: _ChainCredentials) -> S3Store:
+    def _open_store(self, creds: _ChainCredentials, ca_pem: bytes | None) -> S3Store:
         options: ClientConfig = {"pool_max_idle_per_host": str(POOL_PER_HOST), "connect_timeout": "10s",
                                  "timeout": "120s"}
+        if ca_pem:
+            options["root_certificate"] = ca_pem
         extra: dict[str, Any] = {}
         if self._endpoint:
             options["allow_http"] = self._endpoint.startswith("http://")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,12 +236,17 @@ def _no_credentials_in(*texts: str) -> None:
         assert ACCESS_KEY not in text and SECRET_KEY not in text and "AKIA" not in text
 
 
+def _s3_temp_dirs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("patent-images-s3-*"))
+
+
 async def test_prepare_on_a_missing_bucket_says_so(moto_server: MotoServer) -> None:
-    """prepare() on a bucket that does not exist: one usage error naming the bucket and the endpoint host."""
+    """prepare() on a missing bucket: one usage error naming bucket and endpoint host; no temp folder left."""
     sink = S3Sink("s3://no-such-bucket-here/x", endpoint_url=moto_server.endpoint, retry=FAST)
+    temp_dirs = _s3_temp_dirs()
     with pytest.raises(UsageError) as caught:
         await sink.prepare()
-    await sink.close()
+    assert _s3_temp_dirs() <= temp_dirs  # nothing left that only close() would remove
     message = str(caught.value)
     assert "no-such-bucket-here" in message and "does not exist" in message
     assert moto_server.endpoint.removeprefix("http://") in message and "\n" not in message

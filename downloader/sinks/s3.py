@@ -185,8 +185,8 @@ class S3Sink:
         self._creds = chain.credentials
         self._region = chain.region or os.environ.get("AWS_REGION") or "us-east-1"
         self._store = self._open_store(chain.credentials, chain.ca_pem)
-        self._tmp = Path(tempfile.mkdtemp(prefix="patent-images-s3-"))
         await self._probe()
+        self._tmp = Path(tempfile.mkdtemp(prefix="patent-images-s3-"))  # only now: a failed prepare leaves nothing
 
     def _open_store(self, creds: _ChainCredentials, ca_pem: bytes | None) -> S3Store:
         options: ClientConfig = {"pool_max_idle_per_host": str(POOL_PER_HOST), "connect_timeout": "10s",

@@ -21,6 +21,7 @@ import pytest
 from downloader.core.errors import FatalError, OutputError, UsageError
 from downloader.sinks import open_sink
 from downloader.sinks.base import ImageSink
+from downloader.sinks.local import LocalSink
 from downloader.sinks.s3 import S3Retry, S3Sink
 from downloader.sinks.s3url import S3Location, endpoint_host, parse_s3_url, resolve_endpoint
 from tests.s3_server import ACCESS_KEY, SECRET_KEY, Bucket, FaultProxy, MotoServer
@@ -57,11 +58,7 @@ def _s3_subject(bucket: Bucket) -> Subject:
 
 
 def _local_subject(root: Path) -> Subject:
-    from downloader.sinks import local
-
-    if not hasattr(local, "LocalSink"):
-        pytest.skip("downloader.sinks.local.LocalSink does not exist yet (the local sink is being converted)")
-    sink = local.LocalSink(root, durable=False)
+    sink = LocalSink(root, durable=False)
 
     def read(name: str) -> bytes | None:
         path = root / name

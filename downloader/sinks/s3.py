@@ -176,8 +176,12 @@ class S3Sink:
         """The endpoint's host[:port] for messages (never with credentials)."""
         return endpoint_host(self._endpoint, self._region)
 
-    async def prepare(self) -> None:
-        """Find credentials, open the client, and check the bucket exists and takes a write."""
+    async def prepare(self, *, clean: bool = True) -> None:
+        """Find credentials, open the client, and check the bucket exists and takes a write.
+
+        `clean` changes nothing here: a killed run leaves no partial object (one PUT per image, and
+        a multipart upload is invisible until complete), and staging folders are per process.
+        """
         chain = await anyio.to_thread.run_sync(_chain)
         if chain.credentials is None:
             raise UsageError("no AWS credentials found for --out s3://… (looked in the environment, the shared "

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -375,3 +377,30 @@ async def test_an_unreadable_ca_bundle_is_a_usage_error(s3_bucket: Bucket, monke
     with pytest.raises(UsageError, match="AWS_CA_BUNDLE"):
         await sink.prepare()
     await sink.close()
+
+
+def _staging_folders_of(*pids: int) -> list[Path]:
+    """A staging folder with a half-written file for each pid, as a worker killed mid-publish leaves it."""
+    folders = [Path(tempfile.gettempdir()) / f"patent-images-s3-{pid}-leftover" for pid in pids]
+    for folder in folders:
+        folder.mkdir(exist_ok=True)
+        (folder / "manifest.csv").write_text("half a manifest")
+    return folders
+
+
+def _a_dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+
+
+async def test_prepare_removes_staging_folders_of_dead_processes_only(s3_bucket: Bucket) -> None:
+    """A killed worker's staging folder is removed by the next prepare; a live process's is kept."""
+    dead, alive = _staging_folders_of(_a_dead_pid(), os.getpid())
+    sink = S3Sink(f"s3://{s3_bucket.name}", endpoint_url=s3_bucket.server.endpoint, retry=FAST)
+    try:
+        await sink.prepare()
+        await sink.close()
+        assert not dead.exists() and (alive / "manifest.csv").exists()
+    finally:
+        shutil.rmtree(dead, ignore_errors=True)
+        shutil.rmtree(alive, ignore_errors=True)

@@ -59,6 +59,7 @@ T = TypeVar("T")
 MULTIPART_OVER = 16 * 1024 * 1024  # publish: bigger files go in parts of this size
 POOL_PER_HOST = 64  # idle connections kept: the fetcher runs 32–64 commits at once
 PROBE_PREFIX = ".patent-images-probe-"
+STAGING_PREFIX = "patent-images-s3-"  # + pid + "-" + random, in the system temp folder
 _PERMANENT = (PermissionDeniedError, UnauthenticatedError, FileNotFoundError, InvalidPathError, NotSupportedError,
               UnknownConfigurationKeyError, AlreadyExistsError, PreconditionError)
 _STATUS = re.compile(r"status code: (\d{3})")
@@ -179,8 +180,10 @@ class S3Sink:
     async def prepare(self, *, clean: bool = True) -> None:
         """Find credentials, open the client, and check the bucket exists and takes a write.
 
-        `clean` changes nothing here: a killed run leaves no partial object (one PUT per image, and
-        a multipart upload is invisible until complete), and staging folders are per process.
+        A killed run leaves no partial object (one PUT per image, and a multipart upload is invisible
+        until complete), so there is nothing to clean in the bucket. Staging folders are per process
+        and named by pid: those of dead processes are removed whatever `clean` says, since no live
+        worker can be using them.
         """
         chain = await anyio.to_thread.run_sync(_chain)
         if chain.credentials is None:
@@ -190,7 +193,9 @@ class S3Sink:
         self._region = chain.region or os.environ.get("AWS_REGION") or "us-east-1"
         self._store = self._open_store(chain.credentials, chain.ca_pem)
         await self._probe()
-        self._tmp = Path(tempfile.mkdtemp(prefix="patent-images-s3-"))  # only now: a failed prepare leaves nothing
+        await anyio.to_thread.run_sync(_remove_dead_staging)
+        # Only now: a failed prepare (which the caller need not close) leaves nothing behind.
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
 
     def _open_store(self, creds: _ChainCredentials, ca_pem: bytes | None) -> S3Store:
         options: ClientConfig = {"pool_max_idle_per_host": str(POOL_PER_HOST), "connect_timeout": "10s",
@@ -315,6 +320,28 @@ class S3Sink:
         hint = ("check the bucket policy and the credentials the AWS chain found "
                 f"({self._credential_source()})") if failure.denied else ""
         return OutputError(f"could not {action} {self.url_of(name)} at {self.host}{tries}: {failure.text}", hint=hint)
+
+
+def _remove_dead_staging() -> None:
+    """Remove staging folders (ours: same user) left by processes that no longer exist (kill -9)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*-*"):
+        pid = folder.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
+        try:
+            if not pid.isdigit() or folder.stat().st_uid != os.getuid() or _alive(int(pid)):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _Fatal(Exception):

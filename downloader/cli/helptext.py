@@ -47,7 +47,10 @@ examples:
   patent-images run patents.csv --out images/ --dry-run          what it would ask and cost
   patent-images run patents.csv --out images/ --retry-failed --log-file run.log
   patent-images run patents.csv --out images/ \\
-      --metrics-file /var/lib/node_exporter/textfile_collector/patent-images.prom"""
+      --metrics-file /var/lib/node_exporter/textfile_collector/patent-images.prom
+  patent-images run patents.csv --out images/ --workers 4       four processes on this machine
+  patent-images run patents.csv --out s3://bucket/drawings --state postgresql://patents@db:5432/patents
+                                   one of several workers (any machine) sharing one job"""
 
 DEMO = """\
 Run the real pipeline against the built-in simulator of the PatSnap API and its image CDN, on a

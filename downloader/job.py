@@ -223,7 +223,7 @@ class _Job:
 
     async def _execute(self, sink: ImageSink, store: StateStore, run_id: int) -> None:
         s = self.settings
-        async with http_clients(s, sink, store, run_id, self.counters, self.events) as (client, fetcher):
+        async with http_clients(s, sink, store, run_id, self.counters, self.events, self.worker) as (client, fetcher):
             pipeline = Pipeline(store, run_id, self.worker, client, fetcher, self.events, s.batch_size,
                                 s.api_concurrency, s.download_concurrency, s.expiry_margin, s.lease,
                                 info=self._info, counters=self.counters, control=self.control)

@@ -25,6 +25,13 @@ recorder or the lease keeper) stops claiming and asking at once and cancels the 
 temp files go, their keys keep their URLs for the next run), but gives API calls in flight a few
 seconds to land: they are billed, and the recorder keeps what it could not commit to try again
 at the end, when the space reserve was given back.
+
+Cost. The planner claims no more for the API than this worker's downloads can use before the URLs
+expire (`core/lookahead.py`: measured download rate × remaining URL life), so short-lived URLs
+shrink batches instead of being paid for twice. A key asked again because its URL expired unused
+(the claim says which) counts as `recharged`. Problems are counted by kind (one line per kind at
+the end; each patent's detail goes to the log), and transport failures defer keys, never fail
+them; when the API or the CDN fails every call for a while the run stops (OutageError).
 """
 
 from __future__ import annotations
@@ -42,9 +49,24 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from downloader.core import halt
 from downloader.core.errors import FatalError, OutputError
-from downloader.core.events import BatchDone, ImageDone, Notice, Planned, Sink
-from downloader.core.model import Batch, Counters, Downloaded, Failed, ImageJob, NoImage, NotFound, Resolved, UrlExpired
+from downloader.core.events import BatchDone, ImageDone, Notice, Planned, Problem, Sink
+from downloader.core.expiry import margin
+from downloader.core.lookahead import Lookahead
+from downloader.core.model import (
+    Batch,
+    Counters,
+    Deferred,
+    Downloaded,
+    Failed,
+    ImageJob,
+    NoImage,
+    NotFound,
+    PatentKey,
+    Resolved,
+    UrlExpired,
+)
 from downloader.core.outcome import StopReason
+from downloader.core.problems import Problems
 from downloader.net.api import PatsnapClient
 from downloader.net.cdn import ImageFetcher
 from downloader.state.base import StateEvent, StateStore
@@ -103,6 +125,13 @@ class Pipeline:
     control: Control = field(default_factory=Control)
     _recorded: anyio.Event = field(default_factory=anyio.Event)
     _outer: TaskGroup | None = None
+    _moved: anyio.Event = field(default_factory=anyio.Event)  # downloads or answers made room
+    _repeats: set[PatentKey] = field(default_factory=set)  # claimed keys whose earlier URL expired unused
+    _problems: Problems = field(default_factory=Problems)
+    lookahead: Lookahead = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lookahead = Lookahead(self.batch_size, self.download_concurrency)
 
     async def run(self, handle_signals: bool = True) -> None:
         """Work until done or stopped; raises the FatalError that stopped it, after recording state."""
@@ -116,6 +145,8 @@ class Pipeline:
                 await self._work()
                 outer.cancel_scope.cancel()
         finally:
+            for line in self._problems.lines():
+                self.sink(Notice("problems", line))
             with anyio.CancelScope(shield=True):
                 try:
                     await self.store.release(self.worker)
@@ -156,11 +187,20 @@ class Pipeline:
         async with to_api, to_downloads:
             while not self.control.stopping():
                 recorded = self._recorded
-                claim = await self.store.claim(self.run_id, self.worker, limit=self.batch_size,
-                                               usable_after=time.time() + self.expiry_margin, lease=self.lease)
+                limit = self.lookahead.allowed()
+                if limit == 0:  # the downloads cannot use more URLs before they would expire
+                    with anyio.move_on_after(_IDLE_POLL):
+                        await self._moved.wait()
+                    continue
+                # URLs not yet expired are claimed for download; the fetcher applies each one's margin.
+                claim = await self.store.claim(self.run_id, self.worker, limit=limit, usable_after=time.time(),
+                                               lease=self.lease)
+                self.lookahead.reused(len(claim.to_download))
                 for job in claim.to_download:
                     await _send_quietly(to_downloads, job)
                 if claim.to_ask is not None:
+                    self.lookahead.claimed(len(claim.to_ask.keys))
+                    self._repeats.update(PatentKey(claim.to_ask.kind, k) for k in claim.repeats)
                     await to_api.send(claim.to_ask)
                 if not claim.empty:
                     continue
@@ -176,6 +216,7 @@ class Pipeline:
         async with batches_in, to_downloads, to_results:
             async for batch in batches_in:
                 if self.control.stopping():
+                    self.lookahead.dropped(len(batch.keys))
                     continue  # drain without asking: these keys stay pending (released at the end)
                 try:
                     result = await self.client.resolve(batch)
@@ -185,14 +226,42 @@ class Pipeline:
                 if result.unasked:
                     self._stop(StopReason.BUDGET, "the --max-charged budget is spent; the next run continues")
                 await _deliver(to_results, result.outcomes)  # billed: recorded even when stopping
-                self.counters.asked += len(result.outcomes)
                 images = [o for o in result.outcomes if isinstance(o, Resolved)]
-                self.sink(BatchDone(len(result.outcomes), len(images), result.charged))
+                self._answered(batch, result.outcomes, images, len(result.unasked))
+                answered = sum(not isinstance(o, Deferred) for o in result.outcomes)
+                self.counters.asked += answered
+                self.sink(BatchDone(answered, len(images), result.charged))
                 for o in result.outcomes:
-                    if isinstance(o, Failed):
-                        self.sink(Notice("failed", f"{o.key.value}: {o.error}"))
+                    if isinstance(o, Failed | Deferred):
+                        self._problem(o)
+                    else:
+                        self._problems.settled(o.key.value)
                 for o in images:
-                    await _send_quietly(to_downloads, ImageJob(o.key, o.pn, o.num, o.url, o.expires_at))
+                    await _send_quietly(to_downloads, ImageJob(o.key, o.pn, o.num, o.url, o.expires_at, o.signed_at))
+
+    def _answered(self, batch: Batch, outcomes: Sequence[object], images: Sequence[Resolved], unasked: int) -> None:
+        """Count recharges, and tell the lookahead how much URL life and how many images the answer gave."""
+        for o in outcomes:
+            if isinstance(o, Resolved | NoImage) and o.key in self._repeats:
+                self.counters.recharged += 1
+        self._repeats.difference_update(PatentKey(batch.kind, k) for k in batch.keys)
+        now = time.time()
+        first = min(images, key=lambda o: o.expires_at, default=None)
+        life = None if first is None else first.expires_at - now
+        kept = None if first is None else margin(first.expires_at, first.signed_at, now, self.expiry_margin)
+        self.lookahead.dropped(unasked)
+        self.lookahead.answered(len(batch.keys) - unasked, len(images), life, kept)
+        self._move()
+
+    def _problem(self, outcome: Failed | Deferred) -> None:
+        """Count a patent's problem by kind (stderr gets one line per kind); the log keeps the detail."""
+        kind = "failed" if isinstance(outcome, Failed) else "deferred"
+        self._problems.add(outcome.key.value, kind, outcome.error)
+        self.sink(Problem(outcome.key.value, kind, outcome.error))
+
+    def _move(self) -> None:
+        self._moved.set()
+        self._moved = anyio.Event()
 
     async def _download_stage(self, jobs: MemoryObjectReceiveStream[ImageJob],
                               to_results: MemoryObjectSendStream[Record], ticking: anyio.CancelScope) -> None:
@@ -225,13 +294,22 @@ class Pipeline:
                     job = await _receive(jobs)
                 except anyio.EndOfStream:
                     return
+                self.lookahead.started()
+                started = time.monotonic()
                 try:
                     result = await self.fetcher.fetch(job)
-                except FatalError as err:  # the output cannot take the image (full, read-only, gone)
+                except FatalError as err:  # the output cannot take the image, or the CDN is out of reach
+                    self.lookahead.finished(None)
                     await self._fatal(err)
                     continue
+                self.lookahead.finished(time.monotonic() - started if isinstance(result, Downloaded) else None)
+                self._move()
                 await _deliver(to_results, [result])  # a file put in place is recorded even when stopping
                 self.sink(_image_event(result))
+                if isinstance(result, Failed | Deferred):
+                    self._problem(result)
+                elif isinstance(result, Downloaded):
+                    self._problems.settled(result.key.value)
 
     async def _record(self, results: MemoryObjectReceiveStream[Record]) -> None:
         """The single writer: batches results into transactions, flushing at least every 0.25 s.
@@ -289,6 +367,9 @@ class Pipeline:
             stopped = halt.error_from(record, self.run_id)
             if stopped is not None and self.control.fatal is None:
                 await self._fatal(stopped)
+            outage = self.client.outage_error() or self.fetcher.outage_error()
+            if outage is not None and self.control.fatal is None:  # every call failed for a while
+                await self._fatal(outage)
             await anyio.sleep(every)
 
     async def _fatal(self, err: FatalError) -> None:
@@ -363,7 +444,7 @@ async def _send_quietly(stream: MemoryObjectSendStream[ImageJob], job: ImageJob)
         pass
 
 
-def _image_event(result: Downloaded | UrlExpired | Failed) -> ImageDone:
+def _image_event(result: Downloaded | UrlExpired | Failed | Deferred) -> ImageDone:
     match result:
         case Downloaded(key, _, size, _):
             return ImageDone("downloaded", size, key=key.value)
@@ -371,4 +452,6 @@ def _image_event(result: Downloaded | UrlExpired | Failed) -> ImageDone:
             return ImageDone("expired", 0, reason, key.value)
         case Failed(key, error):
             return ImageDone("failed", 0, error, key.value)
+        case Deferred(key, error, _):
+            return ImageDone("deferred", 0, error, key.value)
     raise TypeError(result)

@@ -15,7 +15,7 @@ from downloader.net import retrying
 from downloader.net.api import PatsnapClient
 from downloader.net.auth import OAuthToken, StaticToken, TokenProvider
 from downloader.net.cdn import ImageFetcher
-from downloader.net.ratelimit import AdaptiveRate
+from downloader.net.ratelimit import ApiGate, SharedRecords
 from downloader.sinks.base import ImageSink
 from downloader.state.base import StateStore
 from downloader.state.shared import SharedBudget
@@ -23,22 +23,30 @@ from downloader.state.shared import SharedBudget
 
 @asynccontextmanager
 async def http_clients(settings: Settings, sink: ImageSink, store: StateStore, run_id: int, counters: Counters,
-                       events: Sink) -> AsyncIterator[tuple[PatsnapClient, ImageFetcher]]:
-    """The API client and the CDN fetcher, each on its own session, closed on exit."""
+                       events: Sink, worker: str = "") -> AsyncIterator[tuple[PatsnapClient, ImageFetcher]]:
+    """The API client and the CDN fetcher, each on its own session, closed on exit.
+
+    The state store holds what the fleet shares: the API gate, the OAuth token and the budget.
+    """
     s = settings
     async with _session(s.api_concurrency + 2, s.api_timeout, s.api_timeout) as api_http, \
             _session(s.download_concurrency, s.download_timeout, s.stall_timeout) as cdn:
-        tokens = _tokens(s, api_http, events)
+        tokens = _tokens(s, api_http, events, store)
 
         def policy() -> retrying.RetryPolicy:
-            return retrying.RetryPolicy(s.retries, s.backoff_initial, s.backoff_max, s.throttle_budget,
+            return retrying.RetryPolicy(s.retries, s.backoff_initial, s.backoff_max,
                                         on_retry=lambda err: _count_retry(counters))
 
-        client = PatsnapClient(api_http, s.api_base, s.effective_api_key or "", tokens, AdaptiveRate(s.rate),
-                               policy, counters, SharedBudget(store, run_id, s.max_charged),
-                               log=lambda kind, fields: events(Notice(kind, _fields_text(fields))))
+        def log(kind: str, fields: dict[str, object]) -> None:
+            events(Notice(kind, _fields_text(fields)))
+
+        gate = ApiGate(store, run_id, s.rate, s.throttle_patience, log=log)
+        client = PatsnapClient(api_http, s.api_base, s.effective_api_key or "", tokens, gate, policy, counters,
+                               SharedBudget(store, run_id, s.max_charged), log=log,
+                               apikey_is_client_id=not s.api_key or s.api_key == s.client_id, worker=worker,
+                               outage_seconds=s.outage_seconds)
         fetcher = ImageFetcher(cdn, sink, counters, policy=policy, expiry_margin=s.expiry_margin,
-                               max_bytes=s.max_image_bytes)
+                               max_bytes=s.max_image_bytes, outage_seconds=s.outage_seconds)
         try:
             yield client, fetcher
         finally:
@@ -52,9 +60,9 @@ def _session(limit: int, total: float, stall: float) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=timeout)
 
 
-def _tokens(settings: Settings, session: aiohttp.ClientSession, events: Sink) -> TokenProvider:
+def _tokens(settings: Settings, session: aiohttp.ClientSession, events: Sink, records: SharedRecords) -> TokenProvider:
     if settings.client_id and settings.client_secret:
-        return OAuthToken(session, settings.api_base, settings.client_id, settings.client_secret,
+        return OAuthToken(session, settings.api_base, settings.client_id, settings.client_secret, records,
                           on_refresh=lambda: events(Notice("token", "token refreshed")))
     assert settings.token is not None
     return StaticToken(settings.token)

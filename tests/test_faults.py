@@ -235,16 +235,16 @@ def test_a_token_refused_even_right_after_a_refresh_is_fatal(tmp_path, sim_confi
 
 
 @pytest.mark.slow
-def test_a_quota_that_never_comes_back_is_fatal_after_the_throttle_budget(tmp_path, sim_config,
-                                                                          threaded_simulator):
-    """67200002 is throttling; persisting past the throttle budget (2 s) it stops the run: exit 3."""
+def test_a_quota_that_never_comes_back_is_fatal_after_the_throttle_patience(tmp_path, sim_config,
+                                                                            threaded_simulator):
+    """67200002 is throttling; persisting through single probes past --throttle-patience (2 s): exit 3."""
     sim = threaded_simulator
     sim_config.quota_after = 150
     out = tmp_path / "out"
     source = write_csv(tmp_path / "in.csv", numbers(600))
     started = time.monotonic()
     with pytest.raises(Exception) as caught:
-        run([source], out, sim, throttle_budget=2.0, batch_size=50, rate=20.0)
+        run([source], out, sim, throttle_patience=2.0, batch_size=50, rate=20.0)
     seconds = time.monotonic() - started
     print(f"\n[quota] {sim.counters.quota_refused} quota answers, {sim.counters.api_ok} accepted calls, "
           f"{seconds:.1f} s: {caught.value!r}")
@@ -254,7 +254,7 @@ def test_a_quota_that_never_comes_back_is_fatal_after_the_throttle_budget(tmp_pa
     assert sim.counters.quota_refused < 30
     _assert_saved(out, 3)
     sim_config.quota_after = None
-    again = run([source], out, sim, throttle_budget=2.0, batch_size=50, rate=20.0)
+    again = run([source], out, sim, throttle_patience=2.0, batch_size=50, rate=20.0)
     assert again["exit_code"] == 0 and max(sim.counters.asks.values()) == 1
 
 

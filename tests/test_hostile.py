@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from downloader.core.errors import OutageError
 from downloader.simulator import Record, Simulator
 
 from .support import leftovers, manifest, numbers, run, sha256, write_csv
@@ -93,21 +94,23 @@ def test_hostile_answers_fail_or_land_safely_inside_images(tmp_path, sim_config,
             assert (out / row["local_file"]).read_bytes() == sim.expected_image(row["pn"], row["num"])
 
 
-def test_answers_that_are_not_json_fail_their_patents_not_the_run(tmp_path, sim_config, threaded_simulator):
-    """Every call answered with an HTML page: the patents fail with the reason (exit 1); later they go through."""
+def test_answers_that_are_not_json_are_an_outage_not_the_patents_failure(tmp_path, sim_config, threaded_simulator):
+    """Every call answered with an HTML page: the patents stay pending and the run stops (exit 3, the API
+    failing every call); once the API answers JSON again the plain rerun (no --retry-failed) settles them."""
     sim = threaded_simulator
     sim_config.api_fault_kinds = ("not_json",)
     sim_config.api_fault_rate = 1.0
     values = numbers(60)
     source = write_csv(tmp_path / "in.csv", values)
     out = tmp_path / "out"
-    first = run([source], out, sim, batch_size=20, retries=3)
-    errors = {r["error"] for r in manifest(out)}
-    print(f"\n[not json] exit {first['exit_code']}, {sim.counters.api_faults_injected} HTML answers, "
-          f"{first['retries']} retries, errors {errors}")
-    assert first["exit_code"] == 1 and first["by_status"] == {"failed": 60}
-    assert errors == {"TransientApiError: the API answer is not JSON"}
-    assert sim.counters.api_faults_injected == 3 * 3
+    with pytest.raises(OutageError) as caught:
+        run([source], out, sim, batch_size=20, retries=3, outage_seconds=1.5)
+    rows = manifest(out)
+    print(f"\n[not json] {caught.value}; {sim.counters.api_faults_injected} HTML answers, "
+          f"statuses {sorted({r['status'] for r in rows})}")
+    assert {r["status"] for r in rows} == {"pending"} and len(rows) == 60
+    assert "failed every call: the API answer is not JSON" in str(caught.value)
+    assert sim.counters.api_faults_injected >= 5
     sim_config.api_fault_rate = 0.0
-    again = run([source], out, sim, retry_failed=True)
+    again = run([source], out, sim)
     assert again["exit_code"] == 0 and again["api_calls"] == 1

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from downloader import __version__
 from downloader.cli.progress import make_progress
 from downloader.core.errors import DownloaderError
-from downloader.core.events import BatchDone, Event, ImageDone, Notice, Sink, fan_out
+from downloader.core.events import BatchDone, Event, ImageDone, Notice, Problem, Sink, fan_out
 from downloader.core.settings import Settings
 
 _STOPS = ("budget", "runtime", "interrupted", "fatal")
@@ -75,8 +75,8 @@ class LogFile:
             case Notice(kind, message):
                 # The API client's notices already start with their kind ("throttled: ..."); say it once.
                 self._write(kind, message.removeprefix(f"{kind}: "))
-            case ImageDone("failed", _, error, key):
-                self._write("failed", f"{key}: {error}", key=key)
+            case Problem(key, outcome, error):
+                self._write(outcome, f"{key}: {error}", key=key)
 
     def start(self, settings: Settings) -> None:
         """The run's first line: version, pid and the options that shape cost and pace."""
@@ -177,7 +177,7 @@ def _options(settings: Settings) -> dict[str, Any]:
 
 
 def _summary_fields(summary: dict[str, Any]) -> dict[str, Any]:
-    keep = ("exit_code", "stop_reason", "by_status", "api_calls", "charged", "images", "bytes", "seconds")
+    keep = ("exit_code", "stop_reason", "by_status", "api_calls", "charged", "recharged", "images", "bytes", "seconds")
     return {k: summary.get(k) for k in keep}
 
 

@@ -11,14 +11,16 @@
     │   ├── OutputError         the output folder or bucket is full, gone or read-only (see machine.py)
     │   └── FatalApiError       (also an ApiError, below)
     ├── ApiError(code, status)  the metadata API said no
-    │   ├── TransientApiError   5xx, reset, timeout, bad JSON, 68300008: retry with backoff
-    │   │   └── ThrottledError  67200002, 67200007, HTTP 429: slow down, honour retry_after
+    │   ├── TransientApiError   5xx, reset, timeout, bad JSON, 68300008: retry with backoff;
+    │   │   │                   spent: the patents are deferred (an outage is not their failure)
+    │   │   └── ThrottledError  67200002, 67200007, HTTP 429: slow down, probe; never lifting: fatal
     │   ├── TokenExpiredError   67200003, 67200009, HTTP 401: refresh the token once
     │   ├── InvalidParameterError 68300004, 68300007: split the batch to isolate bad keys
     │   └── FatalApiError       auth refused, quota, balance, expired client     → exit 3
     ├── LocalResourceError      this machine is out of open files (EMFILE, ENFILE) for now: back off, retry
     └── DownloadError           one image could not be fetched (per patent, data not a stop)
-        ├── TransientDownloadError  5xx, reset, timeout, truncated body: retry
+        ├── TransientDownloadError  5xx, reset, timeout, truncated body: retry; spent: deferred
+        │   └── NotAnImageError    a 200 whose body is no image: retry; spent: the patent fails
         ├── UrlExpiredError     the signed URL expired: ask the API again
         └── BadImageError       not an image, too large, hostile answer: the patent fails
 
@@ -129,6 +131,11 @@ class DownloadError(DownloaderError):
 
 class TransientDownloadError(DownloadError):
     """A network fault or truncated body: retry the same URL."""
+
+
+class NotAnImageError(TransientDownloadError):
+    """The CDN answered 200 with something that is not an image (an HTML page): worth a retry,
+    but when every try gets it, it is this patent's problem, not an outage."""
 
 
 class UrlExpiredError(DownloadError):

@@ -29,12 +29,26 @@ class BatchDone:
 
 @dataclass(frozen=True, slots=True)
 class ImageDone:
-    """One image settled: `status` is downloaded, expired (asked again later) or failed."""
+    """One image settled: `status` is downloaded, expired (asked again later), deferred (the CDN
+    failed; tried again later) or failed."""
 
     status: str
     bytes: int
     error: str = ""
     key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One patent's problem, for the log file: `outcome` is failed or deferred (left pending).
+
+    The person watching gets these counted by kind (a Notice per kind at the end), never one
+    line per patent.
+    """
+
+    key: str
+    outcome: str
+    error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +69,7 @@ class Elsewhere:
     charged: int
 
 
-Event = Planned | BatchDone | ImageDone | Notice | Elsewhere
+Event = Planned | BatchDone | ImageDone | Notice | Elsewhere | Problem
 Sink = Callable[[Event], None]
 
 

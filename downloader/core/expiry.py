@@ -11,6 +11,11 @@ Forms, most authoritative first (the signature's own validity, then a response-h
   when nothing above is present.
 
 A garbled value skips its form and the next is tried. Parameter names are case-insensitive.
+
+The signing time comes from the same forms (COS `START`, SigV4 `X-Amz-Date`, GCS `X-Goog-Date`),
+so a URL's own lifetime is known; where it is not, the answer's time stands in. The margin kept
+before expiry is relative to that lifetime (`margin`): never more than a quarter of it, so a URL
+that lives 2 s is still used, while a 9-hour URL keeps the configured margin (120 s by default).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 DEFAULT_LIFETIME = 9 * 3600.0  # P021: "The path is valid for 9 hour"
+MARGIN_FRACTION = 0.25  # the margin is never more than this share of the URL's lifetime
 _MAX_LIFETIME = 10 * 365 * 86400.0
 _EARLIEST = 946684800.0  # 2000-01-01: an absolute expiry before this is garbage
 _LATEST = 4102444800.0  # 2100-01-01: ... and after this too (milliseconds, say)
@@ -35,6 +41,25 @@ def url_expiry(url: str, *, answered_at: float, default_lifetime: float = DEFAUL
     `default_lifetime`."""
     found = parse_url_expiry(url)
     return found if found is not None else answered_at + default_lifetime
+
+
+def url_window(url: str, *, answered_at: float,
+               default_lifetime: float = DEFAULT_LIFETIME) -> tuple[float, float]:
+    """(signed at, expires at) of `url` in epoch seconds: read from the URL where its form says,
+    else the answer's time and `answered_at` + `default_lifetime`."""
+    expires = url_expiry(url, answered_at=answered_at, default_lifetime=default_lifetime)
+    signed = parse_url_signed_at(url)
+    if signed is None or signed >= expires:
+        signed = min(answered_at, expires)
+    return signed, expires
+
+
+def margin(expires_at: float, signed_at: float | None, now: float, limit: float,
+           fraction: float = MARGIN_FRACTION) -> float:
+    """Seconds to keep before `expires_at`: `limit` (--expiry-margin), but never more than `fraction`
+    of the URL's lifetime (from `signed_at`; unknown: of the life it has left at `now`)."""
+    start = signed_at if signed_at is not None else now
+    return max(0.0, min(limit, fraction * (expires_at - start)))
 
 
 # PatSnap's own style, found without parsing the query (~2 µs instead of ~50 µs per URL, which
@@ -57,6 +82,27 @@ def parse_url_expiry(url: str) -> float | None:
         _cos, _sigv4, _sigv2, _gcs, _response_expires)
     for form in forms:
         found = form(params)
+        if found is not None:
+            return found
+    return None
+
+
+def parse_url_signed_at(url: str) -> float | None:
+    """When a signed URL was signed (epoch seconds), where its form carries it: COS `q-sign-time`
+    START, SigV4 `X-Amz-Date`, GCS `X-Goog-Date`; None otherwise (SigV2 and `response-expires`
+    carry only the end)."""
+    fast = _FAST_COS.search(url)
+    if fast and _cos_window(f"{fast[1]};{fast[2]}") is not None:
+        return _absolute(int(fast[1]))
+    try:
+        params = _params(urlsplit(url).query)
+    except ValueError:
+        return None
+    found = _cos_start(params)
+    if found is not None:
+        return found
+    for name in ("x-amz-date", "x-goog-date"):
+        found = _stamp(params.get(name))
         if found is not None:
             return found
     return None
@@ -85,14 +131,25 @@ def _params(query: str) -> dict[str, str]:
 
 
 def _cos(params: dict[str, str]) -> float | None:
+    for value in _cos_values(params):
+        found = _cos_window(value)
+        if found is not None:
+            return found
+    return None
+
+
+def _cos_start(params: dict[str, str]) -> float | None:
+    for value in _cos_values(params):
+        if _cos_window(value) is not None:
+            return _absolute(int(value.partition(";")[0].strip()))
+    return None
+
+
+def _cos_values(params: dict[str, str]) -> list[str]:
+    """The `q-sign-time` values (then `q-key-time`) of a COS URL, nested `sign` first."""
     nested = [_params(_decoded(params["sign"]))] if "sign" in params else []
     nested += [_params(_decoded(v)) for k, v in params.items() if k != "sign" and "q-sign-time" in v.lower()]
-    for name in ("q-sign-time", "q-key-time"):
-        for source in (*nested, params):
-            found = _cos_window(source.get(name, ""))
-            if found is not None:
-                return found
-    return None
+    return [source[name] for name in ("q-sign-time", "q-key-time") for source in (*nested, params) if name in source]
 
 
 def _decoded(value: str) -> str:
@@ -119,13 +176,20 @@ def _gcs(params: dict[str, str]) -> float | None:
 def _dated(stamp: str | None, seconds: str | None) -> float | None:
     """`YYYYMMDDTHHMMSSZ` plus a lifetime in seconds, as SigV4 and GCS V4 sign them."""
     lifetime = _int(seconds or "")
-    if not stamp or lifetime is None or not 0 < lifetime <= _MAX_LIFETIME:
-        return None
-    try:
-        signed = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
+    signed = _stamp(stamp)
+    if signed is None or lifetime is None or not 0 < lifetime <= _MAX_LIFETIME:
         return None
     return _absolute(signed + lifetime)
+
+
+def _stamp(stamp: str | None) -> float | None:
+    """`YYYYMMDDTHHMMSSZ` as epoch seconds, or None."""
+    if not stamp:
+        return None
+    try:
+        return _absolute(datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp())
+    except ValueError:
+        return None
 
 
 def _sigv2(params: dict[str, str]) -> float | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from downloader.core.errors import FatalApiError, FatalError, OutputError
+from downloader.core.errors import FatalApiError, FatalError, OutageError, OutputError
 
 RECORD = "halt"
 
@@ -37,4 +37,6 @@ def error_from(data: dict[str, Any] | None, run_id: int) -> FatalError | None:
         return FatalApiError(message, hint=data.get("hint") or "", code=data.get("code"), status=data.get("status"))
     if data.get("kind") == "OutputError":  # the other workers stop as gently as the one that met it
         return OutputError(message, hint=data.get("hint") or "")
+    if data.get("kind") == "OutageError":
+        return OutageError(message, hint=data.get("hint") or "")
     return FatalError(message, hint=data.get("hint") or "")

@@ -60,7 +60,8 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """The API gave a signed image URL for this key."""
+    """The API gave a signed image URL for this key; `signed_at` is when it was signed (read from
+    the URL, else the answer's time), so `expires_at - signed_at` is the URL's lifetime."""
 
     key: PatentKey
     pn: str
@@ -68,6 +69,7 @@ class Resolved:
     num: str
     url: str
     expires_at: float
+    signed_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +119,10 @@ class UrlExpired:
 
 @dataclass(frozen=True, slots=True)
 class Deferred:
-    """Not settled for reasons outside the patent (an outage, spent retries): stays pending, asked later.
+    """Not settled for reasons outside the patent (an outage, spent retries): asked or fetched later.
 
-    `retry_at` (epoch seconds) keeps other claims off it until then; `error` says why, for the log.
+    The status does not change (pending stays pending; resolved keeps its URL for the download).
+    `retry_at` (epoch seconds) keeps claims off it until then; `error` says why, for the log.
     """
 
     key: PatentKey
@@ -129,13 +132,17 @@ class Deferred:
 
 @dataclass(frozen=True, slots=True)
 class ImageJob:
-    """A download to do: the key, its signed URL and where the file belongs."""
+    """A download to do: the key, its signed URL and where the file belongs.
+
+    `signed_at` is None when not known (a URL claimed from the store): read from the URL then.
+    """
 
     key: PatentKey
     pn: str
     num: str
     url: str
     expires_at: float
+    signed_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -145,6 +152,7 @@ class Counters:
     api_calls: int = 0
     asked: int = 0
     charged: int = 0
+    recharged: int = 0  # results paid again because an earlier URL for them expired unused
     retries: int = 0
     throttled: int = 0
     token_refreshes: int = 0

@@ -21,7 +21,7 @@ from downloader.core.errors import (
     TokenExpiredError,
     TransientApiError,
 )
-from downloader.core.expiry import url_expiry
+from downloader.core.expiry import url_window
 from downloader.core.model import Batch, Failed, Kind, NoImage, NotFound, Outcome, PatentKey, Resolved
 
 MAX_BATCH = 100
@@ -254,7 +254,8 @@ def outcome_for_item(key: PatentKey, item: Mapping[str, Any], answered_at: float
     num = _text(drawing.get("num")) or "0"
     if not isinstance(path, str) or not path.lower().startswith(("http://", "https://")) or len(path) > 8192:
         return Failed(key, "HostileAnswer: abstract_drawing.path is not an http(s) URL")
-    return Resolved(key, pn, patent_id, num, path, url_expiry(path, answered_at=answered_at))
+    signed_at, expires_at = url_window(path, answered_at=answered_at)
+    return Resolved(key, pn, patent_id, num, path, expires_at, signed_at)
 
 
 def _text(value: Any) -> str | None:

@@ -31,9 +31,8 @@ class Settings:
     # Backoff between retries: exponential from backoff_initial, capped, with jitter.
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
-    # How long throttling (67200002/67200007/429) may persist before the run gives up (exit 3).
-    throttle_budget: float = 600.0
-    # A URL closer than this to its expiry is not tried; its patent is asked again.
+    # A URL closer than this to its expiry is not tried; its patent is asked again. Never more
+    # than a quarter of the URL's own lifetime, so short-lived URLs are still used.
     expiry_margin: float = 120.0
     max_image_bytes: int = 50 * 1024 * 1024
     api_timeout: float = 60.0
@@ -51,8 +50,12 @@ class Settings:
     # How images are written: "direct" from the event loop, "threads" (aiofiles, one hop per image), or
     # "auto": threads on network and FUSE file systems, where a write can block the loop.
     io: str = "auto"
-    # How long throttling may persist while the run is down to single spaced probes (then: spent quota).
+    # How long throttling (67200002/67200007/429) may persist while the whole run is down to single
+    # probes with growing pauses; then it is a spent quota, not a rate limit (exit 3).
     throttle_patience: float = 60.0
+    # How long every API call (or every download) may fail in transport, 5 in a row at least,
+    # before the run stops as an outage (exit 3); deferred patents are retried after a third of it.
+    outage_seconds: float = 30.0
     max_charged: int | None = None
     max_runtime: float | None = None
     recheck_after_days: float | None = None
@@ -80,6 +83,8 @@ class Settings:
             raise UsageError("--throttle-patience must be positive")
         if self.io not in ("auto", "direct", "threads"):
             raise UsageError(f"--io must be auto, direct or threads, got {self.io!r}")
+        if self.outage_seconds <= 0:
+            raise UsageError("outage_seconds must be positive")
         if self.log_format not in ("text", "json"):
             raise UsageError("--log-format must be text or json")
 

@@ -1,9 +1,19 @@
 """PatsnapClient: the only code that calls the metadata API.
 
-It paces requests account-wide (AdaptiveRate), retries what is worth retrying (RetryPolicy),
-refreshes tokens, keeps a charged-results budget, and turns answers into per-key outcomes with
-the sans-IO functions of `protocol`. A batch the API calls invalid is split in halves until the
-bad identifiers are alone; those fail, the rest go through.
+It passes every request through the account-wide API gate (`ratelimit.ApiGate`: pacing, throttle
+episodes, the credential check), retries what is worth retrying (RetryPolicy), keeps a
+charged-results budget, and turns answers into per-key outcomes with the sans-IO functions of
+`protocol`. A batch the API calls invalid is split in halves until the bad identifiers are alone;
+those fail, the rest go through.
+
+Refused credentials (HTTP 401, 67200003, 67200009): the first refusal makes its request the
+checker, which holds the gate (no other request of the fleet goes out), refreshes the token once
+for everyone and retries once; a second refusal stops every worker with an error naming the
+suspect credential. Other requests refused meanwhile wait for the verdict, then retry.
+
+Transport failures (refused, DNS, TLS, timeouts, resets, 5xx) whose retries are spent defer the
+batch's keys (pending, tried again later), never fail them; when every call fails that way for a
+while, `OutageDetector` stops the run (OutageError, exit 3).
 """
 
 from __future__ import annotations
@@ -19,19 +29,22 @@ import anyio
 from yarl import URL
 
 from downloader.core import protocol
+from downloader.core.credentials import refused_error
 from downloader.core.errors import (
     FatalApiError,
     InvalidParameterError,
+    OutageError,
     ThrottledError,
     TokenExpiredError,
     TransientApiError,
     describe,
 )
-from downloader.core.model import Batch, Counters, Failed, Outcome, PatentKey
+from downloader.core.model import Batch, Counters, Deferred, Failed, Outcome, PatentKey
+from downloader.core.outage import SPAN, OutageDetector, origin
 from downloader.net.auth import TokenProvider
 from downloader.net.httperrors import map_client_errors
 from downloader.net.proxies import proxy_for
-from downloader.net.ratelimit import AdaptiveRate
+from downloader.net.ratelimit import ApiGate
 from downloader.net.retrying import RetryPolicy
 
 
@@ -44,34 +57,51 @@ class BudgetLike(Protocol):
 
 
 API_PATH = "/basic-patent-data/abstract-image"
+# What PatSnap's own clients send with every call.
+HEADERS = {"X-PatSnap-Version": "1.0", "Content-Type": "application/json", "Accept": "application/json"}
 _MAX_ANSWER_BYTES = 16 * 1024 * 1024
+
+Answer = Outcome | Deferred
 
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """Outcomes for the keys that were asked, and the keys left unasked (budget spent)."""
+    """Outcomes for the keys that were asked (Deferred ones in an outage), and the keys left
+    unasked (budget spent)."""
 
-    outcomes: list[Outcome]
+    outcomes: list[Answer]
     unasked: tuple[PatentKey, ...] = ()
     charged: int = 0
 
 
+@dataclass
+class _Call:
+    """One batch's tries: set `holder` while this call checks refused credentials."""
+
+    holder: str | None = None
+
+
 class PatsnapClient:
-    """Resolves batches of keys into outcomes; raises FatalApiError when the run must stop."""
+    """Resolves batches of keys into outcomes; raises FatalError when the run must stop."""
 
     def __init__(self, session: aiohttp.ClientSession, api_base: str, api_key: str, tokens: TokenProvider,
-                 rate: AdaptiveRate, policy: Callable[[], RetryPolicy], counters: Counters,
-                 budget: BudgetLike, log: Callable[[str, dict[str, object]], None] | None = None) -> None:
+                 gate: ApiGate, policy: Callable[[], RetryPolicy], counters: Counters,
+                 budget: BudgetLike, log: Callable[[str, dict[str, object]], None] | None = None, *,
+                 apikey_is_client_id: bool = False, worker: str = "", outage_seconds: float = SPAN) -> None:
         self._session = session
         self._url = URL(api_base.rstrip("/") + API_PATH)
         self._proxy = proxy_for(self._url)
         self._api_key = api_key
         self._tokens = tokens
-        self.rate = rate
+        self.gate = gate
         self._policy = policy
         self._counters = counters
         self.budget = budget
         self._log = log or (lambda event, fields: None)
+        self._apikey_is_client_id = apikey_is_client_id
+        self._worker = worker
+        self.outage = OutageDetector("the API", outage_seconds)
+        self._host = origin(api_base)
 
     async def resolve(self, batch: Batch) -> BatchResult:
         """Ask for one batch (shrunk to the budget); split it when the API calls it invalid."""
@@ -88,9 +118,10 @@ class PatsnapClient:
                 await self.budget.settle(granted, charged)
         return BatchResult(outcomes, unasked, charged)
 
-    async def _resolve_splitting(self, batch: Batch) -> tuple[list[Outcome], int]:
+    async def _resolve_splitting(self, batch: Batch) -> tuple[list[Answer], int]:
         try:
-            return await self._call(batch)
+            found, charged = await self._call(batch)
+            return list(found), charged
         except InvalidParameterError as err:
             if len(batch.keys) == 1:
                 return [Failed(PatentKey(batch.kind, batch.keys[0]), describe(err))], 0
@@ -98,48 +129,93 @@ class PatsnapClient:
             first, charged_left = await self._resolve_splitting(left)
             second, charged_right = await self._resolve_splitting(right)
             return first + second, charged_left + charged_right
-        except ThrottledError as err:  # still throttled when the throttle budget ran out: stop the run
-            raise FatalApiError(f"{err}, still after the throttle budget", code=err.code, status=err.status,
-                                hint="the quota may be used up: wait for it to renew, or lower --rate") from err
-        except TokenExpiredError as err:  # refused again right after a token refresh: stop the run
-            raise FatalApiError(f"{err}, even with a fresh token", code=err.code, status=err.status,
-                                hint="check --client-id/--client-secret and that the client is enabled") from err
+        except TokenExpiredError as err:  # refused over and over, past every check: stop the run
+            raise refused_error(err, static_token=not self._tokens.refreshable,
+                                apikey_is_client_id=self._apikey_is_client_id) from err
         except TransientApiError as err:
-            # Retries are spent: the keys fail for now (a later run retries them).
-            text = describe(err)
-            return [Failed(PatentKey(batch.kind, k), text) for k in batch.keys], 0
+            # Retries are spent: not this batch's fault. Its keys wait and are asked again.
+            outage = self.outage.error(time.monotonic())
+            if outage is not None:
+                raise outage from err
+            retry_at = time.time() + self.outage.defer_seconds
+            return [Deferred(PatentKey(batch.kind, k), describe(err), retry_at) for k in batch.keys], 0
 
     async def _call(self, batch: Batch) -> tuple[list[Outcome], int]:
-        return await self._policy().call(lambda: self._once(batch))
+        call = _Call()
+        return await self._policy().call(lambda: self._once(batch, call))
 
-    async def _once(self, batch: Batch) -> tuple[list[Outcome], int]:
-        await self.rate.acquire()
-        token = await self._tokens.get()
-        params = protocol.request_params(batch, self._api_key)
-        self._counters.api_calls += 1
+    async def _once(self, batch: Batch, call: _Call) -> tuple[list[Outcome], int]:
+        outage = self.outage.error(time.monotonic())
+        if outage is not None:
+            raise outage
+        ticket = await self.gate.acquire(call.holder)
+        token = ""
         try:
-            body = await self._get(params, token)
+            token = await self._tokens.get()
+            body = await self._get(protocol.request_params(batch, self._api_key), token)
+            answered_at = time.time()
+            answer = protocol.decode_answer(body)
+            if answer.error is not None:
+                raise answer.error
         except ThrottledError as err:
-            self._throttled(err)
+            self.outage.succeeded()
+            self._counters.throttled += 1
+            await self.gate.throttled(ticket, err)
             raise
-        answered_at = time.time()
-        answer = protocol.decode_answer(body)
-        if isinstance(answer.error, ThrottledError):
-            self._throttled(answer.error)
-        if isinstance(answer.error, TokenExpiredError):
-            await self._tokens.refresh(token)
-        if answer.error is not None:
-            raise answer.error
-        self.rate.succeeded()
+        except TokenExpiredError as err:
+            self.outage.succeeded()
+            await self._refused(err, token, call)
+            raise
+        except InvalidParameterError:
+            self.outage.succeeded()
+            await self.gate.succeeded(ticket, call.holder)
+            call.holder = None
+            raise
+        except TransientApiError as err:
+            await self.gate.unanswered(ticket)
+            self.outage.failed(time.monotonic(), str(err), self._host)
+            outage = self.outage.error(time.monotonic())
+            if outage is not None:
+                raise outage from err
+            raise
+        self.outage.succeeded()
+        await self.gate.succeeded(ticket, call.holder)
+        call.holder = None
         self._counters.charged += len(answer.items)
         return protocol.map_answer(batch, answer.items, answered_at), len(answer.items)
 
+    async def _refused(self, err: TokenExpiredError, token: str, call: _Call) -> None:
+        """A refusal: become the fleet's checker (refresh once; the caller retries once) or wait
+        for the check another request is making; a checker refused again stops the run."""
+        if call.holder is not None:
+            fatal = refused_error(err, static_token=not self._tokens.refreshable,
+                                  apikey_is_client_id=self._apikey_is_client_id)
+            await self.gate.conclude(fatal)
+            raise fatal from err
+        me = f"{self._worker}/{id(call):x}"
+        if not await self.gate.hold(me):
+            await self._tokens.refresh(token)  # someone's check passed: take the token it got
+            return
+        call.holder = me
+        if not self._tokens.refreshable:
+            fatal = refused_error(err, static_token=True, apikey_is_client_id=self._apikey_is_client_id)
+            await self.gate.conclude(fatal)
+            raise fatal from err
+        try:
+            await self._tokens.refresh(token)
+        except FatalApiError as refused:
+            await self.gate.conclude(refused)
+            raise
+        except BaseException:
+            call.holder = None
+            await self.gate.release(me)
+            raise
+
     async def _get(self, params: dict[str, str], token: str) -> object:
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        headers = {**HEADERS, "Authorization": f"Bearer {token}"}
         with map_client_errors(TransientApiError, "API request"):
             async with self._session.get(self._url, params=params, headers=headers, proxy=self._proxy) as resp:
-                if resp.status == 401:
-                    await self._tokens.refresh(token)
+                self._counters.api_calls += 1  # it reached the API (a call that never did is no call)
                 if resp.status != 200:
                     retry_after = protocol.parse_retry_after(resp.headers.get("Retry-After"), time.time())
                     raise protocol.error_for_http(resp.status, retry_after)
@@ -148,10 +224,9 @@ class PatsnapClient:
                     raise TransientApiError("the API answer is larger than 16 MB")
                 return _json(raw)
 
-    def _throttled(self, err: ThrottledError) -> None:
-        self._counters.throttled += 1
-        if self.rate.throttled(err.retry_after):
-            self._log("throttled", {"rate": round(self.rate.rate, 2), "code": err.code or err.status})
+    def outage_error(self) -> OutageError | None:
+        """The OutageError to stop with when every call failed for a while (checked on a timer too)."""
+        return self.outage.error(time.monotonic())
 
 
 def _json(raw: bytes) -> object:

@@ -8,6 +8,11 @@ The bytes go to an `ImageSink` upload (a temp file, or memory for an object stor
 them visible under their final name only on `commit`, after every check passed. When the sink
 cannot take the bytes, its OutputError (full, read-only, gone) stops the run; a moment without
 free file descriptors (LocalResourceError) is waited out, never counted against the patent.
+
+A download starts only while its URL has more than a margin left: --expiry-margin, but never
+more than a quarter of the URL's own lifetime (`expiry.margin`), so short-lived URLs are used.
+A transport failure whose retries are spent defers the patent (it keeps its URL; tried again
+later), and when every download fails that way for a while the CDN is out of reach: OutageError.
 """
 
 from __future__ import annotations
@@ -25,13 +30,16 @@ from downloader.core.errors import (
     DownloadError,
     FatalError,
     LocalResourceError,
+    NotAnImageError,
+    OutageError,
     TransientDownloadError,
     UrlExpiredError,
     describe,
 )
-from downloader.core.expiry import is_expired_403, is_usable
-from downloader.core.model import Counters, Downloaded, Failed, ImageJob, UrlExpired
+from downloader.core.expiry import is_expired_403, is_usable, margin, parse_url_signed_at
+from downloader.core.model import Counters, Deferred, Downloaded, Failed, ImageJob, UrlExpired
 from downloader.core.naming import CONTENT_TYPES, MAGIC_BYTES_NEEDED, image_path, sniff_image_type
+from downloader.core.outage import SPAN, OutageDetector, origin
 from downloader.net.httperrors import map_client_errors
 from downloader.net.proxies import proxy_for
 from downloader.net.retrying import RetryPolicy
@@ -46,18 +54,21 @@ class ImageFetcher:
     """Fetches one image per call; the result is data (downloaded, expired, failed), never a raise."""
 
     def __init__(self, session: aiohttp.ClientSession, sink: ImageSink, counters: Counters, *,
-                 policy: Callable[[], RetryPolicy], expiry_margin: float, max_bytes: int) -> None:
+                 policy: Callable[[], RetryPolicy], expiry_margin: float, max_bytes: int,
+                 outage_seconds: float = SPAN) -> None:
         self._session = session
         self._sink = sink
         self._counters = counters
         self._policy = policy
         self._margin = expiry_margin
         self._max_bytes = max_bytes
+        self.outage = OutageDetector("the CDN", outage_seconds)
 
-    async def fetch(self, job: ImageJob) -> Downloaded | UrlExpired | Failed:
+    async def fetch(self, job: ImageJob) -> Downloaded | UrlExpired | Failed | Deferred:
         """Download `job` with retries on transient faults.
 
         Raises the sink's OutputError when the output cannot take the image (a condition of the run),
+        OutageError when every download failed in transport for a while (the CDN is out of reach),
         and FatalError when no file descriptor came free for minutes.
         """
         pause, waited = _FD_PAUSE, 0.0
@@ -73,18 +84,52 @@ class ImageFetcher:
             waited += pause
             pause = min(2 * pause, _FD_PAUSE_MAX)
 
-    async def _fetch(self, job: ImageJob) -> Downloaded | UrlExpired | Failed:
+    async def _fetch(self, job: ImageJob) -> Downloaded | UrlExpired | Failed | Deferred:
         try:
             return await self._policy().call(lambda: self._once(job))
         except UrlExpiredError as err:
             self._counters.expired_urls += 1
             return UrlExpired(job.key, describe(err))
+        except NotAnImageError as err:  # every try got a page that is no image: the patent's problem
+            return Failed(job.key, describe(err))
+        except TransientDownloadError as err:  # not the patent's fault: it keeps its URL, tried again later
+            return Deferred(job.key, describe(err), time.time() + self.outage.defer_seconds)
         except DownloadError as err:
             return Failed(job.key, describe(err))
 
+    def usable(self, job: ImageJob, now: float) -> bool:
+        """Whether `job` may start now: more than its margin (relative to the URL's lifetime) left."""
+        signed = job.signed_at if job.signed_at is not None else parse_url_signed_at(job.url)
+        return is_usable(job.expires_at, now, margin(job.expires_at, signed, now, self._margin))
+
     async def _once(self, job: ImageJob) -> Downloaded:
-        if not is_usable(job.expires_at, time.time(), self._margin):
+        outage = self.outage.error(time.monotonic())
+        if outage is not None:
+            raise outage
+        if not self.usable(job, time.time()):
             raise UrlExpiredError("the URL expires too soon to start the download")
+        try:
+            done = await self._attempt(job)
+        except NotAnImageError:
+            self.outage.succeeded()
+            raise
+        except TransientDownloadError as err:
+            self.outage.failed(time.monotonic(), str(err), origin(job.url))
+            outage = self.outage.error(time.monotonic())
+            if outage is not None:
+                raise outage from err
+            raise
+        except DownloadError:
+            self.outage.succeeded()  # the CDN answered (403, 404, a bad image): it is reachable
+            raise
+        self.outage.succeeded()
+        return done
+
+    def outage_error(self) -> OutageError | None:
+        """The OutageError to stop with when every download failed for a while (checked on a timer too)."""
+        return self.outage.error(time.monotonic())
+
+    async def _attempt(self, job: ImageJob) -> Downloaded:
         with map_client_errors(TransientDownloadError, "image download"):
             # Signed URLs must go out byte for byte: re-quoting would break the signature.
             url = URL(job.url, encoded=True)
@@ -146,5 +191,5 @@ class ImageFetcher:
     def _begin(self, head: bytes) -> Upload:
         if sniff_image_type(head) is None:
             # CDNs do answer 200 with an HTML error page now and then: worth another try.
-            raise TransientDownloadError(f"not an image: the body starts with {head[:16]!r}")
+            raise NotAnImageError(f"not an image: the body starts with {head[:16]!r}")
         return self._sink.begin()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,7 +15,11 @@ from downloader.core.errors import DownloaderError
 
 @contextmanager
 def map_client_errors(cls: type[DownloaderError], what: str) -> Iterator[None]:
-    """Re-raise network failures (resets, timeouts, truncated bodies, bad JSON) as `cls`."""
+    """Re-raise network failures (resets, timeouts, truncated bodies, bad JSON) as `cls`.
+
+    The message says what happened in a few fixed words ("API request failed: connection refused
+    (ClientConnectorError)"): the originals can hold the URL, and so the apikey or a signature.
+    """
     try:
         yield
     except DownloaderError:
@@ -24,5 +31,37 @@ def map_client_errors(cls: type[DownloaderError], what: str) -> Iterator[None]:
     except aiohttp.ClientResponseError as err:
         raise cls(f"{what}: HTTP {err.status}") from err
     except (aiohttp.ClientError, ConnectionError, ValueError) as err:
-        # Messages of these can hold the URL (and so the apikey): keep only the class name.
-        raise cls(f"{what} failed ({type(err).__name__})") from err
+        raise cls(f"{what} failed: {cause(err)} ({type(err).__name__})") from err
+
+
+def cause(err: BaseException) -> str:
+    """A few words for a transport failure: connection refused, DNS lookup failed, TLS failed, ..."""
+    for inner in _chain(err):
+        if isinstance(inner, ssl.SSLError | aiohttp.ClientSSLError):
+            return "TLS failed"
+        if isinstance(inner, socket.gaierror) or type(inner).__name__ == "ClientConnectorDNSError":
+            return "DNS lookup failed"
+        if isinstance(inner, ConnectionRefusedError) or getattr(inner, "errno", None) == errno.ECONNREFUSED:
+            return "connection refused"
+        if isinstance(inner, ConnectionResetError) or getattr(inner, "errno", None) == errno.ECONNRESET:
+            return "connection reset"
+        if isinstance(inner, aiohttp.ServerDisconnectedError):
+            return "server disconnected"
+    if isinstance(err, aiohttp.ClientConnectorError):
+        return "cannot connect"
+    if isinstance(err, ValueError):
+        return "bad answer"
+    return "connection lost"
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """The error and what caused it (aiohttp keeps the OS error as `os_error` and as the cause)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        inner = getattr(current, "os_error", None)
+        if isinstance(inner, BaseException) and id(inner) not in seen:
+            yield inner
+        current = current.__cause__ or current.__context__

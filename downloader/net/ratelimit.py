@@ -1,66 +1,145 @@
-"""Account-wide request pacing that slows down when the API says "too fast" (AIMD).
+"""The account-wide API gate, held in the state store so every worker of a run shares it.
 
-aiolimiter does the pacing: `AsyncLimiter(1, 1 / rate)` spaces requests evenly (its default
-`AsyncLimiter(rate, 1)` would let a burst of `rate` requests through at start). On a throttling
-answer the rate is halved (at most once per cooling period, since requests already in flight
-report the same episode) and everyone pauses for Retry-After; after a quiet stretch of successes
-it climbs back by 10% steps towards the configured rate.
+`core/gate.py` decides (pacing slots, throttle episodes and the spent-quota verdict, the hold while
+refused credentials are checked); this class applies those decisions through the store's atomic
+`update_shared` (SQLite: one thread hop; PostgreSQL: one transaction on the server's clock) and
+waits as told. A normal request costs one round trip (`acquire`); its answer is reported only while
+the gate needs to hear it (a probe, a credential check, a spacing that is still recovering).
+
+Within one process the tasks queue on a local lock, so one of them at a time asks the store for a
+slot and the others do not poll it; a credential checker skips that queue (the others are waiting
+on its verdict).
 """
 
 from __future__ import annotations
 
-import time
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import anyio
-from aiolimiter import AsyncLimiter
 
-MIN_RATE = 0.2
-_RECOVER_AFTER = 10  # successes without throttling before the next step up
+from downloader.core import gate
+from downloader.core.errors import ApiError, FatalApiError
+
+T = TypeVar("T")
+RECORD = "api-gate"
+Shared = dict[str, Any]
 
 
-class AdaptiveRate:
-    """`await rate.acquire()` before each request; report `throttled()` and `succeeded()`."""
+class SharedRecords(Protocol):
+    """The part of the state store the gate needs (`StateStore` has it)."""
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_rate = rate
+    async def update_shared(self, name: str, change: Callable[[Shared | None, float], tuple[Shared, T]]) -> T: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A granted slot: which one (to tell the gate how it went) and whether the gate wants to hear."""
+
+    slot: float
+    report: bool
+    probe: bool = False
+
+
+def fatal_from(verdict: dict[str, Any]) -> FatalApiError:
+    """The error a gate verdict stops the run with."""
+    return FatalApiError(verdict.get("message", "the run was stopped at the API gate"), hint=verdict.get("hint", ""),
+                         code=verdict.get("code"), status=verdict.get("status"))
+
+
+class ApiGate:
+    """`ticket = await gate.acquire()` before each API request; then report how it went."""
+
+    def __init__(self, records: SharedRecords, run_id: int, rate: float, patience: float, *,
+                 log: Callable[[str, dict[str, object]], None] | None = None,
+                 pauses: tuple[float, ...] = gate.PAUSES) -> None:
         self.rate = rate
-        self._clock = clock
-        self._limiter = AsyncLimiter(1, 1 / rate)
-        self._paused_until = 0.0
-        self._last_cut = -1e9
-        self._quiet = 0
-        self.episodes = 0
+        self.patience = patience
+        self.pauses = pauses
+        self._records = records
+        self._run = run_id
+        self._log = log or (lambda event, fields: None)
+        self._local = anyio.Lock()
 
     def __repr__(self) -> str:
-        return f"<AdaptiveRate {self.rate:.2f}/s of {self.max_rate:.2f}/s, episodes={self.episodes}>"
+        return f"<ApiGate run {self._run}, {self.rate:g}/s, patience {self.patience:g} s>"
 
-    async def acquire(self) -> None:
-        """Wait for a pause to end, then for the next slot at the current rate."""
-        while (delay := self._paused_until - self._clock()) > 0:
-            await anyio.sleep(delay)
-        await self._limiter.acquire()
+    async def _update(self, change: Callable[..., tuple[Shared, T]], **kwargs: Any) -> T:
+        step = functools.partial(change, run=self._run, rate=self.rate, **kwargs)
+        return await self._records.update_shared(RECORD, step)
 
-    def throttled(self, retry_after: float | None) -> bool:
-        """Slow down after a throttling answer; True when this started a new episode."""
-        now = self._clock()
-        self._quiet = 0
-        # Without Retry-After, wait out one QPS window (1 s): waiting one request slot only hammers on.
-        self._paused_until = max(self._paused_until, now + (retry_after or 1.0))
-        if now - self._last_cut < max(1.0, 2.0 / self.rate):
-            return False
-        self._last_cut = now
-        self.episodes += 1
-        self._set(max(MIN_RATE, self.rate / 2))
-        return True
+    async def acquire(self, holder: str | None = None) -> Ticket:
+        """Wait for this request's slot (a probe's, while throttled); raise the run's verdict if there is one."""
+        if holder is not None:
+            return await self._acquire(holder)
+        async with self._local:
+            return await self._acquire(None)
 
-    def succeeded(self) -> None:
-        """Count a success; after enough of them, step the rate back up."""
-        self._quiet += 1
-        if self.rate < self.max_rate and self._quiet >= _RECOVER_AFTER:
-            self._quiet = 0
-            self._set(min(self.max_rate, self.rate * 1.1))
+    async def _acquire(self, holder: str | None) -> Ticket:
+        while True:
+            grant: gate.Grant = await self._update(gate.acquire, owner=holder)
+            if grant.fatal is not None:
+                raise fatal_from(grant.fatal)
+            if grant.wait > 0:
+                await anyio.sleep(grant.wait)
+            if grant.slot is not None:
+                return Ticket(grant.slot, grant.report, grant.probe)
 
-    def _set(self, rate: float) -> None:
-        self.rate = rate
-        self._limiter = AsyncLimiter(1, 1 / rate)
+    async def throttled(self, ticket: Ticket, err: ApiError) -> None:
+        """A throttling answer: slow down and probe; raise FatalApiError when the quota is spent."""
+        what = f"PatSnap error {err.code}" if err.code else f"HTTP {err.status}"
+        verdict: gate.Throttle = await self._update(
+            gate.throttled, slot=ticket.slot, what=what, code=err.code, status=err.status,
+            retry_after=err.retry_after, patience=self.patience, pauses=self.pauses)
+        if verdict.fatal is not None:
+            raise fatal_from(verdict.fatal) from err
+        if not verdict.ignored:
+            self._log("throttled", {"code": err.code or err.status, "next_probe_in_s": verdict.pause,
+                                    "episode": "new" if verdict.started else "continues"})
+
+    async def succeeded(self, ticket: Ticket, holder: str | None = None) -> None:
+        """A normal answer (only sent to the store when the gate wants to hear it)."""
+        if ticket.report or holder is not None:
+            await self._update(gate.succeeded, slot=ticket.slot, owner=holder)
+
+    async def unanswered(self, ticket: Ticket) -> None:
+        """No answer (a transport failure): a probe is offered again."""
+        if ticket.probe:
+            await self._update(gate.unanswered, slot=ticket.slot)
+
+    async def hold(self, owner: str) -> bool:
+        """After a refusal: True when `owner` is to check the credentials; False after waiting for
+        someone else's check to pass. Raises the verdict when a check failed."""
+        checker: bool | dict[str, Any] = await self._update(gate.hold, owner=owner)
+        if isinstance(checker, dict):
+            raise fatal_from(checker)
+        if checker:
+            return True
+        while True:  # someone else checks: wait for the verdict
+            await anyio.sleep(0.1)
+            held: bool | dict[str, Any] = await self._update(gate.checking, owner=owner)
+            if isinstance(held, dict):
+                raise fatal_from(held)
+            if not held:
+                return False
+
+    async def release(self, owner: str) -> None:
+        """Give up a credential check without a verdict (the token refresh failed in transport)."""
+        with anyio.CancelScope(shield=True):
+            await self._update(gate.release, owner=owner)
+
+    async def conclude(self, err: FatalApiError) -> None:
+        """The check failed: stop every worker at the gate with `err`."""
+        verdict = {"kind": "credentials", "message": str(err), "hint": err.hint, "code": err.code,
+                   "status": err.status}
+        with anyio.CancelScope(shield=True):
+            await self._update(gate.conclude, verdict=verdict)
+
+    async def state(self) -> gate.GateState:
+        """The gate as the store holds it now (for tests and status)."""
+        def look(old: Shared | None, now: float) -> tuple[Shared, gate.GateState]:
+            current = gate.load(old, self._run, self.rate)
+            return gate.dump(current), current
+        return await self._records.update_shared(RECORD, look)

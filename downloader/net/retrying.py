@@ -1,8 +1,9 @@
 """Retry policy: which failures are retried, how long to wait, when to give up (via tenacity).
 
-Transient faults get `attempts` tries with exponential backoff and jitter; throttling answers are
-retried for as long as `throttle_budget` seconds allow (they say "slower", not "broken"), waiting
-at least the server's Retry-After; a refused token is retried once, right after its refresh.
+Transient faults get `attempts` tries with exponential backoff and jitter. Throttling answers are
+retried with no wait of their own: the API gate (`net/ratelimit.py`) paces the retry, and it is
+the gate that decides, run-wide, when throttling is a spent quota (a FatalApiError, not retried).
+A refused token is retried at once after the credential check (`net/api.py`) at most twice.
 Everything else propagates at once. `set_testing(True)` removes the sleeps.
 """
 
@@ -21,6 +22,8 @@ from downloader.core.errors import ThrottledError, TokenExpiredError, TransientA
 
 T = TypeVar("T")
 RETRYABLE = (TransientApiError, TokenExpiredError, TransientDownloadError)
+# Once after waiting for another request's credential check, once more as the checker itself.
+TOKEN_RETRIES = 2
 _testing = False
 
 
@@ -42,12 +45,10 @@ class RetryPolicy:
     attempts: int
     initial: float = 0.5
     maximum: float = 30.0
-    throttle_budget: float = 600.0
     on_retry: Callable[[BaseException], None] | None = None
     clock: Callable[[], float] = time.monotonic
     _failures: int = field(default=0, init=False)
     _token_retries: int = field(default=0, init=False)
-    _throttled_since: float | None = field(default=None, init=False)
 
     async def call(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run `attempt` under this policy.
@@ -76,21 +77,18 @@ class RetryPolicy:
     def _admit(self, err: BaseException | None) -> bool:
         """Count a failure; True when it is worth another try."""
         if isinstance(err, ThrottledError):
-            self._throttled_since = self._throttled_since or self.clock()
-            return self.clock() - self._throttled_since < self.throttle_budget
+            return True  # the gate paces the retry, and stops the run when the quota is spent
         if isinstance(err, TokenExpiredError):
             self._token_retries += 1
-            return self._token_retries <= 1
+            return self._token_retries <= TOKEN_RETRIES
         if isinstance(err, RETRYABLE):
             self._failures += 1
             return self._failures < self.attempts
         return False
 
     def _delay(self, err: BaseException | None) -> float:
-        if _testing or isinstance(err, TokenExpiredError):
+        if _testing or isinstance(err, TokenExpiredError | ThrottledError):
             return 0.0
-        if isinstance(err, ThrottledError):
-            return max(err.retry_after or 0.0, backoff(2, self.initial, self.maximum))
         return backoff(self._failures, self.initial, self.maximum)
 
     def _report(self, err: BaseException | None) -> None:

@@ -8,7 +8,8 @@ Routes
                                            "BearerToken", expires_in, status, issued_at (ms)};
                                            bad credentials → 401 {"error": "invalid_client"}.
     GET  /basic-patent-data/abstract-image ?patent_number=A,B|patent_id=…&apikey=K, Bearer token.
-                                           Checks, in order: apikey (67200008), token (67200003),
+                                           Checks, in order: an outage (`api_down`), apikey
+                                           (67200008, or HTTP 401 with `apikey_refusal`), token (67200003),
                                            QPS (67200007 or HTTP 429), fatal_code, quota
                                            (67200002), random faults, ids (68300004). Coded errors
                                            are HTTP 200 with status false. patent_id wins over
@@ -16,7 +17,7 @@ Routes
     GET  /cdn/{office}/{pn}/{pn}_{num}.{ext}?<signature>
                                            the drawing, streamed in 64 KB chunks; 403 XML
                                            AccessDenied "Request has expired" / SignatureDoesNotMatch,
-                                           404 XML NoSuchKey.
+                                           404 XML NoSuchKey; an outage (`cdn_down`) answers every request.
     GET  /_sim/counters, GET|POST /_sim/config, POST /_sim/reset-counters
                                            for tests driving the tool in a subprocess.
 

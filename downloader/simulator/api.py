@@ -54,11 +54,16 @@ async def token_handler(request: web.Request) -> web.Response:
     """POST /oauth/token: client credentials (HTTP Basic or form) → a bearer token."""
     sim = request.app[SIM_KEY]
     config = sim.config
+    sim.counters.requests += 1
     sim.counters.token_requests += 1
+    down = sim.down("api")
+    if down is not None:
+        return down_answer(sim, request, down, "api")
     form = await request.post()
     client_id, client_secret = _client_credentials(request, form)
     if config.refuse_credentials or (client_id, client_secret) != (config.client_id, config.client_secret):
         sim.counters.token_refused += 1
+        sim.counters.refused()
         return web.json_response(
             {"error": "invalid_client", "error_description": "Bad client credentials"}, status=401
         )
@@ -92,15 +97,37 @@ def _client_credentials(request: web.Request, form: Mapping[str, Any]) -> tuple[
 async def abstract_image_handler(request: web.Request) -> web.StreamResponse:
     """GET /basic-patent-data/abstract-image: the P021 answer, faults and all."""
     sim = request.app[SIM_KEY]
-    sim.counters.api_requests += 1
-    sim.counters.api_times.append(sim.clock())
+    counters = sim.counters
+    counters.requests += 1
+    counters.api_requests += 1
+    counters.api_times.append(sim.clock())
+    if _has_client_headers(request):
+        counters.api_with_headers += 1
     with sim.gauge("api"):
         if sim.config.api_latency > 0:
             await asyncio.sleep(sim.config.api_latency)
+        down = sim.down("api")
+        if down is not None:
+            return down_answer(sim, request, down, "api")
         refusal = _refusal(sim, request)
         if refusal is None:
             refusal = await _injected_fault(sim, request)
         return refusal if refusal is not None else _answer(sim, request)
+
+
+def _has_client_headers(request: web.Request) -> bool:
+    """Whether the request carries the headers PatSnap's own clients send (accepted either way)."""
+    return (request.headers.get("X-PatSnap-Version") == "1.0"
+            and request.headers.get("Content-Type", "").split(";")[0].strip() == "application/json")
+
+
+def down_answer(sim: Simulator, request: web.Request, kind: str, side: str) -> web.Response:
+    """What an outage answers: an HTTP error page, or a dropped connection ("reset")."""
+    setattr(sim.counters, f"{side}_down_answers", getattr(sim.counters, f"{side}_down_answers") + 1)
+    if kind == "reset":
+        reset_connection(request)
+        return web.Response()  # aiohttp swallows the failed write to the dead transport
+    return web.Response(status=int(kind), text=_STATUS_PAGE.format(_REASONS[kind]), content_type="text/html")
 
 
 def _refusal(sim: Simulator, request: web.Request) -> web.StreamResponse | None:
@@ -109,13 +136,18 @@ def _refusal(sim: Simulator, request: web.Request) -> web.StreamResponse | None:
     apikey = request.query.get("apikey", "")
     if apikey not in (config.api_key, config.client_id):
         counters.auth_refused += 1
+        counters.refused()
+        if config.apikey_refusal == "401":
+            return web.json_response({"error": "unauthorized", "message": "Invalid apikey"}, status=401)
         return coded_error(67200008)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not sim.token_valid(token.strip()):
         counters.auth_refused += 1
+        counters.refused()
         return coded_error(67200003)
     if not sim.admit():
         counters.throttled += 1
+        counters.throttled_now()
         if config.throttle_mode == "429":
             return coded_error(67200007, status=429, headers={"Retry-After": "1"})
         return coded_error(67200007)
@@ -124,6 +156,7 @@ def _refusal(sim: Simulator, request: web.Request) -> web.StreamResponse | None:
         return coded_error(config.fatal_code)
     if config.quota_after is not None and counters.charged >= config.quota_after:
         counters.quota_refused += 1
+        counters.throttled_now()
         return coded_error(67200002)
     return None
 

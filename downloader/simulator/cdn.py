@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from aiohttp import web
 
 from downloader.simulator import images
-from downloader.simulator.api import reset_connection
+from downloader.simulator.api import down_answer, reset_connection
 from downloader.simulator.core import SIM_KEY, Simulator
 from downloader.simulator.signing import verify
 
@@ -37,6 +37,9 @@ async def image_handler(request: web.Request) -> web.StreamResponse:
     with sim.gauge("cdn"):
         if sim.config.cdn_latency > 0:
             await asyncio.sleep(sim.config.cdn_latency)
+        down = sim.down("cdn")
+        if down is not None:
+            return down_answer(sim, request, down, "cdn")
         match = _PATH.match(request.path)
         if match is None:
             return _not_found(sim)

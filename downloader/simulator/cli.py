@@ -6,9 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import time
 
 from downloader.simulator.config import (
     API_FAULT_KINDS,
+    APIKEY_REFUSALS,
+    DOWN_KINDS,
     IMAGE_FAULT_KINDS,
     THROTTLE_MODES,
     SimulatorConfig,
@@ -51,6 +54,14 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     add("--quota-after", type=int, default=None, help="answer 67200002 once this many results charged")
     add("--fatal-code", type=int, default=None, help="answer this error code to every API request")
     add("--refuse-credentials", action="store_true", help="the token endpoint answers 401")
+    add("--apikey-refusal", choices=APIKEY_REFUSALS, default=d.apikey_refusal,
+        help="a wrong apikey: 'code' = 67200008, '401' = HTTP 401 (as some gateways answer)")
+    add("--api-down", choices=DOWN_KINDS, default=None, help="answer every API request so (an outage)")
+    add("--api-down-for", type=float, default=None, metavar="SECONDS",
+        help="end the --api-down outage after this long (default: never)")
+    add("--cdn-down", choices=DOWN_KINDS, default=None, help="answer every image request so (an outage)")
+    add("--cdn-down-for", type=float, default=None, metavar="SECONDS",
+        help="end the --cdn-down outage after this long (default: never)")
 
 
 def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
@@ -78,7 +89,16 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
         quota_after=ns.quota_after,
         fatal_code=ns.fatal_code,
         refuse_credentials=ns.refuse_credentials,
+        apikey_refusal=ns.apikey_refusal,
+        api_down=ns.api_down,
+        api_down_until=_until(ns.api_down_for),
+        cdn_down=ns.cdn_down,
+        cdn_down_until=_until(ns.cdn_down_for),
     )
+
+
+def _until(seconds: float | None) -> float | None:
+    return None if seconds is None else time.time() + seconds
 
 
 def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 8080) -> None:

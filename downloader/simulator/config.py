@@ -10,6 +10,8 @@ from typing import Any
 API_FAULT_KINDS = ("500", "502", "503", "68300008", "reset", "slow", "not_json")
 IMAGE_FAULT_KINDS = ("reset", "truncate", "html", "slow")
 THROTTLE_MODES = ("code", "429")
+DOWN_KINDS = ("500", "502", "503", "reset")
+APIKEY_REFUSALS = ("code", "401")
 
 
 @dataclass
@@ -46,6 +48,14 @@ class SimulatorConfig:
     quota_after: int | None = None
     fatal_code: int | None = None
     refuse_credentials: bool = False
+    # A wrong apikey: PatSnap's 67200008 ("code"), or HTTP 401 as some gateways in front of it answer.
+    apikey_refusal: str = "code"
+    # An outage: every API (or CDN) request gets this answer ("502", "reset", ...) until the
+    # simulator clock passes `*_down_until` (None: for as long as `*_down` is set).
+    api_down: str | None = None
+    api_down_until: float | None = None
+    cdn_down: str | None = None
+    cdn_down_until: float | None = None
     # Requested identifier (any case) -> the raw JSON item answered in its place.
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Full pns (with kind code, as in the image URL) whose image is a huge PNG-headed body...
@@ -81,6 +91,11 @@ class SimulatorConfig:
             raise ValueError(f"api_fault_kinds must be among {API_FAULT_KINDS}")
         if not set(self.image_fault_kinds) <= set(IMAGE_FAULT_KINDS):
             raise ValueError(f"image_fault_kinds must be among {IMAGE_FAULT_KINDS}")
+        for name in ("api_down", "cdn_down"):
+            if getattr(self, name) not in (None, *DOWN_KINDS):
+                raise ValueError(f"{name} must be one of {DOWN_KINDS} or null")
+        if self.apikey_refusal not in APIKEY_REFUSALS:
+            raise ValueError(f"apikey_refusal must be one of {APIKEY_REFUSALS}")
 
     def as_json(self) -> dict[str, Any]:
         """The config as JSON-serialisable values (sets and tuples become sorted lists)."""
@@ -94,8 +109,22 @@ class SimulatorConfig:
 
 @dataclass
 class Counters:
-    """What the simulator saw; `asks` counts each normalized identifier in accepted requests."""
+    """What the simulator saw; `asks` counts each normalized identifier in accepted requests.
 
+    `requests` counts every API and token request; `first_refusal_at` and `first_throttle_at`
+    are its value at the first credential refusal (67200003, 67200008, HTTP 401 from the API or
+    the token endpoint) and at the first throttling answer (67200002, 67200007, HTTP 429), so
+    `requests - first_refusal_at` is how many requests a client sent after it was first refused.
+    `api_with_headers` counts API requests that carried `X-PatSnap-Version: 1.0` and
+    `Content-Type: application/json`.
+    """
+
+    requests: int = 0
+    first_refusal_at: int | None = None
+    first_throttle_at: int | None = None
+    api_with_headers: int = 0
+    api_down_answers: int = 0
+    cdn_down_answers: int = 0
     api_requests: int = 0
     api_ok: int = 0
     ids_asked: int = 0
@@ -144,6 +173,16 @@ class Counters:
         if len(self.asks) <= max_asks:
             out["asks"] = dict(self.asks)
         return out
+
+    def refused(self) -> None:
+        """Note a credential refusal (the first one marks `first_refusal_at`)."""
+        if self.first_refusal_at is None:
+            self.first_refusal_at = self.requests
+
+    def throttled_now(self) -> None:
+        """Note a throttling answer (the first one marks `first_throttle_at`)."""
+        if self.first_throttle_at is None:
+            self.first_throttle_at = self.requests
 
     def fresh(self) -> Counters:
         """Zeroed counters that keep the live in-flight gauges."""

@@ -94,6 +94,14 @@ class Simulator:
         window.append(now)
         return True
 
+    def down(self, side: str) -> str | None:
+        """The outage answer for every request on the "api" or "cdn" side right now, if one is set."""
+        kind: str | None = getattr(self.config, f"{side}_down")
+        until: float | None = getattr(self.config, f"{side}_down_until")
+        if kind is None or (until is not None and self.clock() >= until):
+            return None
+        return kind
+
     def api_fault(self) -> str | None:
         """The fault kind to inject into this API request, if the dice say so."""
         return self._roll(self._api_dice, self.config.api_fault_rate, self.config.api_fault_kinds)

@@ -64,14 +64,19 @@ class Claim:
     """Work a worker now holds under its lease.
 
     `to_ask`: keys of one kind that need the API (never more than the claim's limit).
+    `repeats`: the keys of `to_ask` that were paid for before and whose URL expired unused
+    (a UrlExpired event, or a resolved key whose URL is past `usable_after`): asking them again
+    is a recharge, counted as such.
     `to_download`: keys whose signed URL is still good: download them without an API call.
+    Keys whose `retry_at` is in the future (a Deferred event set it) are in neither.
     When both are empty, what is left of the run and why nobody can take it now:
     `waiting`: unsettled keys held under a live lease (by any worker, this one included);
-    `deferred`: pending keys whose `retry_at` is still in the future (a Deferred event set it),
+    `deferred`: unsettled keys (pending or resolved) whose `retry_at` is still in the future,
     with `next_retry` the earliest such time. All zero: the run has nothing left for anyone.
     """
 
     to_ask: Batch | None = None
+    repeats: tuple[str, ...] = ()
     to_download: tuple[ImageJob, ...] = ()
     waiting: int = 0
     deferred: int = 0
@@ -137,7 +142,7 @@ class StateStore(Protocol):
     async def reopen(self, run_id: int, *, retry_failed: bool, recheck_before: float | None) -> None:
         """Send back to pending what this run should ask again: failed (if asked), stale misses.
 
-        Also clears `retry_at` of this run's pending keys: a new run tries deferred keys at once.
+        Also clears `retry_at` of this run's unsettled keys: a new run tries deferred keys at once.
         """
         ...
 
@@ -148,7 +153,9 @@ class StateStore(Protocol):
 
     # --- work ---
     async def claim(self, run_id: int, worker: str, *, limit: int, usable_after: float, lease: float) -> Claim:
-        """Take up to `limit` keys of this run that nobody holds (or whose holder's lease ran out)."""
+        """Take up to `limit` keys of this run that nobody holds (or whose holder's lease ran out)
+        and that are due (`retry_at` passed or unset); a resolved key whose URL expires before
+        `usable_after` is asked again, a later one downloaded."""
         ...
 
     async def renew(self, worker: str, lease: float) -> None:

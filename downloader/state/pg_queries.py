@@ -38,7 +38,7 @@ REOPEN_FAILED = ("UPDATE patents SET status = 'pending', attempts = 0, expiries 
                  "WHERE seen_run = %s AND status = 'failed'")
 REOPEN_MISSES = ("UPDATE patents SET status = 'pending' WHERE seen_run = %s "
                  "AND status IN ('no_image', 'not_found') AND updated_at < %s")
-CLEAR_RETRY_AT = ("UPDATE patents SET retry_at = NULL WHERE seen_run = %s AND status = 'pending' "
+CLEAR_RETRY_AT = ("UPDATE patents SET retry_at = NULL WHERE seen_run = %s AND status IN ('pending', 'resolved') "
                   "AND retry_at IS NOT NULL")
 
 PLAN_TABLE = "CREATE TEMP TABLE plan_keys (kind text NOT NULL, key text NOT NULL) ON COMMIT DROP"
@@ -61,13 +61,15 @@ PLAN = f"""WITH k AS (SELECT kind, key, count(*) AS n FROM plan_keys GROUP BY ki
 NOW = f"SELECT {NOW_SQL}"
 _FREE = "(claimed_by IS NULL OR lease_until < %(now)s)"
 _UNSETTLED = "seen_run = %(run)s AND status IN ('pending', 'resolved')"
-_NEEDS_API = """((status = 'pending' AND (retry_at IS NULL OR retry_at <= %(now)s))
-    OR (status = 'resolved' AND (expires_at IS NULL OR expires_at <= %(usable)s)))"""
+# A Deferred event sets `retry_at` without changing the status: such a key is claimed by nobody before then.
+_DUE = "(retry_at IS NULL OR retry_at <= %(now)s)"
+_NEEDS_API = f"""((status = 'pending' OR (status = 'resolved' AND (expires_at IS NULL OR expires_at <= %(usable)s)))
+    AND {_DUE})"""
 _TAKE = """UPDATE patents p SET claimed_by = %(worker)s, lease_until = %(lease_until)s
     FROM c WHERE p.kind = c.kind AND p.key = c.key"""
 
 CLAIM_DOWNLOADS = f"""WITH c AS (SELECT kind, key FROM patents WHERE {_UNSETTLED} AND status = 'resolved'
-        AND expires_at > %(usable)s AND {_FREE} ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        AND expires_at > %(usable)s AND {_DUE} AND {_FREE} ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
     {_TAKE} RETURNING p.seq, p.kind, p.key, p.pn, p.num, p.url, p.expires_at"""
 # The first free key that needs the API sets the batch's kind; locking it (SKIP LOCKED) means the
 # batch has at least that key, even when other workers are claiming the first keys of that kind.
@@ -75,11 +77,12 @@ FIRST_TO_ASK = f"""SELECT kind FROM patents WHERE {_UNSETTLED} AND {_NEEDS_API} 
     ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"""
 CLAIM_TO_ASK = f"""WITH c AS (SELECT kind, key FROM patents WHERE {_UNSETTLED} AND kind = %(kind)s AND {_NEEDS_API}
         AND {_FREE} ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-    {_TAKE} RETURNING p.seq, p.key"""
+    {_TAKE} RETURNING p.seq, p.key, (p.expiries > 0 OR p.status = 'resolved')"""
+# (the last column: paid for before, and the URL expired unused: asking again is a recharge)
 # When nothing could be claimed, every unsettled key of the run is deferred to a later retry, held
 # under a live lease, or being claimed in another worker's open transaction (which no query can see
 # yet): all but the deferred ones count as waiting. So does a key freed a moment ago ("try again").
-_DEFERRED = "status = 'pending' AND coalesce(retry_at > %(now)s AND NOT coalesce(lease_until >= %(now)s, false), false)"
+_DEFERRED = "coalesce(retry_at > %(now)s AND NOT coalesce(lease_until >= %(now)s, false), false)"
 WAITING = f"""SELECT count(*) FILTER (WHERE NOT deferred), count(*) FILTER (WHERE deferred),
         min(retry_at) FILTER (WHERE deferred)
     FROM (SELECT retry_at, ({_DEFERRED}) AS deferred FROM patents WHERE {_UNSETTLED}) u"""

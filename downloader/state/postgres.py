@@ -298,7 +298,8 @@ async def _claim(conn: AsyncConnection, run_id: int, worker: str, limit: int, us
     if (first := await cur.fetchone()) is not None:
         cur = await conn.execute(q.CLAIM_TO_ASK, {**params, "kind": first[0]})
         if keys := sorted(await cur.fetchall()):
-            return Claim(to_ask=Batch(Kind(first[0]), tuple(key for _seq, key in keys)))
+            return Claim(to_ask=Batch(Kind(first[0]), tuple(key for _seq, key, _repeat in keys)),
+                         repeats=tuple(key for _seq, key, repeat in keys if repeat))
     waiting, deferred, next_retry = await (await conn.execute(q.WAITING, params)).fetchone() or (0, 0, None)
     return Claim(waiting=int(waiting), deferred=int(deferred), next_retry=next_retry)
 

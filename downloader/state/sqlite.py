@@ -11,8 +11,9 @@ A disk that is full, read-only or failing under the file raises the OutputError 
 Status transitions (anything else is ignored, so a late or repeated event cannot undo progress):
 
     pending  ──resolved──▶ resolved ──downloaded──▶ downloaded
-       │  ▲                   │
-       │  └─deferred          └─url expired──▶ pending
+       │                      │
+       │                      └─url expired──▶ pending
+       │   (deferred: no status change, only `retry_at`; claims skip the key until then)
        ├─no_image/not_found
        └─failed (also from resolved)
     failed ──(--retry-failed)──▶ pending;  no_image/not_found ──(--recheck-after)──▶ pending
@@ -51,6 +52,7 @@ _PAGE = 1000
 _ROW_COLUMNS = ("kind, key, status, pn, patent_id, num, url, expires_at, local_file, bytes, sha256, error, "
                 "updated_at")
 _FREE = "(claimed_by IS NULL OR lease_until < :now)"
+_DUE = "(retry_at IS NULL OR retry_at<=:now)"
 
 __all__ = ["ALLOWED_FROM", "STATE_FILE", "SqliteStore", "connect", "transition_allowed"]
 
@@ -164,8 +166,8 @@ class SqliteStore:
 
     def _reopen(self, run_id: int, retry_failed: bool, recheck_before: float | None) -> None:
         with self._transaction():
-            self._conn.execute("UPDATE patents SET retry_at=NULL WHERE seen_run=? AND status='pending' "
-                               "AND retry_at IS NOT NULL", (run_id,))
+            self._conn.execute("UPDATE patents SET retry_at=NULL WHERE seen_run=? AND status IN ('pending',"
+                               "'resolved') AND retry_at IS NOT NULL", (run_id,))
             if retry_failed:
                 self._conn.execute("UPDATE patents SET status='pending', attempts=0, expiries=0 "
                                    "WHERE seen_run=? AND status='failed'", (run_id,))
@@ -190,18 +192,20 @@ class SqliteStore:
         args = {"run": run_id, "worker": worker, "limit": limit, "usable": usable_after, "now": now,
                 "until": now + lease}
         with self._transaction():
-            jobs = self._claim_rows("status='resolved' AND expires_at>:usable", args,
+            jobs = self._claim_rows(f"status='resolved' AND expires_at>:usable AND {_DUE}", args,
                                     "seq, kind, key, pn, num, url, expires_at")
             if jobs:
                 return Claim(to_download=tuple(ImageJob(PatentKey(Kind(k), v), pn, num, url, exp)
                                                for _, k, v, pn, num, url, exp in jobs))
-            for condition in ("status='pending' AND (retry_at IS NULL OR retry_at<=:now)",
-                              "status='resolved' AND expires_at<=:usable"):
+            for condition in (f"status='pending' AND {_DUE}", f"status='resolved' AND expires_at<=:usable AND {_DUE}"):
                 first = self._conn.execute(f"SELECT kind FROM patents WHERE seen_run=:run AND {condition} AND {_FREE} "
                                            "ORDER BY seq LIMIT 1", args).fetchone()
                 if first:
-                    rows = self._claim_rows(f"{condition} AND kind=:kind", {**args, "kind": first[0]}, "seq, key")
-                    return Claim(to_ask=Batch(Kind(first[0]), tuple(key for _, key in rows)))
+                    # A key paid for before whose URL expired unused (counted or not yet) is a repeat.
+                    rows = self._claim_rows(f"{condition} AND kind=:kind", {**args, "kind": first[0]},
+                                            "seq, key, expiries>0 OR status='resolved'")
+                    return Claim(to_ask=Batch(Kind(first[0]), tuple(key for _, key, _ in rows)),
+                                 repeats=tuple(key for _, key, repeat in rows if repeat))
             return self._nothing_free(args)
 
     def _claim_rows(self, condition: str, args: dict[str, Any], columns: str) -> list[Any]:
@@ -214,8 +218,8 @@ class SqliteStore:
     def _nothing_free(self, args: dict[str, Any]) -> Claim:
         waiting, deferred, next_retry = self._conn.execute(
             "SELECT COALESCE(SUM(claimed_by IS NOT NULL AND lease_until>=:now), 0), "
-            "COALESCE(SUM(status='pending' AND retry_at>:now), 0), MIN(CASE WHEN status='pending' AND "
-            "retry_at>:now THEN retry_at END) FROM patents WHERE seen_run=:run AND status IN ('pending','resolved')",
+            "COALESCE(SUM(retry_at>:now), 0), MIN(CASE WHEN retry_at>:now THEN retry_at END) "
+            "FROM patents WHERE seen_run=:run AND status IN ('pending','resolved')",
             args).fetchone()
         return Claim(waiting=int(waiting), deferred=int(deferred), next_retry=next_retry)
 

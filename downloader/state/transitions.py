@@ -12,7 +12,8 @@ from typing import Any
 from downloader.core.model import Deferred, Downloaded, Failed, NoImage, NotFound, Resolved, Status, UrlExpired
 from downloader.state.base import StateEvent
 
-# Which statuses each new status may be reached from (UrlExpired and Deferred both lead to pending).
+# Which statuses each new status may be reached from (UrlExpired leads back to pending; Deferred
+# changes no status: it only sets `retry_at`, so a resolved key keeps its URL for a later download).
 ALLOWED_FROM: dict[Status, tuple[Status, ...]] = {
     Status.RESOLVED: (Status.PENDING, Status.RESOLVED),
     Status.NO_IMAGE: (Status.PENDING, Status.RESOLVED),
@@ -66,5 +67,7 @@ def update_for(event: StateEvent, mark: str) -> tuple[str, tuple[Any, ...]]:
                                             f"the download {MAX_EXPIRIES} times' ELSE {m} END", 1)
             return sql, (reason,)
         case Deferred(_, error, retry_at):
-            return guarded(Status.PENDING, f"error={m}, retry_at={m}, {_RELEASE}", _DEFERRED_FROM), (error, retry_at)
+            sources = ",".join(f"'{s.value}'" for s in _DEFERRED_FROM)
+            return (f"UPDATE patents SET error={m}, retry_at={m}, {_RELEASE}, updated_at={m} "
+                    f"WHERE kind={m} AND key={m} AND status IN ({sources})"), (error, retry_at)
     raise TypeError(f"not a state event: {event!r}")

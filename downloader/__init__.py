@@ -6,8 +6,13 @@ inward, and each folder is one part:
 - core/      the pure vocabulary and rules, no I/O: model (keys, outcomes, events of the state),
              errors (the tree, exit 3 = FatalError), outcome (typed Summary, StopReason, the one
              exit-code table), protocol (request params, answer → per-key outcomes, error codes),
-             expiry (when a signed URL expires, from the URL), naming (image paths), budget,
-             halt (the record that stops every worker), events (what progress and logs hear), settings
+             expiry (when a signed URL was signed and expires, from the URL; the margin, relative to
+             its lifetime), lookahead (how far the API stage may run ahead of the downloads), gate
+             (account-wide pacing, throttle episodes → spent quota, the credential-check hold),
+             credentials (the shared token record, the suspect credential), outage (transport
+             failures defer; every call failing for a while stops the run), problems (counted by
+             kind), naming (image paths), budget, halt (the record that stops every worker),
+             events (what progress and logs hear), settings
 - inputs/    stream CSV rows → normalized PatentKeys or Rejects
 - state/     where state lives: `base.StateStore` (the protocol: ingest, claims under leases, results,
              reads, workers, shared records), `sqlite` (embedded default, DIR/state.sqlite),
@@ -16,8 +21,9 @@ inward, and each folder is one part:
 - sinks/     where images and output files go: `base.ImageSink` (the protocol: begin → write → commit
              a verified object, stage → publish a file), `local` (temp file, atomic rename; aiofiles on
              file systems that can block), `s3` (one object per verified image)
-- net/       the API client (api: rate, retries, splitting, budget), auth (tokens), cdn (stream,
-             hash, verify, hand to the sink), ratelimit, retrying, proxies, httperrors
+- net/       the API client (api: the gate, retries, splitting, budget, credential check), auth
+             (tokens, one for the fleet), cdn (stream, hash, verify, hand to the sink), ratelimit
+             (the shared API gate), retrying, proxies, httperrors
 - pipeline   the task group of one worker: planner (claims) → API workers → download workers →
              recorder, plus the lease keeper (renew, heartbeat, halt check)
 - job        wiring: sink + store + lock → ingest → pipeline (and --workers helpers) → manifest,

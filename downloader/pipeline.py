@@ -50,7 +50,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from downloader.core import halt
 from downloader.core.errors import FatalError, OutputError
 from downloader.core.events import BatchDone, ImageDone, Notice, Planned, Problem, Sink
-from downloader.core.expiry import margin
+from downloader.core.expiry import margin, parse_url_signed_at
 from downloader.core.lookahead import Lookahead
 from downloader.core.model import (
     Batch,
@@ -195,7 +195,7 @@ class Pipeline:
                 # URLs not yet expired are claimed for download; the fetcher applies each one's margin.
                 claim = await self.store.claim(self.run_id, self.worker, limit=limit, usable_after=time.time(),
                                                lease=self.lease)
-                self.lookahead.reused(len(claim.to_download))
+                self._reusing(claim.to_download)
                 for job in claim.to_download:
                     await _send_quietly(to_downloads, job)
                 if claim.to_ask is not None:
@@ -252,6 +252,15 @@ class Pipeline:
         self.lookahead.dropped(unasked)
         self.lookahead.answered(len(batch.keys) - unasked, len(images), life, kept)
         self._move()
+
+    def _reusing(self, jobs: Sequence[ImageJob]) -> None:
+        """Known URLs go to the downloads; the first tells the lookahead how long URLs live, if it can."""
+        self.lookahead.reused(len(jobs))
+        if jobs and not self.lookahead.lives:
+            signed = parse_url_signed_at(jobs[0].url)
+            if signed is not None:
+                life = jobs[0].expires_at - signed
+                self.lookahead.lifetime_seen(life, margin(jobs[0].expires_at, signed, signed, self.expiry_margin))
 
     def _problem(self, outcome: Failed | Deferred) -> None:
         """Count a patent's problem by kind (stderr gets one line per kind); the log keeps the detail."""

@@ -131,7 +131,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--durable", action="store_true",
                    help="fsync each image and the state before a patent counts as downloaded (slower)")
     p.add_argument("--expiry-margin", type=float, default=120.0, metavar="SECONDS",
-                   help="do not start a download this close to its URL's expiry; ask again (default 120)")
+                   help="do not start a download this close to its URL's expiry (never more than a quarter of "
+                        "the URL's lifetime); ask again (default 120)")
     p.add_argument("--dry-run", action="store_true", help="print what the run would do and cost; call nothing")
     p.add_argument("--json", action="store_true", help="print the summary (or dry-run plan) as JSON on stdout")
     p.add_argument("--log-file", metavar="PATH", help="append one line per event worth keeping to this file")

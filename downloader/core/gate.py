@@ -195,7 +195,8 @@ def _schedule(state: GateState, episode: Episode, now: float, retry_after: float
     """The next probe's time, or the verdict that the quota is spent."""
     pause = max(pauses[episode.stage], retry_after or 0.0) if episode.stage < len(pauses) else None
     if pause is None or now + pause > episode.since + patience:
-        state.verdict = spent_quota(episode, now, pause, patience, state.probes)
+        asked = retry_after if retry_after and pause is not None and retry_after >= pause else None
+        state.verdict = spent_quota(episode, now, asked, patience, state.probes)
         state.episode = None
         return dump(state), Throttle(fatal=state.verdict)
     episode.probe_at, episode.probe_slot = now + pause, None
@@ -203,12 +204,13 @@ def _schedule(state: GateState, episode: Episode, now: float, retry_after: float
     return dump(state), Throttle(started=started, pause=pause)
 
 
-def spent_quota(episode: Episode, now: float, pause: float | None, patience: float, probes: list[float]) -> Verdict:
-    """The verdict for a throttle that did not lift while the run was down to single probes."""
+def spent_quota(episode: Episode, now: float, asked: float | None, patience: float, probes: list[float]) -> Verdict:
+    """The verdict for a throttle that did not lift while the run was down to single probes
+    (`asked`: a Retry-After that reaches past the patience)."""
     tried = len(probes)
     spaced = f", to {tried} single probe{'s' * (tried != 1)} {'/'.join(f'{p:g}' for p in probes)} s apart" if (
         tried) else ""
-    longer = "" if pause is None or pause <= patience else f" and the API asks to wait {pause:.0f} s"
+    longer = "" if asked is None else f" and the API asks to wait {asked:.0f} s"
     return {"kind": "quota", "code": episode.code, "status": episode.status,
             "message": f"{episode.what} (throttling) answered for {now - episode.since:.0f} s{spaced}{longer}: "
                        "not a rate limit, the quota or daily limit is probably used up",

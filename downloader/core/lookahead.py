@@ -10,10 +10,10 @@ for. A batch takes the room that is left (in patents, by the measured share of p
 an image); when the room is small the batches shrink, and a smaller batch costs calls, not money.
 With the usual hours-long URLs the room is far larger than a batch and nothing changes: ⌈n/100⌉.
 
-Before the first answer the URLs' life is unknown. A download stage that can take a whole batch
-in FIRST_ROUNDS rounds (the default --download-concurrency 32) gets full batches at once; a narrow
-one (--download-concurrency 1) gets a first batch of FIRST_ROUNDS images per download slot, and
-the next batch waits for the first answer.
+Before the first answer the URLs' life is unknown (unless URLs kept from an earlier run tell their
+lifetime). A download stage that can take a whole batch in FIRST_ROUNDS rounds (the default
+--download-concurrency 32) gets full batches at once; a narrow one (--download-concurrency 1)
+gets a first batch of FIRST_ROUNDS images per download slot, and the next waits for its answer.
 
 Pure: the pipeline reports what happens (`claimed`, `answered`, `started`, `finished`) and asks
 `allowed()` before each claim. It is per worker: each worker paces its own download stage.
@@ -88,6 +88,12 @@ class Lookahead:
     def reused(self, images: int) -> None:
         """Images with still-valid URLs were claimed from the store for download."""
         self.queued += images
+
+    def lifetime_seen(self, lifetime: float, margin: float) -> None:
+        """A URL kept from earlier (claimed for download) was signed for `lifetime` seconds: a fresh
+        one will live about as long."""
+        self.lives.append(lifetime)
+        self.margin = margin
 
     def answered(self, asked: int, images: int, life: float | None, margin: float | None) -> None:
         """An API answer for `asked` patents gave `images` URLs; `life` is the shortest remaining

@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from downloader.cli import app as cli
+from downloader.cli.runlog import open_sinks
+from downloader.core.settings import Settings
+from downloader.job import run_job
 from downloader.simulator import Universe
 from downloader.state.lock import DirLock
 from downloader.state.sqlite import STATE_FILE, connect
@@ -213,13 +216,18 @@ def test_log_file_json_has_start_end_failures_throttling_tokens_and_no_secrets(t
     assert events[-1]["exit_code"] == 1
 
 
-def test_log_file_names_patents_that_failed_at_the_api(tmp_path, sim_config, threaded_simulator):
-    """A patent whose API retries ran out is a failed patent too, so it deserves its log line."""
-    sim_config.api_fault_rate, sim_config.api_fault_kinds = 1.0, ("500",)
+def test_log_file_names_patents_deferred_at_the_api(tmp_path, sim_config, threaded_simulator):
+    """A patent whose API retries ran out (HTTP 500 for a moment) is deferred, not failed: it gets its log
+    line, and the run asks for it again once the API answers (an outage is not the patent's failure)."""
+    sim_config.api_down, sim_config.api_down_until = "500", time.time() + 0.5
     source, log = write_csv(tmp_path / "in.csv", numbers(5)), tmp_path / "log.txt"
-    assert cli.main(run_args(source, tmp_path / "out", threaded_simulator, "--retries", "1",
-                             "--log-file", str(log))) == 1
-    assert sum(" failed: " in line for line in log.read_text().splitlines()) == 5
+    settings = Settings(api_base=threaded_simulator.base_url, token="demo-token", api_key="demo-key", rate=500,
+                        progress=False, retries=1, log_file=str(log), outage_seconds=1.5)
+    with open_sinks(settings) as sink:
+        summary = run_job([source], tmp_path / "out", settings, sink=sink)
+    lines = log.read_text().splitlines()
+    assert summary.exit_code == 0 and summary.by_status.get("failed", 0) == 0, summary
+    assert sum(" deferred: " in line for line in lines) == 5, lines
 
 
 # --- the contrib recipes, run for real -------------------------------------------------------

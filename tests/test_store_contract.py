@@ -235,7 +235,7 @@ TRANSITIONS: dict[str, tuple[set[str], str]] = {
     "Failed": ({"pending", "resolved"}, "failed"),
     "Downloaded": ({"resolved"}, "downloaded"),
     "UrlExpired": ({"resolved"}, "pending"),
-    "Deferred": ({"pending", "resolved"}, "pending"),
+    "Deferred": ({"pending", "resolved"}, "unchanged"),  # only retry_at: a resolved key keeps its URL
 }
 SETUP: dict[str, Callable[[PatentKey], list[Any]]] = {
     "pending": lambda key: [],
@@ -261,7 +261,7 @@ async def test_transitions_table(store: StateStore) -> None:
     for (start, event), key in keys.items():
         allowed, target = TRANSITIONS[event]
         if start in allowed:
-            assert after[key.value].status == target, (start, event)
+            assert after[key.value].status == (start if target == "unchanged" else target), (start, event)
         else:
             assert after[key.value] == before[key.value], (start, event)
 
@@ -397,6 +397,39 @@ async def test_deferred_keys_wait_for_retry_at(store: StateStore) -> None:
     assert again.to_ask is not None and again.to_ask.keys == ("A",)
     await store.apply([NotFound(keys[0]), NotFound(keys[2])])
     assert await store.claim(run, "w2", limit=3, usable_after=soon(), lease=60) == Claim()  # nothing left
+
+
+async def test_a_deferred_download_keeps_its_url_and_is_fetched_not_asked_after_retry_at(store: StateStore) -> None:
+    """A CDN outage defers a resolved key: it stays resolved with its URL, no claim takes it before its
+    retry_at, then it is claimed for download (no new API call); a new run takes it at once."""
+    run = await store.start_run({})
+    await store.ingest([k("A")], run)
+    await store.apply([resolved(k("A"), FAR), Deferred(k("A"), "TransientDownloadError: HTTP 502 from the CDN",
+                                                       time.time() + 0.5)])
+    assert (await by_key(store, run))["A"].status == Status.RESOLVED
+    early = await store.claim(run, "w", limit=3, usable_after=soon(), lease=60)
+    assert early.empty and early.deferred == 1
+    await asyncio.sleep(0.6)
+    later = await store.claim(run, "w", limit=3, usable_after=soon(), lease=60)
+    assert [j.url for j in later.to_download] == ["http://cdn/A.png"] and later.to_ask is None
+    await store.apply([Deferred(k("A"), "TransientDownloadError: HTTP 502 from the CDN", FAR)])
+    await store.reopen(run, retry_failed=False, recheck_before=None)
+    assert [j.key for j in (await store.claim(run, "w", limit=3, usable_after=soon(), lease=60)).to_download] == [
+        k("A")]
+
+
+async def test_a_claim_says_which_keys_are_asked_again_after_their_url_expired(store: StateStore) -> None:
+    """Repeats: keys paid for whose URL expired unused (a UrlExpired, or a resolved URL past usable_after)."""
+    run = await store.start_run({})
+    await store.ingest([k("A"), k("B"), k("C")], run)
+    await store.apply([resolved(k("A"), FAR), UrlExpired(k("A"), "UrlExpiredError: gone"), resolved(k("B"), 10.0)])
+    asked: set[str] = set()
+    repeats: list[str] = []
+    while (claim := await store.claim(run, "w", limit=3, usable_after=soon(), lease=60)).to_ask is not None:
+        asked.update(claim.to_ask.keys)
+        repeats.extend(claim.repeats)
+        assert set(claim.repeats) <= set(claim.to_ask.keys)
+    assert asked == {"A", "B", "C"} and sorted(repeats) == ["A", "B"]
 
 
 async def test_reopen_lets_deferred_keys_be_asked_at_once(store: StateStore) -> None:

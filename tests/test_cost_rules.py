@@ -4,10 +4,14 @@ hold, the outage detector, the shared token record, and the per-kind problem lin
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
+from downloader.cli.progress import LogLines
 from downloader.core import credentials, gate
 from downloader.core.errors import ApiError, FatalApiError, OutageError
+from downloader.core.events import Notice, Problem
 from downloader.core.expiry import margin, parse_url_signed_at, url_window
 from downloader.core.lookahead import FIRST_ROUNDS, Lookahead
 from downloader.core.outage import SPAN, STREAK, OutageDetector, origin, reason_of
@@ -305,3 +309,13 @@ def test_problems_are_one_line_per_kind_counting_patents_not_events():
 def test_a_kind_drops_the_class_and_the_library_note():
     assert kind_of("TransientApiError: API request failed: connection refused (ClientConnectorError)") == (
         "API request failed: connection refused")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_each_patents_problem_reaches_stderr_only_with_verbose(verbose):
+    out = io.StringIO()
+    lines = LogLines(out, interval=3600, verbose=verbose)
+    lines(Problem("US1B2", "deferred", "TransientDownloadError: HTTP 502 from the CDN"))
+    lines(Notice("problems", "1 patent: HTTP 502 from the CDN (left pending; the next run retries them)"))
+    assert ("US1B2: TransientDownloadError: HTTP 502 from the CDN" in out.getvalue()) is verbose
+    assert "1 patent: HTTP 502 from the CDN" in out.getvalue()

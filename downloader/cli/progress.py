@@ -1,8 +1,9 @@
 """What a person watching sees: tqdm bars on a terminal, else a log line every few seconds.
 
 Notices are shown unless they are routine or said elsewhere: a token refresh is routine; a
-fatal condition is said once, by the command's closing error line; failed patents are counted
-in the final line and detailed in the log file and the manifest. `--verbose` shows them all.
+fatal condition is said once, by the command's closing error line; failed and deferred patents
+are counted by kind at the end (one line per kind) and detailed in the log file and the manifest.
+`--verbose` shows them all, each patent's problem included.
 The bars are cleared when the run ends (the final line replaces them), so nothing stale stays
 on the terminal.
 """
@@ -15,7 +16,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from downloader.core.events import BatchDone, Elsewhere, Event, ImageDone, Notice, Planned
+from downloader.core.events import BatchDone, Elsewhere, Event, ImageDone, Notice, Planned, Problem
 
 QUIET = frozenset({"token", "fatal", "failed", "budget", "runtime"})
 
@@ -59,6 +60,8 @@ class Bars:
                 self._images.update(images)
             case Notice(_, message) if shown(event, self._verbose):
                 tqdm.write(message, file=self._stream)  # above the bars, on their stream (not stdout)
+            case Problem(key, _, error) if self._verbose:  # else counted by kind at the end
+                tqdm.write(f"{key}: {error}", file=self._stream)
 
     def close(self) -> None:
         """Clear the bars: the final line says what they said."""
@@ -93,6 +96,8 @@ class LogLines:
                 self._bytes += size
             case Notice(_, message) if shown(event, self._verbose):
                 self._write(message)
+            case Problem(key, _, error) if self._verbose:  # else counted by kind at the end
+                self._write(f"{key}: {error}")
         now = time.monotonic()
         if now - self._last >= self._interval:
             self._last = now
@@ -120,6 +125,8 @@ class Notices:
     def __call__(self, event: Event) -> None:
         if isinstance(event, Notice):
             print(event.message, file=self._stream, flush=True)  # noqa: T201
+        elif isinstance(event, Problem):
+            print(f"{event.key}: {event.error}", file=self._stream, flush=True)  # noqa: T201
 
     def close(self) -> None:
         """Nothing to tear down."""

@@ -8,13 +8,16 @@ the gate needs to hear it (a probe, a credential check, a spacing that is still 
 
 Within one process the tasks queue on a local lock, so one of them at a time asks the store for a
 slot and the others do not poll it; a credential checker skips that queue (the others are waiting
-on its verdict).
+on its verdict). A throttling answer or a refusal pauses this process's senders at once, before
+its report reaches the store (which may be busy with other writes): a slot granted meanwhile is
+dropped and asked for again, so nothing goes out on a stale view of the gate.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -62,6 +65,8 @@ class ApiGate:
         self._run = run_id
         self._log = log or (lambda event, fields: None)
         self._local = anyio.Lock()
+        self._reporting = 0  # throttles and refusals of this process on their way to the store
+        self._reported = anyio.Event()
 
     def __repr__(self) -> str:
         return f"<ApiGate run {self._run}, {self.rate:g}/s, patience {self.patience:g} s>"
@@ -79,20 +84,35 @@ class ApiGate:
 
     async def _acquire(self, holder: str | None) -> Ticket:
         while True:
+            while self._reporting and holder is None:
+                await self._reported.wait()
             grant: gate.Grant = await self._update(gate.acquire, owner=holder)
             if grant.fatal is not None:
                 raise fatal_from(grant.fatal)
             if grant.wait > 0:
                 await anyio.sleep(grant.wait)
-            if grant.slot is not None:
+            if grant.slot is not None and not (self._reporting and holder is None):
                 return Ticket(grant.slot, grant.report, grant.probe)
+
+    @asynccontextmanager
+    async def _reporting_now(self) -> AsyncIterator[None]:
+        """Hold this process's senders while a throttle or refusal is reported to the store."""
+        self._reporting += 1
+        try:
+            yield
+        finally:
+            self._reporting -= 1
+            if not self._reporting:
+                self._reported.set()
+                self._reported = anyio.Event()
 
     async def throttled(self, ticket: Ticket, err: ApiError) -> None:
         """A throttling answer: slow down and probe; raise FatalApiError when the quota is spent."""
         what = f"PatSnap error {err.code}" if err.code else f"HTTP {err.status}"
-        verdict: gate.Throttle = await self._update(
-            gate.throttled, slot=ticket.slot, what=what, code=err.code, status=err.status,
-            retry_after=err.retry_after, patience=self.patience, pauses=self.pauses)
+        async with self._reporting_now():
+            verdict: gate.Throttle = await self._update(
+                gate.throttled, slot=ticket.slot, what=what, code=err.code, status=err.status,
+                retry_after=err.retry_after, patience=self.patience, pauses=self.pauses)
         if verdict.fatal is not None:
             raise fatal_from(verdict.fatal) from err
         if not verdict.ignored:
@@ -112,7 +132,8 @@ class ApiGate:
     async def hold(self, owner: str) -> bool:
         """After a refusal: True when `owner` is to check the credentials; False after waiting for
         someone else's check to pass. Raises the verdict when a check failed."""
-        checker: bool | dict[str, Any] = await self._update(gate.hold, owner=owner)
+        async with self._reporting_now():
+            checker: bool | dict[str, Any] = await self._update(gate.hold, owner=owner)
         if isinstance(checker, dict):
             raise fatal_from(checker)
         if checker:

@@ -10,6 +10,12 @@ Pacing. Requests are spaced `interval` seconds apart (1 / --rate at first), acco
 is handed out only when it is due within GRANT_AHEAD; a caller asking earlier is told when to ask
 again and reserves nothing. So no request is ever scheduled far ahead: when a throttling answer
 arrives, nothing else is about to go out (requests already sent are in flight, not queued).
+A request can leave later than its slot (the store's answer takes time, a busy machine wakes the
+sender late), and late requests bunch up at the server. So the record also keeps the last
+⌊rate⌋ slots, and a new one comes at least 1 s + `guard` after the ⌊rate⌋-th last: the server
+never sees more than --rate requests in a second as long as no request is later than `guard`.
+A sender that finds its grant later than that drops it (the slot goes unused) and asks again;
+the lateness it measured, reported with its next `acquire`, widens the guard for everyone.
 
 Throttling (67200002, 67200007, HTTP 429). The first throttling answer starts an episode: the
 spacing doubles (it climbs back by 10% per RECOVER_AFTER quiet successes) and the whole run is
@@ -41,6 +47,9 @@ POLL = 1.0  # the longest a waiting caller sleeps before asking the gate again
 MIN_RATE = 0.2  # requests per second never drop below this while throttled
 RECOVER_AFTER = 10  # quiet successes before the spacing shrinks by 10%
 HOLD_SECONDS = 60.0  # a credential check that did not conclude by then is given up
+MIN_GUARD, MAX_GUARD = 0.05, 0.5  # bounds of the allowance for requests that leave after their slot
+GUARD_DECAY = 0.002  # the guard shrinks by this much per grant when no one reports lateness
+MAX_WINDOW = 200  # slots remembered for the sliding second (rates above this are only spaced)
 PROBE_LOST = 120.0  # a probe that never reported (its worker died) is replaced after this
 
 Record = dict[str, Any]
@@ -77,6 +86,8 @@ class GateState:
     next: float = 0.0
     quiet: int = 0
     calm_since: float = 0.0  # the slot of the probe that ended the last episode
+    recent: list[float] = field(default_factory=list)  # the last ⌊rate⌋ slots handed out
+    guard: float = MIN_GUARD  # seconds a request may leave after its slot
     episode: Episode | None = None
     hold: Hold | None = None
     verdict: Verdict | None = None
@@ -88,8 +99,8 @@ class Grant:
     """What `acquire` decided: a slot (send after `wait` seconds), or ask again after `wait`.
 
     `report`: the caller must tell the gate how the request went (a probe, a checker, or a
-    spacing that is still recovering). `fatal`: the run is stopped (spent quota, refused
-    credentials): raise it.
+    spacing that is still recovering). `guard`: the most a request may leave after its slot (a
+    later one is dropped). `fatal`: the run is stopped (spent quota, refused credentials): raise it.
     """
 
     slot: float | None
@@ -97,6 +108,7 @@ class Grant:
     report: bool = False
     probe: bool = False
     fatal: Verdict | None = None
+    guard: float = MAX_GUARD
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +125,10 @@ class Throttle:
 def load(record: Record | None, run: int, rate: float) -> GateState:
     """The gate of `run` from its stored record (another run's record starts afresh, keeping its pace)."""
     base = 1.0 / rate
-    if not record or record.get("run") != run:
-        return GateState(run=run, interval=base, next=float((record or {}).get("next", 0.0)))
+    if not record or record.get("run") != run:  # a new run keeps the pace of the account's last requests
+        old = record or {}
+        return GateState(run=run, interval=base, next=float(old.get("next", 0.0)), recent=list(old.get("recent", [])),
+                         guard=float(old.get("guard", MIN_GUARD)))
     data = dict(record)
     episode, hold = data.pop("episode", None), data.pop("hold", None)
     state = GateState(**data)
@@ -128,10 +142,14 @@ def dump(state: GateState) -> Record:
     return asdict(state)
 
 
-def acquire(record: Record | None, now: float, *, run: int, rate: float,
-            owner: str | None = None) -> tuple[Record, Grant]:
-    """Hand out the next slot if it is due within GRANT_AHEAD, else say when to ask again."""
+def acquire(record: Record | None, now: float, *, run: int, rate: float, owner: str | None = None,
+            late: float = 0.0) -> tuple[Record, Grant]:
+    """Hand out the next slot if it is due within GRANT_AHEAD, else say when to ask again.
+
+    `late`: how long after its slot the caller's previous request left, at most (it widens the guard).
+    """
     state = load(record, run, rate)
+    state.guard = min(MAX_GUARD, max(MIN_GUARD, late, state.guard - GUARD_DECAY))
     if state.verdict is not None:
         return dump(state), Grant(None, 0.0, fatal=state.verdict)
     holder = _held_by(state, now, owner)
@@ -139,12 +157,29 @@ def acquire(record: Record | None, now: float, *, run: int, rate: float,
         return dump(state), Grant(None, min(POLL, state.hold.until - now))
     if state.episode is not None and not holder:
         return _probe(state, now)
-    slot = max(now, state.next)
+    slot = max(now, state.next, _window_opens(state, rate))
     if slot - now > GRANT_AHEAD:
         return dump(state), Grant(None, min(POLL, slot - now - GRANT_AHEAD / 2))
-    state.next = slot + state.interval
+    _take(state, slot, rate)
     recovering = state.interval > 1.0 / rate * 1.001
-    return dump(state), Grant(slot, slot - now, report=holder or recovering)
+    return dump(state), Grant(slot, slot - now, report=holder or recovering, guard=state.guard)
+
+
+def _window_opens(state: GateState, rate: float) -> float:
+    """The earliest slot that keeps ⌊rate⌋ requests within any second, allowing `guard` lateness."""
+    count = _window(rate)
+    if count > MAX_WINDOW or len(state.recent) < count:
+        return 0.0
+    return state.recent[-count] + 1.0 + state.guard
+
+
+def _take(state: GateState, slot: float, rate: float) -> None:
+    state.next = slot + state.interval
+    state.recent = [*state.recent, slot][-min(_window(rate), MAX_WINDOW):]
+
+
+def _window(rate: float) -> int:
+    return max(1, int(rate))
 
 
 def _held_by(state: GateState, now: float, owner: str | None) -> bool:
@@ -165,6 +200,7 @@ def _probe(state: GateState, now: float) -> tuple[Record, Grant]:
     slot = max(now, episode.probe_at)
     episode.probe_slot = slot
     state.next = slot + state.interval
+    state.recent = [*state.recent, slot][-MAX_WINDOW:]
     return dump(state), Grant(slot, slot - now, report=True, probe=True)
 
 

@@ -16,6 +16,7 @@ dropped and asked for again, so nothing goes out on a stale view of the gate.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ class ApiGate:
         self._local = anyio.Lock()
         self._reporting = 0  # throttles and refusals of this process on their way to the store
         self._reported = anyio.Event()
+        self._late = 0.0  # how long after its slot this process's last request left, at most
 
     def __repr__(self) -> str:
         return f"<ApiGate run {self._run}, {self.rate:g}/s, patience {self.patience:g} s>"
@@ -86,12 +88,18 @@ class ApiGate:
         while True:
             while self._reporting and holder is None:
                 await self._reported.wait()
-            grant: gate.Grant = await self._update(gate.acquire, owner=holder)
+            asked = time.monotonic()
+            grant: gate.Grant = await self._update(gate.acquire, owner=holder, late=self._late)
             if grant.fatal is not None:
                 raise fatal_from(grant.fatal)
             if grant.wait > 0:
                 await anyio.sleep(grant.wait)
-            if grant.slot is not None and not (self._reporting and holder is None):
+            if grant.slot is None or (self._reporting and holder is None):
+                continue
+            # The store's clock read the slot's time after `asked`: this bounds how late we are. A
+            # grant later than the guard is dropped (unless nothing is ever that quick: best effort).
+            self._late = max(0.0, time.monotonic() - asked - grant.wait)
+            if self._late <= grant.guard or self._late >= gate.MAX_GUARD or grant.probe:
                 return Ticket(grant.slot, grant.report, grant.probe)
 
     @asynccontextmanager

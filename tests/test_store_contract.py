@@ -459,11 +459,15 @@ async def test_runs_history(store: StateStore) -> None:
 
 
 async def test_join_finds_a_live_run_over_the_same_inputs(store: StateStore) -> None:
-    """join=True returns a run that has a live worker and the same inputs; anything else starts anew."""
+    """join=True returns a run that has a live worker (or was started a moment ago and no worker has
+    spoken yet) and the same inputs; anything else starts anew."""
     inputs = {"inputs": ["a.csv", "b.csv"]}
     lonely = await store.start_run(inputs)
+    assert await store.start_run(inputs, join=True) == lonely  # workers started together make one run
+    await store.heartbeat(lonely, "w0", {}, lease=0.1)
+    await asyncio.sleep(0.2)
     live = await store.start_run(inputs, join=True)
-    assert live != lonely  # no worker of `lonely` ever said it was alive
+    assert live != lonely  # its only worker's lease ran out
     await store.heartbeat(live, "w1", {}, lease=30)
     assert await store.start_run({**inputs, "rate": 9}, join=True) == live
     assert await store.start_run({"inputs": ["a.csv"]}, join=True) != live

@@ -12,8 +12,11 @@ NOW_SQL = "extract(epoch from clock_timestamp())::float8"
 INSERT_RUN = f"INSERT INTO runs (started, options) VALUES ({NOW_SQL}, %s) RETURNING id"
 # Two workers starting a joinable run at once: the second waits, then finds the first's run.
 LOCK_RUNS = "SELECT pg_advisory_xact_lock(hashtext('patent-images runs ' || current_schema()))"
+# Live: a worker's lease is current, or it started a moment ago and no worker has said anything yet
+# (its starter's first heartbeat may not be in: workers started together must not make two runs).
 FIND_LIVE_RUN = f"""SELECT r.id FROM runs r WHERE r.ended IS NULL AND r.options -> 'inputs' = %s
-    AND EXISTS (SELECT 1 FROM workers w WHERE w.run_id = r.id AND NOT w.finished AND w.lease_until >= {NOW_SQL})
+    AND (EXISTS (SELECT 1 FROM workers w WHERE w.run_id = r.id AND NOT w.finished AND w.lease_until >= {NOW_SQL})
+         OR (r.started >= {NOW_SQL} - 60 AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.run_id = r.id)))
     ORDER BY r.id DESC LIMIT 1"""
 FINISH_RUN = f"UPDATE runs SET ended = {NOW_SQL}, exit_code = %s, summary = %s WHERE id = %s"
 RUNS = "SELECT id, started, ended, exit_code, options, summary FROM runs ORDER BY id DESC LIMIT %s"

@@ -106,8 +106,9 @@ class SqliteStore:
         now = time.time()
         if join:
             for run_id, opts in self._conn.execute(
-                    "SELECT r.id, r.options FROM runs r WHERE r.ended IS NULL AND EXISTS (SELECT 1 FROM workers w "
-                    "WHERE w.run_id=r.id AND w.lease_until>=? AND NOT w.finished) ORDER BY r.id DESC", (now,)):
+                    "SELECT r.id, r.options FROM runs r WHERE r.ended IS NULL AND (EXISTS (SELECT 1 FROM workers w "
+                    "WHERE w.run_id=r.id AND w.lease_until>=? AND NOT w.finished) OR (r.started>=? AND NOT EXISTS "
+                    "(SELECT 1 FROM workers w WHERE w.run_id=r.id))) ORDER BY r.id DESC", (now, now - 60)):
                 if json.loads(opts).get("inputs") == options.get("inputs"):
                     return int(run_id)
         cur = self._conn.execute("INSERT INTO runs (started, options) VALUES (?, ?)",

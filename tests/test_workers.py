@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -58,10 +60,22 @@ def test_sigterm_stops_every_worker_and_the_rerun_finishes(tmp_path, sim_config,
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
-    helpers = subprocess.run(["pgrep", "-f", "downloader.workers"], capture_output=True, text=True, check=False)
-    assert helpers.stdout.strip() == "", "a helper outlived the stop"
+    conn = sqlite3.connect(out / "state.sqlite")
+    pids = [int(worker.rsplit(":", 1)[1]) for (worker,) in conn.execute("SELECT worker FROM workers")]
+    conn.close()
+    assert len(pids) == 2, pids  # the first process and its helper both worked on the run
+    time.sleep(0.5)
+    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid)]
+    assert not alive, f"a worker outlived the stop: {alive}"
     sim_config.cdn_latency = 0.0
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
     assert max(sim.counters.asks.values()) == 1
     assert check_downloads(out, sim) > 1000
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].split("\n", 1)[0].lower()
+    except (OSError, IndexError):
+        return "zombie"

@@ -149,14 +149,16 @@ class PatsnapClient:
         if outage is not None:
             raise outage
         # The token first: the request must leave as soon as its slot comes (late requests bunch
-        # at the server), and getting a token can take a store round trip.
+        # at the server), and getting a new token takes a store and a network round trip.
         try:
-            token = await self._tokens.get()
+            await self._tokens.get()
         except TransientApiError as err:  # the token endpoint out of reach is an outage of the API too
             self.outage.failed(time.monotonic(), str(err), self._host)
             raise
         ticket = await self.gate.acquire(call.holder)
+        token = ""
         try:
+            token = await self._tokens.get()  # cached unless it aged while waiting for the slot
             body = await self._get(protocol.request_params(batch, self._api_key), token)
             answered_at = time.time()
             answer = protocol.decode_answer(body)

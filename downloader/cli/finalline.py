@@ -9,6 +9,7 @@ settled says so instead of a line of zeros.
 from __future__ import annotations
 
 from pathlib import PurePath
+from typing import Any
 
 from downloader.core.outcome import StopReason, Summary
 
@@ -60,3 +61,15 @@ def _inputs(s: Summary, manifest: str) -> str:
     if s.duplicates:
         parts.append(count(s.duplicates, "duplicate"))
     return "; " + ", ".join(parts) if parts else ""
+
+
+def stop_words(summary: dict[str, Any]) -> str:
+    """A history table's last column: why the run stopped early, or that it had nothing to do."""
+    if summary.get("stop_reason"):
+        return str(summary["stop_reason"])
+    try:
+        s = Summary.from_dict(summary)
+    except (TypeError, ValueError):
+        return ""
+    settled = sum(s.by_status.get(k, 0) for k in ("downloaded", "no_image", "not_found"))
+    return "nothing to do" if nothing_done(s, settled) else ""

@@ -27,10 +27,9 @@ from urllib.parse import quote
 import anyio
 
 from downloader.cli.advice import advice_for
-from downloader.cli.finalline import nothing_done
+from downloader.cli.finalline import stop_words
 from downloader.cli.reportchart import chart_svg
 from downloader.core.model import Status
-from downloader.core.outcome import Summary
 from downloader.sinks import is_remote, open_sink
 from downloader.state import open_existing
 from downloader.state.base import PatentRow, StateStore
@@ -274,19 +273,7 @@ def _run_row(run: dict[str, Any]) -> str:
             f"<td>{_num(s.get('seconds'), 1)}</td><td><span class=\"exit e{_e(code)}\">{_e(code)}</span></td>"
             f"<td>{_num(s.get('api_calls'))}</td><td>{_num(s.get('charged'))}</td><td>{_num(s.get('images'))}</td>"
             f"<td>{_num((s.get('bytes') or 0) / 1e6, 1)}</td>"
-            f"<td class=\"l\">{_e(_stop_words(s))}</td></tr>")
-
-
-def _stop_words(summary: dict[str, Any]) -> str:
-    """The table's last column: why the run stopped early, or that it had nothing to do."""
-    if summary.get("stop_reason"):
-        return str(summary["stop_reason"])
-    try:
-        s = Summary.from_dict(summary)
-    except (TypeError, ValueError):
-        return ""
-    settled = sum(s.by_status.get(k, 0) for k in ("downloaded", "no_image", "not_found"))
-    return "nothing to do" if nothing_done(s, settled) else ""
+            f"<td class=\"l\">{_e(stop_words(s))}</td></tr>")
 
 
 def _write_failures(out: TextIO, rows: Iterable[tuple[str, int, str, str, str]], failed: int) -> None:

@@ -9,8 +9,7 @@ from typing import Any
 
 import anyio
 
-from downloader.cli.finalline import nothing_done
-from downloader.core.outcome import Summary
+from downloader.cli.finalline import stop_words
 from downloader.state import open_existing
 from downloader.state.sqlite import STATE_FILE
 
@@ -69,19 +68,10 @@ def render_status(data: dict[str, Any]) -> str:
         s = run["summary"]
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started"]))
         exit_code = "-" if run["exit_code"] is None else str(run["exit_code"])
+        ending = stop_words(s) if run["exit_code"] is not None else "unfinished"
         lines.append(f"{run['id']:>5}  {started:<19}  {s.get('seconds', 0):>8,.1f}  {exit_code:>4}  "
                      f"{s.get('api_calls', 0):>6,}  {s.get('charged', 0):>8,}  {s.get('images', 0):>7,}  "
-                     f"{s.get('bytes', 0) / 1e6:>8,.1f}  {_stop(s) if run['exit_code'] is not None else 'unfinished'}")
+                     f"{s.get('bytes', 0) / 1e6:>8,.1f}  {ending}")
     return "\n".join(lines)
 
 
-def _stop(summary: dict[str, Any]) -> str:
-    """Why a run stopped early, or that it had nothing to do."""
-    if summary.get("stop_reason"):
-        return str(summary["stop_reason"])
-    try:
-        s = Summary.from_dict(summary)
-    except (TypeError, ValueError):
-        return ""
-    settled = sum(s.by_status.get(k, 0) for k in ("downloaded", "no_image", "not_found"))
-    return "nothing to do" if nothing_done(s, settled) else ""

@@ -35,6 +35,9 @@ from report import Row, image_table, machine_facts, package_revision, write_resu
 from spy import ensure_py_spy, profile_markdown, spy_prefix, summarise
 from tool import DEFAULT, Simulator, Variant, run_tool, tool_command, variants, verify_manifest
 
+from downloader.core.settings import Settings
+from downloader.workers import default_workers
+
 BENCH = Path(__file__).resolve().parent
 WORK = BENCH / "work"
 RESULTS = BENCH / "results"
@@ -166,8 +169,12 @@ def run_tool_images(b: Bench, mode: Mode, base: str, variant: Variant = DEFAULT,
     images = b.corpus.images
     csv_path = write_csv(WORK / "lists" / "tool.csv", [img.number for img in images])
     out = fresh_dir(out_root(mode) / f"{mode.name}-tool")
+    # --download-concurrency is per worker: the mode's in-flight total is split across the workers, so that
+    # every client of a mode has the same downloads in flight (the latency bounds assume it).
+    workers = variant.workers or default_workers(Settings(), len(images))
+    per_worker = max(1, mode.concurrency // workers)
     with simulator(base, mode.name) as sim:
-        cmd = tool_command(csv_path, out, sim.base_url, API_RATE, 4, mode.concurrency, variant)
+        cmd = tool_command(csv_path, out, sim.base_url, API_RATE, 4, per_worker, variant)
         if profile is not None:
             cmd = spy_prefix(profile, SPY_RATE) + cmd
         settle()
@@ -181,7 +188,7 @@ def run_tool_images(b: Bench, mode: Mode, base: str, variant: Variant = DEFAULT,
     api_floor = s.get("api_calls", 0) / API_RATE
     extra = {"summary": s, "statuses": statuses, "simulator_cpu_s": round(run.simulator_cpu_s, 2),
              "simulator_counters": run.simulator, "api_floor_s": api_floor}
-    note = (f"{s.get('workers', '?')} worker(s); run {s.get('seconds', 0):.1f} s in summary; "
+    note = (f"{s.get('workers', '?')} worker(s) × {per_worker} in flight; run {s.get('seconds', 0):.1f} s in summary; "
             f"{s.get('api_calls', '?')} API calls (≥ {api_floor:.1f} s at {API_RATE:.0f}/s); "
             f"simulator CPU {run.simulator_cpu_s:.1f} s")
     return Row(mode.name, variant.name, len(images), verified, size, m.wall_s, m.cpu_s, m.rss_mb, m.exit_code,

@@ -1,6 +1,6 @@
 """The floor of what aiohttp can do: N workers, one session, stream each body to a file.
 
-    python bench/bare_aiohttp.py LIST OUT_DIR [--concurrency 64]
+    python bench/bare_aiohttp.py LIST OUT_DIR [--concurrency 64] [--uvloop]
 
 LIST has one `URL<TAB>FILE_NAME` per line. Nothing else: no retries, no checks, no hashing,
 no temp files, no state. Exits 1 if any download failed.
@@ -68,6 +68,11 @@ if __name__ == "__main__":
     parser.add_argument("list_file", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--uvloop", action="store_true", help="on uvloop's event loop instead of asyncio's")
     args = parser.parse_args()
+    if args.uvloop:
+        import uvloop
+
+        uvloop.install()
     args.out.mkdir(parents=True, exist_ok=True)
     sys.exit(asyncio.run(main(read_jobs(args.list_file, args.out), args.concurrency)))

@@ -76,11 +76,15 @@ def wget_command(job: Job) -> list[str]:
     return ["wget", "--no-config", "-q", "-i", str(listing), "-P", str(job.out)]
 
 
-def bare_command(job: Job) -> list[str]:
+def bare_command(job: Job, uvloop: bool = False) -> list[str]:
     listing = job.lists / "bare.tsv"
     listing.write_text("".join(f"{job.url(img)}\t{img.name}\n" for img in job.images))
     return [sys.executable, str(BENCH / "bare_aiohttp.py"), str(listing), str(job.out),
-            "--concurrency", str(job.concurrency)]
+            "--concurrency", str(job.concurrency), *(["--uvloop"] if uvloop else [])]
+
+
+def bare_uvloop_command(job: Job) -> list[str]:
+    return bare_command(job, uvloop=True)
 
 
 def img2dataset_peer(exe: Path) -> Peer:
@@ -117,10 +121,15 @@ def img2dataset_outputs(job: Job) -> Outputs:
             yield found, img
 
 
-def peers(img2dataset: Path | None) -> list[Peer]:
-    """The peers in the order they run."""
+BARE = "bare aiohttp"
+BARE_UVLOOP = "bare aiohttp + uvloop"
+
+
+def peers(img2dataset: Path | None, uvloop: bool) -> list[Peer]:
+    """The peers in the order they run (the bare aiohttp loops are floors to compare the tool's CPU with)."""
     found = [
-        Peer("bare aiohttp", bare_command, by_name, note="bench/bare_aiohttp.py: the floor of aiohttp"),
+        Peer(BARE, bare_command, by_name, note="bench/bare_aiohttp.py: the floor of aiohttp"),
+        *([Peer(BARE_UVLOOP, bare_uvloop_command, by_name, note="the same on uvloop's event loop")] if uvloop else []),
         Peer("aria2c", aria2c_command, by_name),
         Peer("curl", curl_command, by_name, note="--parallel"),
         Peer("wget", wget_command, by_name, note="sequential by nature", sequential=True),

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import importlib.util
 import os
 import re
 import shutil
 import signal
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +33,17 @@ from nginx import Nginx
 from peers import Job, Peer, peers
 from report import Row, image_table, machine_facts, package_revision, write_results
 from spy import ensure_py_spy, profile_markdown, spy_prefix, summarise
-from tool import Simulator, run_tool, tool_command, verify_manifest
+from tool import DEFAULT, Simulator, Variant, run_tool, tool_command, variants, verify_manifest
+
+from downloader.core.settings import Settings
+from downloader.workers import default_workers
 
 BENCH = Path(__file__).resolve().parent
 WORK = BENCH / "work"
 RESULTS = BENCH / "results"
 SHM = Path("/dev/shm/patent-images-bench")
 SPY_RATE = 200  # samples/s
-TOOL = "patent-images"
+PROFILED = Variant(workers=1, loop="asyncio")  # one process; asyncio's loop shows as Python frames
 ALL_MODES = (*IMAGE_MODES, "meta", "scale", "profile")
 DEFAULT_MODES = (*IMAGE_MODES, "meta")
 QUICK_MODES = ("disk", "tmpfs", "lat30", "meta")
@@ -52,6 +58,7 @@ class Bench:
     nginx: Nginx
     latency: Latency
     peers: list[Peer]
+    uvloop: bool = False
     rows: list[Row] = field(default_factory=list)
     sections: dict[str, str] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
@@ -117,13 +124,27 @@ def cpu_since(b: Bench, before: tuple[float, float, int], *own: float) -> tuple[
     return nginx_s, max(0.0, machine - before[1] - nginx_s - sum(own))
 
 
-def best_of(repeat: int, run: Callable[[], Row]) -> Row:
-    """The fastest of `repeat` runs (the others' wall times kept in extra)."""
-    rows = [run() for _ in range(repeat)]
-    best = min(rows, key=lambda r: (r.exit_code != 0, -r.images_per_s))
-    if repeat > 1:
-        best.extra["walls_s"] = [round(r.wall_s, 2) for r in rows]
-    return best
+def median_row(rows: list[Row]) -> Row:
+    """One row for several rounds of a client: each measured column is the median of the rounds (images/s is
+    verified files over the median wall time); a failed round's exit code shows; every round kept in extra."""
+    if len(rows) == 1:
+        return rows[0]
+    by_wall = sorted(rows, key=lambda r: r.wall_s)
+    middle = by_wall[(len(rows) - 1) // 2]
+
+    def med(name: str) -> float:
+        return statistics.median(getattr(r, name) for r in rows)
+
+    verified = int(statistics.median_low(r.verified for r in rows))
+    size = next(r.bytes for r in sorted(rows, key=lambda r: r.verified != verified))
+    failed = next((r.exit_code for r in rows if r.exit_code != 0), 0)
+    rounds = [{"wall_s": round(r.wall_s, 2), "cpu_s": round(r.cpu_s, 2), "verified": r.verified,
+               "images_per_s": round(r.images_per_s, 1), "cpu_ms_per_image": round(r.cpu_ms_per_image, 3),
+               "rss_mb": round(r.rss_mb, 1), "other_cpu_s": round(r.other_cpu_s, 2), "exit_code": r.exit_code}
+              for r in rows]
+    return replace(middle, verified=verified, bytes=size, wall_s=med("wall_s"), cpu_s=med("cpu_s"),
+                   rss_mb=med("rss_mb"), exit_code=failed, nginx_cpu_s=med("nginx_cpu_s"),
+                   other_cpu_s=med("other_cpu_s"), extra={**middle.extra, "rounds": rounds})
 
 
 def run_peer(b: Bench, mode: Mode, peer: Peer, base: str) -> Row:
@@ -144,17 +165,22 @@ def run_peer(b: Bench, mode: Mode, peer: Peer, base: str) -> Row:
                measured.exit_code, nginx_cpu, other_cpu, note.strip("; "))
 
 
-def run_tool_images(b: Bench, mode: Mode, base: str, profile: Path | None = None) -> Row:
+def run_tool_images(b: Bench, mode: Mode, base: str, variant: Variant = DEFAULT, profile: Path | None = None) -> Row:
     images = b.corpus.images
     csv_path = write_csv(WORK / "lists" / "tool.csv", [img.number for img in images])
     out = fresh_dir(out_root(mode) / f"{mode.name}-tool")
+    # --download-concurrency is per worker: the mode's in-flight total is split across the workers, so that
+    # every client of a mode has the same downloads in flight (the latency bounds assume it).
+    workers = variant.workers or default_workers(Settings(), len(images))
+    per_worker = max(1, mode.concurrency // workers)
     with simulator(base, mode.name) as sim:
-        cmd = tool_command(csv_path, out, sim.base_url, API_RATE, 4, mode.concurrency)
+        cmd = tool_command(csv_path, out, sim.base_url, API_RATE, 4, per_worker, variant)
         if profile is not None:
             cmd = spy_prefix(profile, SPY_RATE) + cmd
         settle()
         before = cpu_snapshot(b)
-        run = run_tool(cmd, out, log_path(f"{mode.name}-tool"), timeout_for(len(images), mode) + 120, sim)
+        run = run_tool(cmd, out, log_path(f"{mode.name}-{variant.name}"), timeout_for(len(images), mode) + 120, sim,
+                       variant)
         nginx_cpu, other_cpu = cpu_since(b, before, run.measured.cpu_s, run.simulator_cpu_s)
     verified, size, statuses = verify_manifest(out, b.corpus)
     shutil.rmtree(out, ignore_errors=True)
@@ -162,19 +188,30 @@ def run_tool_images(b: Bench, mode: Mode, base: str, profile: Path | None = None
     api_floor = s.get("api_calls", 0) / API_RATE
     extra = {"summary": s, "statuses": statuses, "simulator_cpu_s": round(run.simulator_cpu_s, 2),
              "simulator_counters": run.simulator, "api_floor_s": api_floor}
-    note = (f"run {s.get('seconds', 0):.1f} s in summary; {s.get('api_calls', '?')} API calls "
-            f"(≥ {api_floor:.1f} s at {API_RATE:.0f}/s); simulator CPU {run.simulator_cpu_s:.1f} s")
-    return Row(mode.name, TOOL, len(images), verified, size, m.wall_s, m.cpu_s, m.rss_mb, m.exit_code, nginx_cpu,
-               other_cpu, note, extra)
+    note = (f"{s.get('workers', '?')} worker(s) × {per_worker} in flight; run {s.get('seconds', 0):.1f} s in summary; "
+            f"{s.get('api_calls', '?')} API calls (≥ {api_floor:.1f} s at {API_RATE:.0f}/s); "
+            f"simulator CPU {run.simulator_cpu_s:.1f} s")
+    return Row(mode.name, variant.name, len(images), verified, size, m.wall_s, m.cpu_s, m.rss_mb, m.exit_code,
+               nginx_cpu, other_cpu, note, extra)
 
 
 def run_image_mode(b: Bench, mode: Mode) -> None:
+    """Every client once per round, `--repeat` rounds (a disturbance hits one round of many clients, not
+    every round of one); each client's row holds the medians of its rounds."""
     with b.latency.cdn(b.nginx, mode.latency_ms) as base:
-        rows = [best_of(b.args.repeat, lambda: run_tool_images(b, mode, base))]
-        print(f"  {mode.name}: {TOOL}: {rows[0].images_per_s:,.0f} images/s", flush=True)
-        for peer in b.peers:
-            rows.append(best_of(b.args.repeat, lambda: run_peer(b, mode, peer, base)))  # noqa: B023
-            print(f"  {mode.name}: {peer.name}: {rows[-1].images_per_s:,.0f} images/s", flush=True)
+        clients: list[tuple[str, Callable[[], Row]]] = [
+            *((v.name, partial(run_tool_images, b, mode, base, v)) for v in variants(mode.name == "disk", b.uvloop)),
+            *((p.name, partial(run_peer, b, mode, p, base)) for p in b.peers)]
+        clients = [(name, run) for name, run in clients if re.search(b.args.clients, name)]
+        rounds: dict[str, list[Row]] = {name: [] for name, _ in clients}
+        for number in range(1, b.args.repeat + 1):
+            for name, run in clients:
+                row = run()
+                rounds[name].append(row)
+                failed = "" if row.exit_code == 0 else f", exit {row.exit_code}"
+                print(f"  {mode.name} round {number}: {name}: {row.images_per_s:,.0f} images/s, "
+                      f"{row.cpu_ms_per_image:.2f} ms CPU/image{failed}", flush=True)
+    rows = [median_row(rounds[name]) for name, _ in clients]
     b.rows += rows
     bound = "" if not mode.latency_ms else f", bound {mode.concurrency}/{mode.latency_ms / 1000:g} s = " \
                                            f"{mode.bound:,.0f} images/s"
@@ -236,12 +273,14 @@ def run_scale(b: Bench) -> None:
                 results.append(_scale_run(b, sim, csv_path, out, size, with_images, "rerun of the finished list"))
             shutil.rmtree(out, ignore_errors=True)
     b.data["scale"] = results
-    lines = ["| run | patents | with image | images ok | API calls | wall s | run s (summary) | CPU s "
-             "| peak RSS MB | by status | exit |\n|---|---|---|---|---|---|---|---|---|---|---|\n"]
+    lines = ["| run | patents | with image | images ok | API calls | workers | wall s | run s (summary) | CPU s "
+             "| peak RSS MB (per process) | nothing to do | manifest rewritten | by status | exit |\n"
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"]
     for r in results:
         lines.append(f"| {r['label']} | {r['patents']:,} | {r['with_images']:,} | {r['verified']:,} "
-                     f"| {r['api_calls']} | {r['wall_s']:.1f} | {r['run_s']} | {r['cpu_s']:.1f} | {r['rss_mb']:.0f} "
-                     f"| {r['by_status']} | {r['exit_code']} |\n")
+                     f"| {r['api_calls']} | {r['workers']} | {r['wall_s']:.1f} | {r['run_s']} | {r['cpu_s']:.1f} "
+                     f"| {r['rss_mb']:.0f} | {r['nothing_to_do']} | {r['manifest_rewritten']} | {r['by_status']} "
+                     f"| {r['exit_code']} |\n")
     b.sections["mode scale"] = (
         f"Patents mostly without an image (about 1% with one, served by nginx); --rate {SCALE_RATE:g} "
         "--api-concurrency 8 --download-concurrency 64; instant simulator; files on disk.\n\n" + "".join(lines))
@@ -252,13 +291,17 @@ def _scale_run(b: Bench, sim: Simulator, csv_path: Path, out: Path, size: int, w
     print(f"  scale: {size:,} patents, {label} ...", flush=True)
     settle()
     cmd = tool_command(csv_path, out, sim.base_url, SCALE_RATE, 8, 64)
+    manifest = out / "manifest.csv"
+    before = manifest.stat().st_mtime_ns if manifest.exists() else None
     run = run_tool(cmd, out, log_path(f"scale-{size}-{label}"), 3600, sim)
     verified, _, statuses = verify_manifest(out, b.corpus)
     s, m = run.summary, run.measured
     result = {"label": f"{size:,}: {label}", "patents": size, "with_images": with_images, "verified": verified,
               "api_calls": s.get("api_calls"), "wall_s": round(m.wall_s, 2), "run_s": s.get("seconds"),
               "cpu_s": round(m.cpu_s, 2), "rss_mb": round(m.rss_mb, 1), "by_status": statuses,
-              "exit_code": m.exit_code, "summary_peak_rss_mb": s.get("peak_rss_mb"),
+              "exit_code": m.exit_code, "summary_peak_rss_mb": s.get("peak_rss_mb"), "workers": s.get("workers"),
+              "nothing_to_do": s.get("nothing_to_do"),
+              "manifest_rewritten": before is None or (manifest.exists() and manifest.stat().st_mtime_ns != before),
               "simulator_cpu_s": round(run.simulator_cpu_s, 2)}
     print(f"    {m.wall_s:.1f} s, peak RSS {m.rss_mb:.0f} MB, {s.get('api_calls')} API calls", flush=True)
     return result
@@ -275,15 +318,16 @@ def run_profile(b: Bench) -> None:
     print("  profile: the tool in tmpfs mode under py-spy ...", flush=True)
     mode = MODES["tmpfs"]
     with b.latency.cdn(b.nginx, 0) as base:
-        row = run_tool_images(b, mode, base, profile=raw)
+        row = run_tool_images(b, mode, base, PROFILED, profile=raw)
     if not raw.exists():
         b.sections["profile"] = f"py-spy wrote no profile (exit {row.exit_code}); see bench/work/logs.\n"
         return
     profile = summarise(raw)
     b.data["profile"] = asdict(profile)
     b.sections["profile"] = (
-        f"`py-spy record --rate {SPY_RATE} --nolineno` of the tool in tmpfs mode ({row.verified:,} images, "
-        f"{row.wall_s:.1f} s under the profiler).\n\n{profile_markdown(profile)}")
+        f"`py-spy record --rate {SPY_RATE} --nolineno` of `{PROFILED.name}` in tmpfs mode ({row.verified:,} images, "
+        f"{row.wall_s:.1f} s under the profiler, {row.cpu_ms_per_image:.2f} ms CPU per image).\n\n"
+        f"{profile_markdown(profile)}")
 
 
 # --- main ------------------------------------------------------------------------------------------------
@@ -296,10 +340,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="2,000 images, modes disk,tmpfs,lat30,meta: ~3 min")
     parser.add_argument("--full", action="store_true", help="the default modes plus scale and profile")
     parser.add_argument("--scale-sizes", default="100000,1000000", help="patent counts of the scale mode")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per client and mode; the fastest is kept")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds per image mode (every client once per round); rows show the medians")
     parser.add_argument("--no-img2dataset", action="store_true", help="skip the img2dataset peer")
+    parser.add_argument("--clients", default="", metavar="REGEX",
+                        help="image modes: only the clients whose name matches (a custom run)")
     args = parser.parse_args()
-    args.custom = bool(args.images or args.modes)  # such runs do not replace results.md
+    args.custom = bool(args.images or args.modes or args.clients)  # such runs do not replace results.md
     args.images = args.images or (2_000 if args.quick else 20_000)
     default = QUICK_MODES if args.quick else DEFAULT_MODES + (("scale", "profile") if args.full else ())
     args.modes = tuple(args.modes.split(",")) if args.modes else default
@@ -356,6 +403,10 @@ def main() -> None:
         run_bench(args)
 
 
+def _load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def run_bench(args: argparse.Namespace) -> None:
     started = time.time()
     ensure_debian_tools()
@@ -364,10 +415,12 @@ def run_bench(args: argparse.Namespace) -> None:
     latency = choose_latency()
     delays = tuple(MODES[m].latency_ms for m in args.modes if m in MODES and MODES[m].latency_ms)
     server = Nginx(WORK / "nginx", corpus.files, delays)
-    bench = Bench(args, corpus, server, latency, peers(img2dataset))
+    uvloop = importlib.util.find_spec("uvloop") is not None
+    bench = Bench(args, corpus, server, latency, peers(img2dataset, uvloop), uvloop)
     print(f"{len(corpus.images):,} images ({corpus.total_bytes / 1e6:,.0f} MB); latency: {latency.method}", flush=True)
     facts = machine_facts(img2dataset)
     facts["package commit at start"] = package_revision()
+    facts["load average at start (1, 5, 15 min)"] = _load()
     try:
         facts["write a 30 KB file, disk (ms)"] = f"{file_create_ms(WORK / 'out'):.2f}"
         facts["write a 30 KB file, tmpfs (ms)"] = f"{file_create_ms(SHM):.2f}"
@@ -377,6 +430,7 @@ def run_bench(args: argparse.Namespace) -> None:
         server.stop()
         shutil.rmtree(SHM, ignore_errors=True)
     facts["package commit at end"] = package_revision()
+    facts["load average at end (1, 5, 15 min)"] = _load()
     if facts["package commit at end"] != facts["package commit at start"]:
         print("WARNING: the package changed during the run; modes measured different code")
     text, data = ratios.render(bench, facts, skipped, time.time() - started)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
+_REPO = f"{Path(__file__).resolve().parent.parent}/"  # the checkout whose downloader/ is profiled
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*)\)$")
 # Leaves of threads that wait (py-spy's idle detection misses waits inside C calls here).
 _WAITS = ("_worker (concurrent/futures/thread.py)", "Condition.wait (threading.py)", "Event.wait (threading.py)",
@@ -45,13 +46,16 @@ class Profile:
     leaf: list[tuple[str, float]]
     package: list[tuple[str, float]]
     tool_code: list[tuple[str, float]]
+    inclusive: list[tuple[str, float]]
+    own: float  # share of samples whose running function is the tool's own code
 
 
-def summarise(raw: Path, top: int = 10) -> Profile:
+def summarise(raw: Path, top: int = 12) -> Profile:
     leaf: Counter[str] = Counter()
     package: Counter[str] = Counter()
     tool_code: Counter[str] = Counter()
-    total = waiting = 0
+    inclusive: Counter[str] = Counter()
+    total = waiting = own_leaf = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -70,11 +74,15 @@ def summarise(raw: Path, top: int = 10) -> Profile:
         package[_package(file)] += count
         own = next(((fn, fl) for fn, fl in reversed(frames) if "downloader/" in fl), None)
         tool_code[f"{own[0]} ({_short(own[1])})" if own else "(outside downloader/)"] += count
+        own_leaf += count if "downloader/" in file else 0
+        for name in {f"{fn} ({_short(fl)})" for fn, fl in frames if "downloader/" in fl}:
+            inclusive[name] += count
 
     def shares(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(name, n / total) for name, n in counter.most_common(top)] if total else []
 
-    return Profile(total, waiting, shares(leaf), shares(package), shares(tool_code))
+    return Profile(total, waiting, shares(leaf), shares(package), shares(tool_code), shares(inclusive),
+                   own_leaf / total if total else 0.0)
 
 
 def _parse(frame: str) -> tuple[str, str] | None:
@@ -83,7 +91,7 @@ def _parse(frame: str) -> tuple[str, str] | None:
 
 
 def _short(file: str) -> str:
-    for marker in ("site-packages/", "/lib/python3.11/", "/work/main/"):
+    for marker in ("site-packages/", "/lib/python3.11/", _REPO):
         if marker in file:
             return file.split(marker, 1)[1]
     return file
@@ -91,7 +99,9 @@ def _short(file: str) -> str:
 
 def _package(file: str) -> str:
     short = _short(file)
-    if "site-packages/" in file or file.startswith("/work/main/"):
+    if file.startswith(_REPO):
+        return short  # the tool's own modules one by one
+    if "site-packages/" in file:
         return short.split("/", 1)[0]
     if "/lib/python3" in file:
         return f"stdlib {short.split('/', 1)[0].removesuffix('.py')}"
@@ -106,4 +116,6 @@ def profile_markdown(p: Profile) -> str:
     return (f"{p.samples:,} busy samples ({p.waiting:,} more of threads waiting in a queue or selector, left out).\n\n"
             + table("self time: the function running when sampled", p.leaf)
             + table("by package of the running function", p.package)
-            + table("by the innermost frame of the tool's own code (libraries it calls included)", p.tool_code))
+            + table("by the innermost frame of the tool's own code (libraries it calls included)", p.tool_code)
+            + table("inclusive: samples with this function of the tool anywhere on the stack", p.inclusive)
+            + f"The tool's own code was the running function in {p.own:.1%} of the busy samples.\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import urllib.request
@@ -69,21 +70,71 @@ class ToolRun:
     simulator_cpu_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One way to run the tool: --workers (None: its default, one per core), the event loop, --io."""
+
+    workers: int | None = None
+    loop: str = "auto"  # PATENT_IMAGES_LOOP: auto is uvloop when installed (the machine table says)
+    io: str | None = None
+
+    @property
+    def name(self) -> str:
+        flags = "".join(f" {flag}" for flag in (self.workers and f"--workers {self.workers}",
+                                                 self.io and f"--io {self.io}") if flag)
+        return f"patent-images{flags}" + ("" if self.loop == "auto" else f", {self.loop} loop")
+
+    def args(self) -> list[str]:
+        return ([] if self.workers is None else ["--workers", str(self.workers)]) + (
+            [] if self.io is None else ["--io", self.io])
+
+    def env(self) -> dict[str, str]:
+        return clean_env({"PATENT_IMAGES_LOOP": self.loop})
+
+
+DEFAULT = Variant()
+
+
+def variants(disk: bool, uvloop: bool) -> list[Variant]:
+    """The tool's rows of an image mode: default workers and --workers 1, on the default loop (uvloop when
+    installed) and on asyncio's, and in the disk mode --io threads (the path for NFS/SMB/FUSE folders)."""
+    loops = ("auto", "asyncio") if uvloop else ("auto",)
+    found = [Variant(workers, loop) for loop in loops for workers in (None, 1)]
+    if disk:
+        found.append(Variant(None, loops[0], "threads"))
+    return found
+
+
 def tool_command(csv_path: Path, out: Path, api_base: str, rate: float, api_concurrency: int,
-                 download_concurrency: int) -> list[str]:
+                 download_concurrency: int, variant: Variant = DEFAULT) -> list[str]:
     return [str(PATENT_IMAGES), "run", str(csv_path), "--out", str(out), "--api-base", api_base,
             "--token", "demo-token", "--api-key", "demo-key", "--rate", str(rate),
             "--api-concurrency", str(api_concurrency), "--download-concurrency", str(download_concurrency),
-            "--no-progress"]
+            "--no-progress", *variant.args()]
 
 
-def run_tool(cmd: list[str], out: Path, log: Path, timeout: float, sim: Simulator) -> ToolRun:
+def run_tool(cmd: list[str], out: Path, log: Path, timeout: float, sim: Simulator,
+             variant: Variant = DEFAULT) -> ToolRun:
     """Run the tool (under an optional wrapper, e.g. py-spy, as a prefix of `cmd`)."""
     cpu_before = sim.cpu_s()
-    measured = run_measured(cmd, log, timeout=timeout)
+    measured = run_measured(cmd, log, timeout=timeout, env=variant.env())
+    return ToolRun(measured, last_summary(out), simulator=sim.counters(), simulator_cpu_s=sim.cpu_s() - cpu_before)
+
+
+def last_summary(out: Path) -> dict[str, Any]:
+    """The summary of the latest run in the folder's state store (summary.json keeps the last run that had work
+    to do, so a rerun with nothing to do is read from the store's run history)."""
+    db = out / "state.sqlite"
+    if db.exists():
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT summary FROM runs WHERE ended IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
+        finally:
+            conn.close()
+        if row:
+            return dict(json.loads(row[0]))
     summary_file = out / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-    return ToolRun(measured, summary, simulator=sim.counters(), simulator_cpu_s=sim.cpu_s() - cpu_before)
+    return json.loads(summary_file.read_text()) if summary_file.exists() else {}
 
 
 def verify_manifest(out: Path, corpus: Corpus) -> tuple[int, int, dict[str, int]]:

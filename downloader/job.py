@@ -19,7 +19,7 @@ import os
 import resource
 import socket
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -45,6 +45,8 @@ from downloader.state.lock import DirLock
 from downloader.state.sqlite import STATE_FILE, local_state_home
 from downloader.wiring import http_clients
 from downloader.workers import default_workers, helpers, stop_helpers
+
+LOOP_ENV = "PATENT_IMAGES_LOOP"  # asyncio | uvloop | auto (default): which event loop runs the job
 
 
 def run_job(inputs: Sequence[str | Path], out: str | Path, settings: Settings, *,
@@ -368,9 +370,19 @@ def _keys(rows: Iterable[PatentKey | Reject], rejects: RejectsWriter, control: C
             yield row
 
 
-def _has_uvloop() -> bool:
-    """uvloop (the optional `fast` extra) when installed: a quicker event loop, same behaviour."""
-    return importlib.util.find_spec("uvloop") is not None
+def _has_uvloop(environ: Mapping[str, str] = os.environ) -> bool:
+    """uvloop (the optional `fast` extra) when installed: a quicker event loop, same behaviour.
+
+    PATENT_IMAGES_LOOP=asyncio|uvloop forces one (the benchmark measures both); `auto` or unset
+    takes uvloop when it is installed. Helper workers inherit the variable, so every process agrees.
+    """
+    wanted = environ.get(LOOP_ENV, "").strip().lower() or "auto"
+    if wanted not in ("auto", "asyncio", "uvloop"):
+        raise UsageError(f"{LOOP_ENV}={wanted}: expected asyncio, uvloop or auto")
+    installed = importlib.util.find_spec("uvloop") is not None
+    if wanted == "uvloop" and not installed:
+        raise UsageError(f"{LOOP_ENV}=uvloop, but uvloop is not installed (pip install 'patent-images[fast]')")
+    return installed if wanted == "auto" else wanted == "uvloop"
 
 
 def _options(inputs: Sequence[str | Path], settings: Settings) -> dict[str, Any]:

@@ -278,7 +278,10 @@ class SqliteStore:
         """Rows in input order, a page per thread hop."""
         conditions, params = ["seq>?"], list[Any]()
         if run_id is not None:
-            conditions.append("seen_run=?")
+            # With the run alone, a unary + keeps SQLite off the patents_work index: through it each page
+            # scanned and sorted every row of the run (quadratic: minutes of CPU for a million-row
+            # manifest), where the rowid range reads each row once. With a status, that index gives the order.
+            conditions.append("seen_run=?" if status is not None else "+seen_run=?")
             params.append(run_id)
         if status is not None:
             conditions.append("status=?")
@@ -340,8 +343,12 @@ class SqliteStore:
         return schema.Transaction(self._conn)
 
 
+_KINDS = {k.value: k for k in Kind}  # a dict lookup is ~15x cheaper than Kind(value), once per manifest row
+_STATUSES = {s.value: s for s in Status}
+
+
 def _row(r: Sequence[Any]) -> PatentRow:
-    return PatentRow(Kind(r[0]), r[1], Status(r[2]), *r[3:])
+    return PatentRow(_KINDS[r[0]], r[1], _STATUSES[r[2]], *r[3:])
 
 
 def default_path(folder: Path) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,55 @@ def run_cli(*args: str, timeout: float = 60.0, env: dict[str, str] | None = None
 
     return subprocess.run(cli_command(*args), capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=Path(__file__).resolve().parents[1], check=False)
+
+
+class Cli:
+    """One `patent-images run` subprocess, stderr to `log`; killed (if still running) and reaped on exit."""
+
+    def __init__(self, args: list[str], log: Path, **popen: Any) -> None:
+        import subprocess
+        import time
+
+        self.log = log
+        self._err = log.open("w", encoding="utf-8")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(cli_command(*args), stdout=subprocess.DEVNULL, stderr=self._err,
+                                     cwd=Path(__file__).resolve().parents[1], **popen)
+
+    def __enter__(self) -> Cli:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+        self._err.close()
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+        """Poll `condition` every 2 ms until it holds (True) or the process ended first (False)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            if condition():
+                return True
+            time.sleep(0.002)
+        raise AssertionError("timed out waiting for the run to get there")
+
+    def when(self, condition: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Wait until `condition()` holds while the run is still going (fails the test otherwise)."""
+        assert self.wait_for(condition, timeout), f"the run ended first: {self.stderr()}"
+
+    def stderr(self) -> str:
+        self._err.flush()
+        return self.log.read_text(encoding="utf-8")
+
+    def finish(self, timeout: float = 60.0) -> tuple[int, str]:
+        """Exit code and stderr once it ends."""
+        code = self.proc.wait(timeout=timeout)
+        return code, self.stderr()
 
 
 def state_rows(out: Path) -> list[tuple[str, str, str]]:

@@ -7,7 +7,6 @@ import json
 import random
 import signal
 import sqlite3
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +17,9 @@ from downloader.simulator import Simulator
 
 from .support import (
     SETTLED_STATUSES,
+    Cli,
     check_downloads,
     cli_args,
-    cli_command,
     downloaded_files,
     image_files,
     leftovers,
@@ -34,47 +33,6 @@ from .support import (
 )
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-class Cli:
-    """One `patent-images run` subprocess; always reaped (killed if still running) on exit."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.log = log
-        self._err = log.open("w", encoding="utf-8")
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(cli_command(*args), stdout=subprocess.DEVNULL, stderr=self._err, cwd=ROOT)
-
-    def __enter__(self) -> Cli:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=30)
-        self._err.close()
-
-    def wait_for(self, condition: Callable[[], bool], timeout: float = 60.0) -> bool:
-        """Poll `condition` every 2 ms until it holds (True) or the process ended first (False)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            if condition():
-                return True
-            time.sleep(0.002)
-        raise AssertionError("timed out waiting for the run to get there")
-
-    def stderr(self) -> str:
-        self._err.flush()
-        return self.log.read_text(encoding="utf-8")
-
-
-def count_images(out: Path) -> int:
-    root = out / "images"
-    return sum(1 for p in root.rglob("*") if p.is_file()) if root.exists() else 0
 
 
 def comparable(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
@@ -110,7 +68,7 @@ def test_kill_9_at_many_moments_then_rerun_equals_an_uninterrupted_run(tmp_path,
     dice = random.Random(20240601)
     moments: list[tuple[str, Callable[[], bool]]] = [
         ("state store created (ingest)", lambda: (out / "state.sqlite").exists()),
-        ("first images on disk", lambda: count_images(out) >= 20),
+        ("first images on disk", lambda: len(image_files(out)) >= 20),
         ("random 1-3 s", _after(dice.uniform(1.0, 3.0))),
         ("300 more images", _more_images(out, 300)),
         ("random 1.5-3 s", _after(dice.uniform(1.5, 3.0))),
@@ -128,7 +86,7 @@ def test_kill_9_at_many_moments_then_rerun_equals_an_uninterrupted_run(tmp_path,
         snapshots.append(settled_snapshot(out, sim))
         report.append(f"{name}: {'killed' if reached else 'finished first'} (rc {code}) after "
                       f"{time.monotonic() - cli.started:.2f} s, {len(snapshots[-1])} settled, "
-                      f"{count_images(out)} files")
+                      f"{len(image_files(out))} files")
     final = run_cli(*args, timeout=120)
     extra = sim.counters.charged - 2 * ref["charged"]  # beyond the reference's own and one more full set
     print(f"\n[kill -9] reference run {ref_seconds:.1f} s, {ref['api_calls']} calls, {ref['charged']} charged; "
@@ -161,9 +119,9 @@ def _more_images(out: Path, n: int) -> Callable[[], bool]:
     box = [0]
 
     def condition() -> bool:
-        return count_images(out) >= box[0] + n
+        return len(image_files(out)) >= box[0] + n
 
-    condition.start = lambda: box.__setitem__(0, count_images(out))  # type: ignore[attr-defined]
+    condition.start = lambda: box.__setitem__(0, len(image_files(out)))  # type: ignore[attr-defined]
     return condition
 
 
@@ -182,7 +140,7 @@ def test_a_signal_stops_the_run_within_seconds_with_state_saved(tmp_path, sim_co
     args = cli_args(sim, [source], out, "--download-concurrency", "4", "--batch-size", "50")
     if phase == "downloads":
         sim_config.cdn_latency = 0.05
-        condition = lambda: count_images(out) >= 20  # noqa: E731
+        condition = lambda: len(image_files(out)) >= 20  # noqa: E731
     else:
         sim_config.api_latency = 30.0
         condition = lambda: sim.counters.api_in_flight >= 1  # noqa: E731
@@ -195,7 +153,7 @@ def test_a_signal_stops_the_run_within_seconds_with_state_saved(tmp_path, sim_co
         seconds = time.monotonic() - sent
         err = cli.stderr()
     print(f"\n[{signal.Signals(signum).name} during {phase}] exit {code} {seconds:.2f} s after the signal, "
-          f"{count_images(out)} images kept; stderr: {err.strip()}")
+          f"{len(image_files(out))} images kept; stderr: {err.strip()}")
     assert code == 130 and seconds < 5
     assert "interrupted" in one_clear_line(err)
     assert json.loads((out / "summary.json").read_text())["exit_code"] == 130
@@ -222,7 +180,7 @@ def test_a_second_run_on_a_busy_folder_is_refused_and_a_dead_runs_lock_is_taken_
     args = cli_args(sim, [write_csv(tmp_path / "in.csv", numbers(300))], out, "--download-concurrency", "2")
     with Cli(args, tmp_path / "first.log") as first:
         assert first.wait_for(lambda: (out / ".lock").exists() and (out / ".lock").read_text().strip() != "")
-        assert first.wait_for(lambda: count_images(out) >= 1)
+        assert first.wait_for(lambda: len(image_files(out)) >= 1)
         second = run_cli(*args)
         line = one_clear_line(second.stderr)
         print(f"\n[lock] second run: exit {second.returncode}: {line}")

@@ -15,9 +15,8 @@ import resource
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,9 +32,11 @@ from downloader.sinks.local import LocalSink
 from downloader.state.sqlite import SqliteStore
 
 from .support import (
+    Cli,
     check_downloads,
     cli_args,
     cli_command,
+    image_files,
     leftovers,
     manifest,
     numbers,
@@ -100,44 +101,7 @@ def mounted(target: Path, *args: str) -> Iterator[Path]:
         _unmount_all(target)
 
 
-class Cli:
-    """One `patent-images run` subprocess (stderr to a file); killed and reaped on exit if still running."""
 
-    def __init__(self, args: list[str], log: Path, **popen: object) -> None:
-        self.log = log
-        self._err = log.open("w", encoding="utf-8")
-        self.proc = subprocess.Popen(cli_command(*args), stdout=subprocess.DEVNULL, stderr=self._err, cwd=ROOT,
-                                     **popen)  # type: ignore[call-overload]
-
-    def __enter__(self) -> Cli:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=30)
-        self._err.close()
-
-    def when(self, condition: Callable[[], bool], timeout: float = 30.0) -> None:
-        """Wait until `condition()` holds while the run is still going (fails the test otherwise)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"the run ended first: {self.stderr()}"
-            if condition():
-                return
-            time.sleep(0.002)
-        raise AssertionError("timed out waiting for the run to get there")
-
-    def finish(self, timeout: float = 60.0) -> tuple[int, str]:
-        """Exit code and stderr once it ends."""
-        code = self.proc.wait(timeout=timeout)
-        self._err.flush()
-        return code, self.log.read_text(encoding="utf-8")
-
-
-def images_in(out: Path) -> int:
-    root = out / "images"
-    return sum(1 for p in root.rglob("*") if p.is_file()) if root.exists() else 0
 
 
 def statuses(out: Path) -> Counter[str]:
@@ -177,7 +141,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_the_rerun_pays_nothing_twic
         first = run_cli(*cli_args(sim, [source], out, *SMALL_BATCHES, "--log-file", str(tmp_path / "run.log")))
         line = one_clear_line(first.stderr)
         print(f"\n[disk full] exit {first.returncode}: {line}; {sim.counters.api_requests} calls, charged "
-              f"{sim.counters.charged}, {images_in(out)} images stored, {paid_but_not_stored(out)} paid for but "
+              f"{sim.counters.charged}, {len(image_files(out))} images stored, {paid_but_not_stored(out)} paid for but "
               f"not stored, {500 - len(sim.asks)} never asked")
         assert first.returncode == 3
         assert line.startswith(f"patent-images: no space left on {out} (") and " MB free); free some space and " \
@@ -276,7 +240,7 @@ def test_an_output_folder_turned_read_only_mid_run_stops_with_exit_3(tmp_path, c
     args = cli_args(sim, [source], out, *SMALL_BATCHES)
     try:
         with Cli(args, tmp_path / "err.txt") as run:
-            run.when(lambda: images_in(out) >= 20)
+            run.when(lambda: len(image_files(out)) >= 20)
             _mount("--bind", "-o", "ro", str(out), str(out))
             code, err = run.finish()
         line = one_clear_line(err)
@@ -303,7 +267,7 @@ def test_an_output_file_system_that_goes_away_mid_run_stops_with_exit_3(tmp_path
     args = cli_args(sim, [source], out, *SMALL_BATCHES)
     with mounted(out, "--bind", str(real)):
         with Cli(args, tmp_path / "err.txt") as run:
-            run.when(lambda: images_in(out) >= 20)
+            run.when(lambda: len(image_files(out)) >= 20)
             subprocess.run(["umount", "-l", str(out)], check=True)
             code, err = run.finish()
     line = one_clear_line(err)

@@ -192,6 +192,7 @@ class Pipeline:
                 recorded = self._recorded
                 limit = self.lookahead.allowed()
                 if limit == 0:  # the downloads cannot use more URLs before they would expire
+                    self._moved = anyio.Event()  # made here, not per image: only this wait needs a fresh one
                     with anyio.move_on_after(_IDLE_POLL):
                         await self._moved.wait()
                     continue
@@ -273,7 +274,6 @@ class Pipeline:
 
     def _move(self) -> None:
         self._moved.set()
-        self._moved = anyio.Event()
 
     async def _download_stage(self, jobs: MemoryObjectReceiveStream[ImageJob],
                               to_results: MemoryObjectSendStream[Record], ticking: anyio.CancelScope) -> None:

@@ -37,7 +37,7 @@ from downloader.core.errors import LocalResourceError, OutputError
 RESERVE_FILE = ".reserve"
 RESERVE_BYTES = 2 * 1024 * 1024
 
-_FULL = {errno.ENOSPC, errno.EDQUOT}
+FULL = {errno.ENOSPC, errno.EDQUOT}  # no space, or over quota
 _READ_ONLY = {errno.EROFS}
 _DENIED = {errno.EACCES, errno.EPERM}
 _GONE = {errno.ENOENT, errno.ESTALE, errno.ENOTCONN, errno.ENODEV, errno.ENXIO, errno.ENOTDIR}
@@ -55,7 +55,7 @@ def output_error(err: OSError, folder: str) -> OutputError | LocalResourceError:
     why = err.strerror or str(err)
     if code in _NO_FDS:
         return LocalResourceError(f"too many open files ({why})")
-    if code in _FULL:
+    if code in FULL:
         what = "disk quota exceeded" if code == errno.EDQUOT else "no space left"
         error = OutputError(f"{what} on {folder} ({_free_text(folder)} free)",
                             hint="free some space and run the same command")
@@ -113,15 +113,19 @@ _reserves_lock = threading.Lock()  # the state store's worker thread may release
 
 
 def hold_reserve(folder: str, size: int = RESERVE_BYTES) -> str:
-    """Set aside `size` bytes in `folder` (a file of zeros); OutputError when there is not that much room."""
-    path = os.path.join(folder, RESERVE_FILE)
+    """Set aside `size` bytes in `folder` (a file of zeros); OutputError when there is not that much room.
+    A reserve already held (the output folder's, when the state store lives there too) is held once."""
+    path = os.path.abspath(os.path.join(folder, RESERVE_FILE))
+    with _reserves_lock:
+        if any(path in paths for paths in _reserves.values()):
+            return path
     with output_faults(folder):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             _allocate(fd, size)
             device = os.fstat(fd).st_dev
         except OSError:
-            _unlink_quietly(path)
+            unlink_quietly(path)
             raise
         finally:
             os.close(fd)
@@ -144,7 +148,7 @@ def release_reserve(folder: str) -> bool:
     with _reserves_lock:
         paths = _reserves.pop(device, set())
     for path in paths:
-        _unlink_quietly(path)
+        unlink_quietly(path)
     return bool(paths)
 
 
@@ -153,7 +157,7 @@ def drop_reserve(path: str) -> None:
     with _reserves_lock:
         for paths in _reserves.values():
             paths.discard(path)
-    _unlink_quietly(path)
+    unlink_quietly(path)
 
 
 def _allocate(fd: int, size: int) -> None:
@@ -170,11 +174,13 @@ def _allocate(fd: int, size: int) -> None:
             os.write(fd, block)
 
 
-def _unlink_quietly(path: str) -> None:
+def unlink_quietly(path: str | os.PathLike[str]) -> None:
+    """Remove a file if it can be: gone already, or the folder went read-only or away, and the next
+    run's prepare clears it."""
     try:
         os.unlink(path)
     except OSError:
-        pass  # gone already, or the file system went read-only: the next run's prepare deals with it
+        pass
 
 
 # --- open files ----------------------------------------------------------------------------------

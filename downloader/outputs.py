@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from downloader import machine
 from downloader.core.model import Kind, Reject, Status
-from downloader.machine import output_faults
 from downloader.sinks.base import ImageSink
 from downloader.state.base import PatentRow
 
@@ -50,7 +50,7 @@ async def write_manifest(sink: ImageSink, rows: AsyncIterator[PatentRow]) -> int
     count = 0
     table_path, lines_path = sink.staging(MANIFEST_CSV), sink.staging(MANIFEST_JSONL)
     try:
-        with output_faults(str(table_path.parent)), _text(table_path) as table, _text(lines_path) as lines:
+        with machine.output_faults(str(table_path.parent)), _text(table_path) as table, _text(lines_path) as lines:
             writer = csv.writer(table)
             writer.writerow(MANIFEST_COLUMNS)
             async for stored in rows:
@@ -66,8 +66,8 @@ async def write_manifest(sink: ImageSink, rows: AsyncIterator[PatentRow]) -> int
         await sink.publish(MANIFEST_CSV, table_path, content_type="text/csv")
         await sink.publish(MANIFEST_JSONL, lines_path, content_type="application/x-ndjson")
     finally:
-        _remove(table_path)
-        _remove(lines_path)
+        machine.unlink_quietly(table_path)
+        machine.unlink_quietly(lines_path)
     return count
 
 
@@ -87,12 +87,12 @@ async def write_summary(sink: ImageSink, summary: dict[str, Any]) -> None:
     """summary.json of the last run."""
     staged = sink.staging(SUMMARY_JSON)
     try:
-        with output_faults(str(staged.parent)), _text(staged) as out:
+        with machine.output_faults(str(staged.parent)), _text(staged) as out:
             json.dump(summary, out, indent=2, sort_keys=True)
             out.write("\n")
         await sink.publish(SUMMARY_JSON, staged, content_type="application/json")
     finally:
-        _remove(staged)
+        machine.unlink_quietly(staged)
 
 
 class RejectsWriter:
@@ -103,7 +103,7 @@ class RejectsWriter:
         self._path = sink.staging(REJECTS_CSV)
         self._folder = str(self._path.parent)
         self._cm = _text(self._path)
-        with output_faults(self._folder):
+        with machine.output_faults(self._folder):
             self._out = self._cm.__enter__()
         self._writer = csv.writer(self._out)
         self._writer.writerow(["source", "line", "value", "reason"])
@@ -111,18 +111,18 @@ class RejectsWriter:
 
     def add(self, reject: Reject) -> None:
         """Record one rejected row."""
-        with output_faults(self._folder):
+        with machine.output_faults(self._folder):
             self._writer.writerow([reject.source, reject.line, reject.raw, reject.reason])
         self.count += 1
 
     async def publish(self) -> None:
         """Finish the file and put it in place."""
         try:
-            with output_faults(self._folder):
+            with machine.output_faults(self._folder):
                 self._cm.__exit__(None, None, None)
             await self._sink.publish(REJECTS_CSV, self._path, content_type="text/csv")
         finally:
-            _remove(self._path)
+            machine.unlink_quietly(self._path)
 
     def drop(self) -> None:
         """Forget the file (the run failed before reading every input)."""
@@ -130,14 +130,7 @@ class RejectsWriter:
             self._cm.__exit__(None, None, None)
         except OSError:
             pass  # a full disk: the file goes anyway
-        _remove(self._path)
-
-
-def _remove(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass  # the folder went read-only or away: the next run's prepare clears it
+        machine.unlink_quietly(self._path)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from downloader.cli.runner import err_line as _err
 from downloader.cli.runner import run_command, settings_from
 from downloader.core.errors import DownloaderError, FatalError, OutputError, UsageError
 from downloader.core.outcome import exit_code_for
-from downloader.core.settings import DEFAULT_API_BASE, parse_duration
+from downloader.core.settings import DEFAULT_API_BASE, IO_MODES, parse_duration
 from downloader.machine import output_error
 
 
@@ -155,7 +155,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--throttle-patience", type=float, default=60.0, metavar="SECONDS",
                    help="how long throttling answers may persist while the run is down to single spaced probes "
                         "before it is called a spent quota, exit 3 (default 60)")
-    p.add_argument("--io", choices=("auto", "direct", "threads"), default="auto",
+    p.add_argument("--io", choices=IO_MODES, default="auto",
                    help="how images are written: direct from the event loop (local disks), threads (one "
                         "worker-thread hop per image, for NFS/SMB/FUSE), auto: threads on such file systems")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from downloader.core.errors import UsageError
 
 DEFAULT_API_BASE = "https://connect.patsnap.com"
+IO_MODES = ("auto", "direct", "threads")  # --io: see sinks/local.py and sinks/filesystems.py
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class Settings:
             raise UsageError(f"--lease must be between 1 and 3600 seconds, got {self.lease}")
         if self.throttle_patience <= 0:
             raise UsageError("--throttle-patience must be positive")
-        if self.io not in ("auto", "direct", "threads"):
+        if self.io not in IO_MODES:
             raise UsageError(f"--io must be auto, direct or threads, got {self.io!r}")
         if self.outage_seconds <= 0:
             raise UsageError("outage_seconds must be positive")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 # Types (as /proc/self/mountinfo names them) whose calls may go over a network or to a user-space daemon.
 BLOCKING_TYPES = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "afs", "davfs")
-IO_MODES = ("auto", "direct", "threads")
 
 
 def filesystem_type(folder: Path, mountinfo: str | None = None) -> str:

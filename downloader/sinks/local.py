@@ -66,7 +66,7 @@ class LocalSink:
             self.io = io_mode(self.root, self._io_requested)
             info = os.stat(self._root)
         except OSError as err:
-            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            if err.errno in machine.FULL:
                 raise machine.output_error(err, self._root) from None
             raise UsageError(f"cannot write to --out {self._root}: {err.strerror or err}") from None
         self._identity = (info.st_dev, info.st_ino)
@@ -89,8 +89,8 @@ class LocalSink:
         except OSError:
             return
         for name in names:
-            if name.startswith(f"{os.getpid()}-"):
-                _unlink(os.path.join(self._partial, name))
+            if name.startswith(f"{self._pid}-"):
+                machine.unlink_quietly(os.path.join(self._partial, name))
         if self._owner:  # the helpers have stopped by now; never remove it under a working helper
             try:
                 os.rmdir(self._partial)
@@ -110,7 +110,7 @@ class LocalSink:
             raise machine.output_error(err, self._root) from err
         if not same:
             raise machine.output_error(OSError(errno.ENOENT, "no longer the same folder"), self._root)
-        return self.root / f".{name}.{os.getpid()}.tmp"
+        return self.root / f".{name}.{self._pid}.tmp"
 
     async def publish(self, name: str, staged: Path, *, content_type: str) -> None:
         """Rename the staged file over `name` (fsynced first with --durable)."""
@@ -214,7 +214,7 @@ class LocalUpload:
                 os.close(fd)
             except OSError:
                 pass  # the unwritten tail goes with the file
-        _unlink(self._path)
+        machine.unlink_quietly(self._path)
 
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
@@ -258,7 +258,7 @@ def _place_now(sink: LocalSink, temp: str, relative: str, chunks: list[bytes]) -
                 os.fsync(out.fileno())
         parent = sink._commit(temp, relative)
     except BaseException:
-        _unlink(temp)
+        machine.unlink_quietly(temp)
         raise
     if sink.durable:
         _fsync_path(parent)
@@ -278,13 +278,6 @@ def _makedirs_below(root: str, path: str) -> None:
     except FileNotFoundError:
         _makedirs_below(root, os.path.dirname(path))
         os.makedirs(path, exist_ok=True)  # its parent is there now
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass  # gone already, or the folder went read-only or away: the next run's prepare clears it
 
 
 def _fsync_path(path: str) -> None:

@@ -24,7 +24,6 @@ storing raises `OutputError` (exit 3); a failure in `prepare` raises `UsageError
 from __future__ import annotations
 
 import os
-import random
 import re
 import shutil
 import tempfile
@@ -50,6 +49,7 @@ from obstore.exceptions import (
 from obstore.store import S3Store
 
 from downloader.core.errors import OutputError, UsageError
+from downloader.net.retrying import backoff
 from downloader.sinks.s3url import S3Location, endpoint_host, parse_s3_url, resolve_endpoint
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class S3Retry:
 
     def delay(self, failures: int) -> float:
         """Seconds to wait after the n-th failure (1-based)."""
-        return random.random() * min(self.max_backoff, self.first_backoff * 2 ** (failures - 1))
+        return backoff(failures, self.first_backoff, self.max_backoff)
 
 
 @dataclass(frozen=True)

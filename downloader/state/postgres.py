@@ -34,7 +34,16 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from downloader.core.errors import StateError
 from downloader.core.model import Batch, ImageJob, Kind, PatentKey, Status
 from downloader.state import pg_queries as q
-from downloader.state.base import Claim, IngestCounts, PatentRow, RunRecord, Shared, StateEvent, WorkerRecord
+from downloader.state.base import (
+    Claim,
+    IngestCounts,
+    PatentRow,
+    RunRecord,
+    Shared,
+    StateEvent,
+    WorkerRecord,
+    patent_row,
+)
 from downloader.state.pg_schema import migrate, parse_url
 from downloader.state.transitions import update_for
 
@@ -247,11 +256,11 @@ class PostgresStore:
                 cur.itersize = PAGE
                 await cur.execute(query, {"run": run_id, "status": status.value if status else None})
                 async for row in cur:
-                    yield _patent_row(row)
+                    yield patent_row(row)
 
     async def latest(self, status: Status, limit: int) -> list[PatentRow]:
         """The most recently updated rows in `status`, newest first."""
-        return [_patent_row(row) for row in await self._fetch(q.LATEST, [status.value, limit])]
+        return [patent_row(row) for row in await self._fetch(q.LATEST, [status.value, limit])]
 
     # --- workers and shared records -------------------------------------------------------
 
@@ -306,11 +315,6 @@ async def _claim(conn: AsyncConnection, run_id: int, worker: str, limit: int, us
 
 async def _execute(query: str, params: Mapping[str, Any], conn: AsyncConnection) -> None:
     await conn.execute(query, params)
-
-
-def _patent_row(row: Sequence[Any]) -> PatentRow:
-    kind, key, status, *rest = row
-    return PatentRow(Kind(kind), key, Status(status), *rest)
 
 
 async def _chunks(keys: Iterable[PatentKey], size: int) -> AsyncIterator[list[PatentKey]]:

@@ -43,6 +43,7 @@ from downloader.state.base import (
     Shared,
     StateEvent,
     WorkerRecord,
+    patent_row,
 )
 from downloader.state.transitions import ALLOWED_FROM, transition_allowed, update_for
 
@@ -291,7 +292,7 @@ class SqliteStore:
         while True:
             page = await self._run(self._read_all, sql, (last, *params))
             for row in page:
-                yield _row(row[1:])
+                yield patent_row(row[1:])
             if len(page) < _PAGE:
                 return
             last = page[-1][0]
@@ -300,7 +301,7 @@ class SqliteStore:
         """The most recently updated rows in `status`, newest first."""
         rows = await self._run(self._read_all, f"SELECT {_ROW_COLUMNS} FROM patents WHERE status=? "
                                "ORDER BY updated_at DESC, seq DESC LIMIT ?", (status.value, limit))
-        return [_row(r) for r in rows]
+        return [patent_row(r) for r in rows]
 
     # --- workers and shared records -----------------------------------------------------------
 
@@ -341,14 +342,6 @@ class SqliteStore:
 
     def _transaction(self) -> schema.Transaction:
         return schema.Transaction(self._conn)
-
-
-_KINDS = {k.value: k for k in Kind}  # a dict lookup is ~15x cheaper than Kind(value), once per manifest row
-_STATUSES = {s.value: s for s in Status}
-
-
-def _row(r: Sequence[Any]) -> PatentRow:
-    return PatentRow(_KINDS[r[0]], r[1], _STATUSES[r[2]], *r[3:])
 
 
 def default_path(folder: Path) -> Path:

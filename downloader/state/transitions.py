@@ -38,9 +38,13 @@ def update_for(event: StateEvent, mark: str) -> tuple[str, tuple[Any, ...]]:
 
     Its trailing parameters, appended by the caller, are updated_at, kind, key.
     """
-    def guarded(new: Status, assignments: str, allowed: tuple[Status, ...] | None = None) -> str:
-        sources = ",".join(f"'{s.value}'" for s in (allowed or ALLOWED_FROM[new]))
-        return (f"UPDATE patents SET status='{new.value}', {assignments}, updated_at={mark} "
+    def guarded(new: Status | None, assignments: str, allowed: tuple[Status, ...] = ()) -> str:
+        """The UPDATE of one key, allowed only from the statuses `allowed` (by default those that may
+        become `new`); `new` None leaves the status as it is."""
+        if new is not None:
+            allowed, assignments = allowed or ALLOWED_FROM[new], f"status='{new.value}', {assignments}"
+        sources = ",".join(f"'{s.value}'" for s in allowed)
+        return (f"UPDATE patents SET {assignments}, updated_at={mark} "
                 f"WHERE kind={mark} AND key={mark} AND status IN ({sources})")
 
     m = mark
@@ -67,7 +71,5 @@ def update_for(event: StateEvent, mark: str) -> tuple[str, tuple[Any, ...]]:
                                             f"the download {MAX_EXPIRIES} times' ELSE {m} END", 1)
             return sql, (reason,)
         case Deferred(_, error, retry_at):
-            sources = ",".join(f"'{s.value}'" for s in _DEFERRED_FROM)
-            return (f"UPDATE patents SET error={m}, retry_at={m}, {_RELEASE}, updated_at={m} "
-                    f"WHERE kind={m} AND key={m} AND status IN ({sources})"), (error, retry_at)
+            return guarded(None, f"error={m}, retry_at={m}, {_RELEASE}", _DEFERRED_FROM), (error, retry_at)
     raise TypeError(f"not a state event: {event!r}")

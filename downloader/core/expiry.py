@@ -47,8 +47,9 @@ def url_window(url: str, *, answered_at: float,
                default_lifetime: float = DEFAULT_LIFETIME) -> tuple[float, float]:
     """(signed at, expires at) of `url` in epoch seconds: read from the URL where its form says,
     else the answer's time and `answered_at` + `default_lifetime`."""
-    expires = url_expiry(url, answered_at=answered_at, default_lifetime=default_lifetime)
-    signed = parse_url_signed_at(url)
+    signed, expires = _read(url)  # one parse for both
+    if expires is None:
+        expires = answered_at + default_lifetime
     if signed is None or signed >= expires:
         signed = min(answered_at, expires)
     return signed, expires
@@ -69,15 +70,31 @@ _FAST_COS = re.compile(r"(?:[?&=]|%26|%3D)q-sign-time(?:=|%3D)(\d{1,12})(?:;|%3B
 
 def parse_url_expiry(url: str) -> float | None:
     """The expiry (epoch seconds) carried by a signed URL, or None when none is recognizable."""
+    return _read(url)[1]
+
+
+def parse_url_signed_at(url: str) -> float | None:
+    """When a signed URL was signed (epoch seconds), where its form carries it: COS `q-sign-time`
+    START, SigV4 `X-Amz-Date`, GCS `X-Goog-Date`; None otherwise (SigV2 and `response-expires`
+    carry only the end)."""
+    return _read(url)[0]
+
+
+def _read(url: str) -> tuple[float | None, float | None]:
+    """(signed at, expires at) as the URL carries them, either None when it does not."""
     fast = _FAST_COS.search(url)
     if fast:
         found = _cos_window(f"{fast[1]};{fast[2]}")
         if found is not None:
-            return found
+            return _absolute(int(fast[1])), found
     try:
         params = _params(urlsplit(url).query)
     except ValueError:  # e.g. an unbalanced '[' in the host
-        return None
+        return None, None
+    return _signed_from(params), _expiry_from(params)
+
+
+def _expiry_from(params: dict[str, str]) -> float | None:
     forms: tuple[Callable[[dict[str, str]], float | None], ...] = (
         _cos, _sigv4, _sigv2, _gcs, _response_expires)
     for form in forms:
@@ -87,17 +104,7 @@ def parse_url_expiry(url: str) -> float | None:
     return None
 
 
-def parse_url_signed_at(url: str) -> float | None:
-    """When a signed URL was signed (epoch seconds), where its form carries it: COS `q-sign-time`
-    START, SigV4 `X-Amz-Date`, GCS `X-Goog-Date`; None otherwise (SigV2 and `response-expires`
-    carry only the end)."""
-    fast = _FAST_COS.search(url)
-    if fast and _cos_window(f"{fast[1]};{fast[2]}") is not None:
-        return _absolute(int(fast[1]))
-    try:
-        params = _params(urlsplit(url).query)
-    except ValueError:
-        return None
+def _signed_from(params: dict[str, str]) -> float | None:
     found = _cos_start(params)
     if found is not None:
         return found

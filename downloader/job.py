@@ -95,18 +95,19 @@ async def opened(out: str | Path, settings: Settings, *,
     sink = open_sink(out, endpoint_url=settings.s3_endpoint_url, durable=settings.durable, io=settings.io)
     folder = state_folder(out)
     guard: AbstractContextManager[Any] = nullcontext()
-    if lock and not is_shared(settings.state_url):
+    owner = lock and not is_shared(settings.state_url)  # this process holds the folder's lock and its reserves
+    if owner:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UsageError(f"cannot write to --out {folder}: {err.strerror or err}") from None
         guard = DirLock(folder)
     with guard:
-        await sink.prepare(clean=lock and not is_shared(settings.state_url))
+        await sink.prepare(clean=owner)
         store = await open_store(settings.state_url, folder / STATE_FILE, durable=settings.durable)
         reserve = None
         try:
-            if lock and not is_shared(settings.state_url) and store.location != ":memory:":
+            if owner and store.location != ":memory:":
                 # Room to commit billed answers when the disk under the state fills up (see machine.py).
                 reserve = await anyio.to_thread.run_sync(machine.hold_reserve_beside, store.location)
             yield sink, store

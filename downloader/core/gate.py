@@ -159,7 +159,7 @@ def acquire(record: Record | None, now: float, *, run: int, rate: float, owner: 
     if state.hold is not None and not holder:
         return dump(state), Grant(None, min(POLL, state.hold.until - now))
     if state.episode is not None and not holder:
-        return _probe(state, now)
+        return _probe(state, now, rate)
     slot = max(now, state.next, _window_opens(state, rate))
     if slot - now > GRANT_AHEAD:
         return dump(state), Grant(None, min(POLL, slot - now - GRANT_AHEAD / 2))
@@ -191,7 +191,12 @@ def _held_by(state: GateState, now: float, owner: str | None) -> bool:
     return state.hold is not None and owner is not None and state.hold.owner == owner
 
 
-def _probe(state: GateState, now: float) -> tuple[Record, Grant]:
+def _checked_by_other(state: GateState, now: float, owner: str) -> bool:
+    """Whether a credential check of someone other than `owner` holds the gate now."""
+    return state.hold is not None and state.hold.until > now and state.hold.owner != owner
+
+
+def _probe(state: GateState, now: float, rate: float) -> tuple[Record, Grant]:
     episode = state.episode
     assert episode is not None
     if episode.probe_slot is not None:
@@ -202,8 +207,7 @@ def _probe(state: GateState, now: float) -> tuple[Record, Grant]:
         return dump(state), Grant(None, min(POLL, episode.probe_at - now - GRANT_AHEAD / 2))
     slot = max(now, episode.probe_at)
     episode.probe_slot = slot
-    state.next = slot + state.interval
-    state.recent = [*state.recent, slot][-MAX_WINDOW:]
+    _take(state, slot, rate)
     return dump(state), Grant(slot, slot - now, report=True, probe=True)
 
 
@@ -289,7 +293,7 @@ def hold(record: Record | None, now: float, *, run: int, rate: float, owner: str
     state = load(record, run, rate)
     if state.verdict is not None:
         return dump(state), state.verdict
-    if state.hold is not None and state.hold.until > now and state.hold.owner != owner:
+    if _checked_by_other(state, now, owner):
         return dump(state), False
     state.hold = Hold(owner, now + HOLD_SECONDS)
     return dump(state), True
@@ -301,8 +305,7 @@ def checking(record: Record | None, now: float, *, run: int, rate: float, owner:
     state = load(record, run, rate)
     if state.verdict is not None:
         return dump(state), state.verdict
-    held = state.hold is not None and state.hold.until > now and state.hold.owner != owner
-    return dump(state), held
+    return dump(state), _checked_by_other(state, now, owner)
 
 
 def release(record: Record | None, now: float, *, run: int, rate: float, owner: str) -> tuple[Record, None]:

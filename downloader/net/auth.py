@@ -22,13 +22,12 @@ import anyio
 from yarl import URL
 
 from downloader.core import credentials
-from downloader.core.credentials import refresh_at
 from downloader.core.errors import FatalApiError, TokenExpiredError, TransientApiError
 from downloader.net.httperrors import map_client_errors
 from downloader.net.proxies import proxy_for
 from downloader.net.ratelimit import SharedRecords
 
-__all__ = ["OAuthToken", "StaticToken", "TokenProvider", "parse_token_answer", "refresh_at"]
+__all__ = ["OAuthToken", "StaticToken", "TokenProvider", "parse_token_answer"]
 _WAIT = 0.1  # how often a worker waiting for another's token fetch looks again
 
 

@@ -10,7 +10,6 @@ Everything else propagates at once. `set_testing(True)` removes the sleeps.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -46,7 +45,6 @@ class RetryPolicy:
     initial: float = 0.5
     maximum: float = 30.0
     on_retry: Callable[[BaseException], None] | None = None
-    clock: Callable[[], float] = time.monotonic
     _failures: int = field(default=0, init=False)
     _token_retries: int = field(default=0, init=False)
 

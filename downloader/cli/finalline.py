@@ -13,7 +13,7 @@ from typing import Any
 
 from downloader.core.outcome import StopReason, Summary
 
-_ORDER = ("downloaded", "no_image", "not_found", "failed", "pending", "resolved")
+STATUS_ORDER = ("downloaded", "no_image", "not_found", "failed", "pending", "resolved")  # as shown and exported
 _SETTLED = ("downloaded", "no_image", "not_found")
 _STOPS = {
     StopReason.BUDGET: " Stopped: the --max-charged budget is spent; the next run continues.",
@@ -49,7 +49,7 @@ def nothing_done(s: Summary, settled: int) -> bool:
 
 
 def _statuses(s: Summary) -> str:
-    return ", ".join(f"{s.by_status[k]:,} {k}" for k in _ORDER if s.by_status.get(k))
+    return ", ".join(f"{s.by_status[k]:,} {k}" for k in STATUS_ORDER if s.by_status.get(k))
 
 
 def _inputs(s: Summary, manifest: str) -> str:

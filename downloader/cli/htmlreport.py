@@ -14,7 +14,6 @@ Everything from data is escaped: `html.escape` for markup, and JSON in `<script>
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import time
@@ -27,8 +26,8 @@ from urllib.parse import quote
 import anyio
 
 from downloader.cli.advice import advice_for
-from downloader.cli.finalline import stop_words
-from downloader.cli.reportchart import chart_svg
+from downloader.cli.finalline import count, stop_words
+from downloader.cli.reportchart import chart_svg, escape
 from downloader.core.model import Status
 from downloader.sinks import is_remote, open_sink
 from downloader.state import open_existing
@@ -220,7 +219,7 @@ def _write_page(out: TextIO, data: ReportData, folder: Path, target_dir: Path) -
               # Offline by construction: nothing but inline code and local images may load.
               '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
               "img-src 'self' file: data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
-              f"<title>patent-images report — {_e(folder.name)}</title><style>{_CSS}</style></head><body>\n")
+              f"<title>patent-images report — {escape(folder.name)}</title><style>{_CSS}</style></head><body>\n")
     out.write(_header(folder, runs))
     out.write("<main>\n" + _cards(counts) + _files(folder, target_dir) + _runs_section(runs))
     _write_failures(out, data.failures, counts.get("failed", 0))
@@ -231,13 +230,13 @@ def _write_page(out: TextIO, data: ReportData, folder: Path, target_dir: Path) -
 def _header(folder: Path, runs: list[dict[str, Any]]) -> str:
     if runs:
         last = runs[-1]
-        when = (f"last run #{last['id']} started {_e(_when(last['started']))}, "
-                f"exit {_e(last['exit_code'])}" + (f" ({_e(last['summary'].get('stop_reason'))})"
+        when = (f"last run #{last['id']} started {escape(_when(last['started']))}, "
+                f"exit {escape(last['exit_code'])}" + (f" ({escape(last['summary'].get('stop_reason'))})"
                                                    if last["summary"].get("stop_reason") else ""))
     else:
         when = "no finished run yet"
-    return (f"<header><h1>patent-images report</h1><p><code id=\"folder\">{_e(folder.resolve())}</code> · "
-            f'<span id="last-run">{when}</span> · generated {_e(_when(time.time()))}</p></header>\n')
+    return (f"<header><h1>patent-images report</h1><p><code id=\"folder\">{escape(folder.resolve())}</code> · "
+            f'<span id="last-run">{when}</span> · generated {escape(_when(time.time()))}</p></header>\n')
 
 
 def _cards(counts: dict[str, int]) -> str:
@@ -249,8 +248,8 @@ def _cards(counts: dict[str, int]) -> str:
 
 
 def _card(key: str, label: str, value: int) -> str:
-    code = "" if key == "total" else f'<div class="code">status <code>{_e(key)}</code></div>'
-    return (f'<div class="card {key}"><div class="label">{_e(label)}</div>'
+    code = "" if key == "total" else f'<div class="code">status <code>{escape(key)}</code></div>'
+    return (f'<div class="card {key}"><div class="label">{escape(label)}</div>'
             f'<div class="value"><span id="count-{key}" data-count="{value}">{value:,}</span></div>{code}</div>')
 
 
@@ -258,7 +257,7 @@ def _runs_section(runs: list[dict[str, Any]]) -> str:
     if not runs:
         return '<section><h2>Runs</h2><p class="muted">No finished run yet.</p></section>\n'
     rows = "".join(_run_row(r) for r in reversed(runs[-10:]))
-    shown = f"last {len(runs)} runs" if len(runs) >= CHART_RUNS else f"{len(runs)} run" + ("s" if len(runs) > 1 else "")
+    shown = f"last {len(runs)} runs" if len(runs) >= CHART_RUNS else count(len(runs), "run")
     return (f'<section><h2>Charged results and images per run <span class="muted">({shown})</span></h2>'
             + chart_svg(runs) +
             '<h2 style="margin-top:16px">Last runs</h2><table id="runs"><tr><th>run</th><th class="l">started</th>'
@@ -269,11 +268,11 @@ def _runs_section(runs: list[dict[str, Any]]) -> str:
 def _run_row(run: dict[str, Any]) -> str:
     s = run["summary"]
     code = run["exit_code"]
-    return (f"<tr><td>{run['id']}</td><td class=\"l\">{_e(_when(run['started']))}</td>"
-            f"<td>{_num(s.get('seconds'), 1)}</td><td><span class=\"exit e{_e(code)}\">{_e(code)}</span></td>"
+    return (f"<tr><td>{run['id']}</td><td class=\"l\">{escape(_when(run['started']))}</td>"
+            f"<td>{_num(s.get('seconds'), 1)}</td><td><span class=\"exit e{escape(code)}\">{escape(code)}</span></td>"
             f"<td>{_num(s.get('api_calls'))}</td><td>{_num(s.get('charged'))}</td><td>{_num(s.get('images'))}</td>"
             f"<td>{_num((s.get('bytes') or 0) / 1e6, 1)}</td>"
-            f"<td class=\"l\">{_e(stop_words(s))}</td></tr>")
+            f"<td class=\"l\">{escape(stop_words(s))}</td></tr>")
 
 
 def _write_failures(out: TextIO, rows: Iterable[tuple[str, int, str, str, str]], failed: int) -> None:
@@ -292,12 +291,12 @@ def _write_failures(out: TextIO, rows: Iterable[tuple[str, int, str, str, str]],
             _close_group(out, group, shown, total)
             group, shown, total = kind, 0, size
             # The advice sits in the summary line, so it shows while the list of keys stays folded.
-            out.write(f'<details class="failure-group"><summary>{_e(kind)}<span class="n">{size:,} patents</span>'
-                      f'<span class="advice"><b>What to do:</b> {_e(advice_for(kind))}</span></summary><ul>')
+            out.write(f'<details class="failure-group"><summary>{escape(kind)}<span class="n">{size:,} patents</span>'
+                      f'<span class="advice"><b>What to do:</b> {escape(advice_for(kind))}</span></summary><ul>')
         shown += 1
         detail = error.partition(":")[2].strip() if ":" in error else ""
         label = key if not pn or pn == key else f"{key} ({pn})"
-        out.write(f'<li><code>{_e(label)}</code><span class="err">{_e(detail)}</span></li>')
+        out.write(f'<li><code>{escape(label)}</code><span class="err">{escape(detail)}</span></li>')
     _close_group(out, group, shown, total)
     out.write("</section>\n")
 
@@ -337,8 +336,8 @@ _FILES = (("manifest.csv", "one row per patent: status, file, bytes, sha256, err
 def _files(folder: Path, target_dir: Path) -> str:
     """Links to the job's own files (those that exist), relative to the report."""
     base = _relative_base(folder, target_dir)
-    items = [f'<li><a href="{_e(base + quote(name))}"><code>{_e(name)}</code></a> <span class="muted">{_e(text)}'
-             "</span></li>" for name, text in _FILES if (folder / name).exists()]
+    items = [f'<li><a href="{escape(base + quote(name))}"><code>{escape(name)}</code></a> '
+             f'<span class="muted">{escape(text)}</span></li>' for name, text in _FILES if (folder / name).exists()]
     if not items:
         return ""
     return '<section id="files"><h2>Files</h2><ul class="files">' + "".join(items) + "</ul></section>\n"
@@ -357,10 +356,6 @@ def _json(value: Any) -> str:
     """JSON safe inside <script>: nothing in it can end the block or open a comment."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _num(value: Any, digits: int = 0) -> str:

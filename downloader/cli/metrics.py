@@ -19,10 +19,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from downloader.cli.finalline import STATUS_ORDER
 from downloader.core.outcome import Summary
 
 PREFIX = "patent_images"
-STATUSES = ("downloaded", "no_image", "not_found", "failed", "pending", "resolved")
 LAST_SUCCESS = f"{PREFIX}_last_success_timestamp_seconds"
 
 # name suffix, help text, Summary field (for the per-run figures)
@@ -50,7 +50,7 @@ def render_metrics(summary: Summary, last_success: float | None, *, finished: fl
     lines: list[str] = []
     if summary.run_id:
         _gauge(lines, "last_run_patents", "Patents of the last run's inputs, by status after the run.",
-               [({**base, "status": s}, summary.by_status.get(s, 0)) for s in STATUSES])
+               [({**base, "status": s}, summary.by_status.get(s, 0)) for s in STATUS_ORDER])
         for suffix, text, name in _RUN_FIGURES:
             _gauge(lines, suffix, text, [(base, getattr(summary, name))])
     _gauge(lines, "last_run_duration_seconds", "How long the last run took.", [(base, summary.seconds)])

@@ -41,22 +41,22 @@ def chart_svg(runs: Sequence[Mapping[str, Any]], width: int = 1100, height: int 
         parts += _group(run, centre, bar, y, show_values=len(runs) <= 16)
         if i % label_every == 0 or i == len(runs) - 1:
             parts.append(f'<text x="{centre:.1f}" y="{height - bottom + 16}" text-anchor="middle">'
-                         f'#{_e(run["id"])}</text>')
+                         f'#{escape(run["id"])}</text>')
             if len(runs) <= 12:
                 parts.append(f'<text x="{centre:.1f}" y="{height - bottom + 30}" text-anchor="middle">'
-                             f'{_e(time.strftime("%m-%d %H:%M", time.localtime(float(run["started"]))))}</text>')
+                             f'{escape(time.strftime("%m-%d %H:%M", time.localtime(float(run["started"]))))}</text>')
     parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(0):.1f}" y2="{y(0):.1f}" stroke="#9ca3af"/>')
     for i, (_, label, color) in enumerate(SERIES):  # legend, top left
         lx = left + i * 170
         parts.append(f'<rect x="{lx}" y="8" width="12" height="12" rx="2" fill="{color}"/>'
-                     f'<text x="{lx + 18}" y="18" style="fill:#1f2937">{_e(label)}</text>')
+                     f'<text x="{lx + 18}" y="18" style="fill:#1f2937">{escape(label)}</text>')
     return "".join(parts) + "</svg>"
 
 
 def _group(run: Mapping[str, Any], centre: float, bar: float, y: Any, show_values: bool) -> list[str]:
     """One run's pair of bars (a zero is a hairline, so a run with nothing to do still shows)."""
     parts = []
-    tip = _e(tooltip(run))
+    tip = escape(tooltip(run))
     for j, (key, _, color) in enumerate(SERIES):
         value = _int(run["summary"].get(key))
         x = centre - bar - 1 + j * (bar + 2)
@@ -87,5 +87,6 @@ def _int(value: Any) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
-def _e(value: Any) -> str:
+def escape(value: Any) -> str:
+    """`value` as HTML text or attribute (quotes escaped too); the report uses it as well."""
     return html.escape(str(value), quote=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import traceback
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from urllib.parse import urlsplit
 
 from downloader import __version__
 from downloader.cli.progress import make_progress
+from downloader.cli.runner import err_line
 from downloader.core.errors import DownloaderError
 from downloader.core.events import BatchDone, Event, ImageDone, Notice, Problem, Sink, fan_out
 from downloader.core.settings import Settings
@@ -163,7 +163,7 @@ def _say_always(event: Event) -> None:
 
 
 def _say(text: str) -> None:
-    print(f"patent-images: {text}", file=sys.stderr, flush=True)  # noqa: T201
+    err_line(f"patent-images: {text}")
 
 
 def _options(settings: Settings) -> dict[str, Any]:

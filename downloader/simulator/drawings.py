@@ -66,7 +66,6 @@ class Sheet:
         self.image = Image.new("1", (width, height), WHITE)
         self.draw = ImageDraw.Draw(self.image)
         self.rng = rng
-        self.width, self.height = width, height
         self.unit = width / 1000  # one "point" of the figure; lines and text scale with it
         self.lw = max(2, round(2.6 * self.unit))
         self.thin = max(1, round(1.4 * self.unit))

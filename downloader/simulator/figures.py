@@ -234,13 +234,13 @@ KINDS: tuple[Callable[[Sheet, Box, Numerals], None], ...] = (
 _KIND_WEIGHTS = (24, 16, 18, 18, 16, 8)
 
 
-def draw_body(rng: random.Random, width: int, height: int, fig: int = 1) -> Image.Image:
+def draw_body(rng: random.Random, width: int, height: int) -> Image.Image:
     """One patent figure without its caption, `width` × `height` (1-bit), kind and parts chosen by `rng`."""
     sheet = Sheet(width, height, rng)
     margin_x = 150 * sheet.unit
     area = (margin_x, 40 * sheet.unit, width - margin_x, height - 30 * sheet.unit)
     kind = rng.choices(KINDS, _KIND_WEIGHTS)[0]
-    kind(sheet, area, Numerals(rng, fig))
+    kind(sheet, area, Numerals(rng, 1))
     sheet.place_leaders(area)
     return sheet.image
 

@@ -187,7 +187,7 @@ class _Job:
                     if procs:
                         tg.start_soon(self._relay_progress, store, run_id)
                     try:
-                        await self._execute(sink, store, run_id)
+                        await self._execute(sink, store, run_id, counts)  # counted above: not again
                     finally:
                         if self.control.stopping():
                             stop_helpers(procs)
@@ -224,12 +224,13 @@ class _Job:
         await store.reopen(run_id, retry_failed=self.settings.retry_failed,
                            recheck_before=None if recheck is None else time.time() - recheck * 86400)
 
-    async def _execute(self, sink: ImageSink, store: StateStore, run_id: int) -> None:
+    async def _execute(self, sink: ImageSink, store: StateStore, run_id: int,
+                       counts: Mapping[str, int] | None = None) -> None:
         s = self.settings
         async with http_clients(s, sink, store, run_id, self.counters, self.events, self.worker) as (client, fetcher):
             pipeline = Pipeline(store, run_id, self.worker, client, fetcher, self.events, s.batch_size,
                                 s.api_concurrency, s.download_concurrency, s.expiry_margin, s.lease,
-                                info=self._info, counters=self.counters, control=self.control)
+                                info=self._info, counters=self.counters, control=self.control, planned=counts)
             await pipeline.run(handle_signals=False)
 
     async def _relay_progress(self, store: StateStore, run_id: int) -> None:

@@ -124,6 +124,7 @@ class Pipeline:
     expiry_margin: float = 120.0
     lease: float = 60.0
     info: Callable[[], Mapping[str, Any]] = dict
+    planned: Mapping[str, int] | None = None  # the run's counts by status, when the caller just read them
     counters: Counters = field(default_factory=Counters)
     control: Control = field(default_factory=Control)
     _recorded: anyio.Event = field(default_factory=anyio.Event)
@@ -159,7 +160,7 @@ class Pipeline:
             raise self.control.fatal
 
     async def _announce(self) -> None:
-        counts = await self.store.counts(self.run_id)
+        counts = self.planned if self.planned is not None else await self.store.counts(self.run_id)
         self.sink(Planned(counts.get("pending", 0), counts.get("resolved", 0), 1))
 
     async def _work(self) -> None:

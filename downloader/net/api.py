@@ -44,7 +44,7 @@ from downloader.core.outage import SPAN, OutageDetector, origin
 from downloader.net.auth import TokenProvider
 from downloader.net.httperrors import map_client_errors
 from downloader.net.proxies import proxy_for
-from downloader.net.ratelimit import ApiGate
+from downloader.net.ratelimit import ApiGate, SlotMissed, Ticket
 from downloader.net.retrying import RetryPolicy
 
 
@@ -155,41 +155,44 @@ class PatsnapClient:
         except TransientApiError as err:  # the token endpoint out of reach is an outage of the API too
             self.outage.failed(time.monotonic(), str(err), self._host)
             raise
-        ticket = await self.gate.acquire(call.holder)
-        token = ""
-        try:
-            token = await self._tokens.get()  # cached unless it aged while waiting for the slot
-            body = await self._get(protocol.request_params(batch, self._api_key), token)
-            answered_at = time.time()
-            answer = protocol.decode_answer(body)
-            if answer.error is not None:
-                raise answer.error
-        except ThrottledError as err:
-            self.outage.succeeded()
-            self._counters.throttled += 1
-            await self.gate.throttled(ticket, err)
-            raise
-        except TokenExpiredError as err:
-            self.outage.succeeded()
-            await self._refused(err, token, call)
-            raise
-        except InvalidParameterError:
+        while True:  # until a request is written within its slot
+            ticket = await self.gate.acquire(call.holder)
+            token = ""
+            try:
+                token = await self._tokens.get()  # cached unless it aged while waiting for the slot
+                body = await self._get(protocol.request_params(batch, self._api_key), token, ticket)
+                answered_at = time.time()
+                answer = protocol.decode_answer(body)
+                if answer.error is not None:
+                    raise answer.error
+            except SlotMissed:
+                continue  # nothing was sent: ask for a new slot
+            except ThrottledError as err:
+                self.outage.succeeded()
+                self._counters.throttled += 1
+                await self.gate.throttled(ticket, err)
+                raise
+            except TokenExpiredError as err:
+                self.outage.succeeded()
+                await self._refused(err, token, call)
+                raise
+            except InvalidParameterError:
+                self.outage.succeeded()
+                await self.gate.succeeded(ticket, call.holder)
+                call.holder = None
+                raise
+            except TransientApiError as err:
+                await self.gate.unanswered(ticket)
+                self.outage.failed(time.monotonic(), str(err), self._host)
+                outage = self.outage.error(time.monotonic())
+                if outage is not None:
+                    raise outage from err
+                raise
             self.outage.succeeded()
             await self.gate.succeeded(ticket, call.holder)
             call.holder = None
-            raise
-        except TransientApiError as err:
-            await self.gate.unanswered(ticket)
-            self.outage.failed(time.monotonic(), str(err), self._host)
-            outage = self.outage.error(time.monotonic())
-            if outage is not None:
-                raise outage from err
-            raise
-        self.outage.succeeded()
-        await self.gate.succeeded(ticket, call.holder)
-        call.holder = None
-        self._counters.charged += len(answer.items)
-        return protocol.map_answer(batch, answer.items, answered_at), len(answer.items)
+            self._counters.charged += len(answer.items)
+            return protocol.map_answer(batch, answer.items, answered_at), len(answer.items)
 
     async def _refused(self, err: TokenExpiredError, token: str, call: _Call) -> None:
         """A refusal: become the fleet's checker (refresh once; the caller retries once) or wait
@@ -218,10 +221,11 @@ class PatsnapClient:
             await self.gate.release(me)
             raise
 
-    async def _get(self, params: dict[str, str], token: str) -> object:
+    async def _get(self, params: dict[str, str], token: str, ticket: Ticket) -> object:
         headers = {**HEADERS, "Authorization": f"Bearer {token}"}
         with map_client_errors(TransientApiError, "API request"):
-            async with self._session.get(self._url, params=params, headers=headers, proxy=self._proxy) as resp:
+            async with self._session.get(self._url, params=params, headers=headers, proxy=self._proxy,
+                                         trace_request_ctx=ticket) as resp:
                 self._counters.api_calls += 1  # it reached the API (a call that never did is no call)
                 if resp.status != 200:
                     retry_after = protocol.parse_retry_after(resp.headers.get("Retry-After"), time.time())

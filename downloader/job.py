@@ -100,7 +100,7 @@ async def opened(out: str | Path, settings: Settings, *,
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise UsageError(f"cannot write to --out {folder}: {err.strerror or err}") from None
+            raise UsageError(machine.out_refusal(folder, err)) from None
         guard = DirLock(folder)
     with guard:
         await sink.prepare(clean=owner)

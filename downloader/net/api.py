@@ -225,7 +225,7 @@ class PatsnapClient:
                 self._counters.api_calls += 1  # it reached the API (a call that never did is no call)
                 if resp.status != 200:
                     retry_after = protocol.parse_retry_after(resp.headers.get("Retry-After"), time.time())
-                    raise protocol.error_for_http(resp.status, retry_after)
+                    raise protocol.error_for_http(resp.status, retry_after, str(self._url.with_user(None)))
                 raw = await resp.content.read(_MAX_ANSWER_BYTES + 1)
                 if len(raw) > _MAX_ANSWER_BYTES:
                     raise TransientApiError("the API answer is larger than 16 MB")

@@ -246,22 +246,22 @@ def _match_by_base(unmatched: list[str], left: dict[str, Mapping[str, Any]],
 
 def outcome_for_item(key: PatentKey, item: Mapping[str, Any], answered_at: float) -> Outcome:
     """Classify one matched result: an image URL, no image, or a hostile answer that fails."""
-    pn = _text(item.get("pn"))
-    patent_id = _text(item.get("patent_id"))
+    pn = field_text(item.get("pn"))
+    patent_id = field_text(item.get("patent_id"))
     if pn is None or patent_id is None:
         return Failed(key, "HostileAnswer: pn or patent_id is not a short plain string")
     drawing = item.get("abstract_drawing")
     if not isinstance(drawing, Mapping) or not drawing.get("path"):
         return NoImage(key, pn, patent_id)
     path = drawing.get("path")
-    num = _text(drawing.get("num")) or "0"
+    num = field_text(drawing.get("num")) or "0"
     if not isinstance(path, str) or not path.lower().startswith(("http://", "https://")) or len(path) > 8192:
         return Failed(key, "HostileAnswer: abstract_drawing.path is not an http(s) URL")
     signed_at, expires_at = url_window(path, answered_at=answered_at)
     return Resolved(key, pn, patent_id, num, path, expires_at, signed_at)
 
 
-def _text(value: Any) -> str | None:
+def field_text(value: Any) -> str | None:
     """A field as a plain string, or None when it is not one we are willing to store."""
     if value is None:
         return ""

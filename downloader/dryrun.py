@@ -61,12 +61,17 @@ def _keys(rows: Iterable[PatentKey | Reject], rejected: list[int]) -> Iterator[P
 
 
 def describe_plan(plan: dict[str, Any]) -> str:
-    """The dry run as a few lines for a person."""
+    """The dry run as a few lines for a person ("1 call", "2 calls", thousands separated)."""
+    to_ask, new = plan["to_ask"], plan["new"]
     return "\n".join([
-        f"inputs: {plan['rows']} keys read, {plan['unique']} unique, {plan['duplicates']} duplicates; "
-        f"{plan['rejected']} row{'' if plan['rejected'] == 1 else 's'} rejected",
-        f"already settled: {plan['settled']}   new: {plan['new']}   failed earlier (kept): {plan['failed_kept']}",
-        f"would ask the API for {plan['to_ask']} keys ({plan['new']} new, {plan['to_ask'] - plan['new']} left "
-        f"from earlier runs) in {plan['api_calls']} calls (at most {plan['max_charged']} charged results)",
-        f"would download {plan['reusable_urls']} images from still-valid URLs without any call",
+        f"inputs: {_n(plan['rows'], 'key')} read, {plan['unique']:,} unique, {_n(plan['duplicates'], 'duplicate')}; "
+        f"{_n(plan['rejected'], 'row')} rejected",
+        f"already settled: {plan['settled']:,}   new: {new:,}   failed earlier (kept): {plan['failed_kept']:,}",
+        f"would ask the API for {_n(to_ask, 'key')} ({new:,} new, {to_ask - new:,} left from earlier runs) in "
+        f"{_n(plan['api_calls'], 'call')} (at most {_n(plan['max_charged'], 'charged result')})",
+        f"would download {_n(plan['reusable_urls'], 'image')} from still-valid URLs without any call",
     ])
+
+
+def _n(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"

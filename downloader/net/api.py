@@ -41,6 +41,7 @@ from downloader.core.errors import (
 )
 from downloader.core.model import Batch, Counters, Deferred, Failed, Outcome, PatentKey
 from downloader.core.outage import SPAN, OutageDetector, origin
+from downloader.core.ports import Answer, BatchResult
 from downloader.net.auth import TokenProvider
 from downloader.net.httperrors import map_client_errors
 from downloader.net.proxies import proxy_for
@@ -60,19 +61,6 @@ API_PATH = "/basic-patent-data/abstract-image"
 # What PatSnap's own clients send with every call.
 HEADERS = {"X-PatSnap-Version": "1.0", "Content-Type": "application/json", "Accept": "application/json"}
 _MAX_ANSWER_BYTES = 16 * 1024 * 1024
-
-Answer = Outcome | Deferred
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    """Outcomes for the keys that were asked (Deferred ones in an outage), and the keys left
-    unasked (budget spent)."""
-
-    outcomes: list[Answer]
-    unasked: tuple[PatentKey, ...] = ()
-    charged: int = 0
-
 
 @dataclass
 class _Call:
@@ -229,7 +217,7 @@ class PatsnapClient:
                 self._counters.api_calls += 1  # it reached the API (a call that never did is no call)
                 if resp.status != 200:
                     retry_after = protocol.parse_retry_after(resp.headers.get("Retry-After"), time.time())
-                    raise protocol.error_for_http(resp.status, retry_after)
+                    raise protocol.error_for_http(resp.status, retry_after, str(self._url.with_user(None)))
                 raw = await resp.content.read(_MAX_ANSWER_BYTES + 1)
                 if len(raw) > _MAX_ANSWER_BYTES:
                     raise TransientApiError("the API answer is larger than 16 MB")

@@ -101,9 +101,9 @@ def small_source(tmp_path) -> Iterator[Path]:
 
 
 def test_three_workers_share_one_job_one_rate_and_pay_each_patent_once(
-        source, threaded_simulator, s3_bucket, pg_url, fleet_env, moto_server):  # noqa: F811
+        source, prompt_simulator, s3_bucket, pg_url, fleet_env, moto_server):  # noqa: F811
     """3 workers × 2,500 patents: each key charged once, --rate held from the first request, every object right."""
-    sim = threaded_simulator
+    sim = prompt_simulator
     started = time.monotonic()
     fleet = start(sim, source, s3_bucket.name, pg_url, fleet_env, moto_server.endpoint, "--rate", "8")
     codes = fleet.wait()

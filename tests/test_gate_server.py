@@ -11,11 +11,11 @@ from .support import cli_args, numbers, run_cli, write_csv
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 3])
-def test_the_simulator_never_counts_more_than_rate_requests_in_one_second(tmp_path, sim_config, threaded_simulator,
+def test_the_simulator_never_counts_more_than_rate_requests_in_one_second(tmp_path, sim_config, prompt_simulator,
                                                                           workers):
     """--rate 20, one call per patent, the worker processes starting together: no second at the simulator
     holds 21 requests (its own limit would throttle the 21st), none throttled, every patent asked once."""
-    sim = threaded_simulator
+    sim = prompt_simulator
     sim_config.qps_limit = 20
     source = write_csv(tmp_path / "in.csv", numbers(100))
     done = run_cli(*cli_args(sim, [source], tmp_path / "out", "--workers", str(workers), "--batch-size", "1",

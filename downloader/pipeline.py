@@ -59,6 +59,7 @@ from downloader.core.model import (
     Downloaded,
     Failed,
     ImageJob,
+    Listed,
     NoImage,
     NotFound,
     PatentKey,
@@ -67,7 +68,7 @@ from downloader.core.model import (
 )
 from downloader.core.outcome import StopReason
 from downloader.core.problems import Problems
-from downloader.net.api import PatsnapClient
+from downloader.net.api import Resolver
 from downloader.net.cdn import ImageFetcher
 from downloader.state.base import StateEvent, StateStore
 
@@ -115,7 +116,7 @@ class Pipeline:
     store: StateStore
     run_id: int
     worker: str
-    client: PatsnapClient
+    client: Resolver
     fetcher: ImageFetcher
     sink: Sink
     batch_size: int = 100
@@ -233,7 +234,7 @@ class Pipeline:
                 await _deliver(to_results, result.outcomes)  # billed: recorded even when stopping
                 images = [o for o in result.outcomes if isinstance(o, Resolved)]
                 self._answered(batch, result.outcomes, images, len(result.unasked))
-                answered = sum(not isinstance(o, Deferred) for o in result.outcomes)
+                answered = sum(not isinstance(o, Deferred) and type(o.key) is PatentKey for o in result.outcomes)
                 self.counters.asked += answered
                 self.sink(BatchDone(answered, len(images), result.charged))
                 for o in result.outcomes:
@@ -247,7 +248,7 @@ class Pipeline:
     def _answered(self, batch: Batch, outcomes: Sequence[object], images: Sequence[Resolved], unasked: int) -> None:
         """Count recharges, and tell the lookahead how much URL life and how many images the answer gave."""
         for o in outcomes:
-            if isinstance(o, Resolved | NoImage) and o.key in self._repeats:
+            if isinstance(o, Resolved | Listed | NoImage) and o.key in self._repeats:
                 self.counters.recharged += 1
         self._repeats.difference_update(PatentKey(batch.kind, k) for k in batch.keys)
         now = time.time()

@@ -114,6 +114,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-concurrency", type=int, default=4, help="API requests in flight (default 4)")
     p.add_argument("--download-concurrency", type=int, default=32, help="image downloads in flight (default 32)")
     p.add_argument("--batch-size", type=int, default=100, help="patents per API request, 1..100 (default 100)")
+    p.add_argument("--drawings", choices=("abstract", "all"), default=_env("PATENT_IMAGES_DRAWINGS") or "abstract",
+                   help="abstract: the front-page drawing of each patent (P021, 100 patents a call; the default); "
+                        "all: every drawing (P042 fulltext-image, one patent a call, pages of 100). One job holds "
+                        "one kind (env PATENT_IMAGES_DRAWINGS)")
     p.add_argument("--retries", type=int, default=5, help="attempts per request on transient faults (default 5)")
     p.add_argument("--retry-failed", action="store_true", help="also retry patents that failed in earlier runs")
     p.add_argument("--column", metavar="NAME", help="the input column holding patent numbers or ids, when it is not "

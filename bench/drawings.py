@@ -54,7 +54,8 @@ def measure(patents: int, rate: float, out: Path, tmp: Path) -> dict[str, object
                                "--api-key", "demo-key", "--no-progress", "--json"],
                               capture_output=True, text=True, cwd=ROOT, check=False)
         wall = time.monotonic() - started
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the tool: the simulator is not reaped yet
+        # The tool and its helpers (reaped); the simulator, not reaped yet, is not counted.
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     finally:
         stop(sim)
     summary = json.loads(done.stdout) if done.stdout.strip() else {}

@@ -14,6 +14,8 @@ import pytest
 from downloader.simulator import Simulator
 
 from .support import leftovers, manifest, numbers, run, run_cli, sha256, write_csv
+from .test_fleet import fleet_env  # noqa: F401 - the fixture
+from .test_postgres_job import pg_url  # noqa: F401 - the fixture
 
 _FILE = re.compile(r"^images/[0-9a-f]{2}/[0-9a-f]/(?P<pn>[A-Za-z0-9_-]+)/(?P<figure>\d+)\.(png|jpg)$")
 
@@ -167,3 +169,71 @@ def test_dry_run_says_calls_and_hours_and_calls_nothing(tmp_path, threaded_simul
     left = json.loads(capsys.readouterr().out)
     assert 0 < left["api_calls"] < 40 and left["settled"] >= 10 - 1
     assert cli.main([*args[:-3], "--dry-run"]) == 2  # --drawings abstract (the default) on an all job
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_rerun(tmp_path, sim_config, threaded_simulator):
+    """Killed twice while drawings download and pages are asked: a patent stored whole before a kill is never
+    asked again, none is asked more than once more, and the rerun ends with every drawing verified."""
+    import signal
+
+    from .support import SETTLED_STATUSES, Cli, cli_args, image_files, state_rows
+
+    sim = threaded_simulator
+    values = with_many(sim, numbers(120), numbers(3000, seed=9))
+    source = write_csv(tmp_path / "in.csv", values)
+    out = tmp_path / "out"
+    sim_config.cdn_latency = 0.01
+    sim_config.api_latency = 0.02
+    args = cli_args(sim, [source], out, "--drawings", "all", "--rate", "60", "--download-concurrency", "8")
+    snapshots = []
+    for i, files in enumerate((40, 400)):
+        with Cli(args, tmp_path / f"kill{i}.log") as cli:
+            assert cli.wait_for(lambda files=files: len(image_files(out)) >= files), cli.stderr()
+            cli.proc.send_signal(signal.SIGKILL)
+            cli.proc.wait(timeout=30)
+        snapshots.append({key: sim.counters.asks[key] for _, key, status in state_rows(out)
+                          if status in SETTLED_STATUSES})
+    sim_config.cdn_latency = sim_config.api_latency = 0.0
+    final = run_cli(*args, timeout=120)
+
+    assert final.returncode == 0, final.stderr
+    assert all(snapshots) and len(snapshots[1]) > len(snapshots[0])
+    for snapshot in snapshots:
+        assert {k: sim.counters.asks[k] for k in snapshot} == snapshot  # stored whole: never asked again
+    assert max(sim.counters.asks.values()) <= 2 and len(sim.counters.asks) == len(values)
+    check_drawings(out, sim, figures_of(sim, values))
+    assert not leftovers(out)
+
+
+@pytest.mark.slow
+def test_two_workers_on_postgres_into_s3_share_the_drawings(
+        tmp_path, threaded_simulator, s3_bucket, pg_url, fleet_env, moto_server):  # noqa: F811
+    """Two `run --drawings all` processes over one PostgreSQL job into moto S3: each patent asked once (a page
+    per 100 drawings), every drawing stored once under images/…/<PN>/<figure>.<ext> with the CDN's bytes."""
+    import hashlib
+
+    from .test_fleet import PREFIX, etags, manifest_rows, start
+
+    sim = threaded_simulator
+    values = with_many(sim, numbers(150), numbers(3000, seed=9))
+    source = write_csv(tmp_path / "in.csv", values)
+    fleet = start(sim, source, s3_bucket.name, pg_url, fleet_env, moto_server.endpoint, "--rate", "40",
+                  "--drawings", "all", count=2)
+    codes = fleet.wait()
+
+    assert codes == [0, 0], fleet.errors
+    figures = figures_of(sim, values)
+    calls, charged = expected_calls(figures)
+    assert sim.counters.api_requests == calls and sim.counters.charged == charged
+    assert max(sim.counters.asks.values()) == 1 and len(sim.counters.asks) == len(values)
+    rows = [r for r in manifest_rows(s3_bucket) if r["status"] == "downloaded"]
+    assert len(rows) == sum(n or 0 for n in figures.values())
+    stored = etags(s3_bucket)
+    for row in rows:
+        assert _FILE.match(row["local_file"]), row
+        expected = sim.expected_image(row["pn"], f"{int(row['figure']):04d}")
+        assert row["sha256"] == hashlib.sha256(expected).hexdigest()
+        assert stored[f"{PREFIX}/{row['local_file']}"] == hashlib.md5(expected).hexdigest()
+    images = [k for k in stored if k.startswith(f"{PREFIX}/images/")]
+    assert len(images) == len(rows)

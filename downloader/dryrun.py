@@ -72,23 +72,29 @@ def _keys(rows: Iterable[PatentKey | Reject], rejected: list[int]) -> Iterator[P
 
 
 def describe_plan(plan: dict[str, Any]) -> str:
-    """The dry run as a few lines for a person."""
-    hours = plan["seconds_at_rate"] / 3600
+    """The dry run as a few lines for a person ("1 call", "2 calls", thousands separated)."""
+    to_ask, new = plan["to_ask"], plan["new"]
+    hours = plan.get("seconds_at_rate", 0.0) / 3600
+    head = [
+        f"inputs: {_n(plan['rows'], 'key')} read, {plan['unique']:,} unique, {_n(plan['duplicates'], 'duplicate')}; "
+        f"{_n(plan['rejected'], 'row')} rejected",
+        f"already settled: {plan['settled']:,}   new: {new:,}   failed earlier (kept): {plan['failed_kept']:,}",
+    ]
     if plan.get("drawings") == "all":
         return "\n".join([
-            f"inputs: {plan['rows']} keys read, {plan['unique']} unique, {plan['duplicates']} duplicates; "
-            f"{plan['rejected']} row{'' if plan['rejected'] == 1 else 's'} rejected",
-            f"already settled: {plan['settled']}   new: {plan['new']}   failed earlier (kept): {plan['failed_kept']}",
-            f"would ask P042 for every drawing of {plan['to_ask']} patents: at least {plan['api_calls']} calls "
+            *head,
+            f"would ask P042 for every drawing of {_n(to_ask, 'patent')}: at least {_n(plan['api_calls'], 'call')} "
             f"(one per patent, a page more per 100 drawings), at least {hours:.1f} h at --rate",
-            f"would download {plan['reusable_urls']} drawings from still-valid URLs without any call",
+            f"would download {_n(plan['reusable_urls'], 'drawing')} from still-valid URLs without any call",
         ])
     return "\n".join([
-        f"inputs: {plan['rows']} keys read, {plan['unique']} unique, {plan['duplicates']} duplicates; "
-        f"{plan['rejected']} row{'' if plan['rejected'] == 1 else 's'} rejected",
-        f"already settled: {plan['settled']}   new: {plan['new']}   failed earlier (kept): {plan['failed_kept']}",
-        f"would ask the API for {plan['to_ask']} keys ({plan['new']} new, {plan['to_ask'] - plan['new']} left "
-        f"from earlier runs) in {plan['api_calls']} calls (at most {plan['max_charged']} charged results)",
-        f"would download {plan['reusable_urls']} images from still-valid URLs without any call",
-        f"about {hours:.1f} h of API calls at --rate",
+        *head,
+        f"would ask the API for {_n(to_ask, 'key')} ({new:,} new, {to_ask - new:,} left from earlier runs) in "
+        f"{_n(plan['api_calls'], 'call')} (at most {_n(plan['max_charged'], 'charged result')}), "
+        f"about {hours:.1f} h at --rate",
+        f"would download {_n(plan['reusable_urls'], 'image')} from still-valid URLs without any call",
     ])
+
+
+def _n(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"

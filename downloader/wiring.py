@@ -10,9 +10,10 @@ import aiohttp
 
 from downloader.core.events import Notice, Sink
 from downloader.core.model import Counters
+from downloader.core.ports import Resolver
 from downloader.core.settings import Settings
 from downloader.net import retrying
-from downloader.net.api import PatsnapClient, Resolver
+from downloader.net.api import PatsnapClient
 from downloader.net.auth import OAuthToken, StaticToken, TokenProvider
 from downloader.net.cdn import ImageFetcher
 from downloader.net.fulltext import FulltextResolver

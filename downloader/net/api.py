@@ -41,6 +41,7 @@ from downloader.core.errors import (
 )
 from downloader.core.model import Batch, Counters, Deferred, Failed, Outcome, PatentKey
 from downloader.core.outage import SPAN, OutageDetector, origin
+from downloader.core.ports import Answer, BatchResult
 from downloader.net.auth import TokenProvider
 from downloader.net.httperrors import map_client_errors
 from downloader.net.proxies import proxy_for
@@ -61,7 +62,6 @@ API_PATH = "/basic-patent-data/abstract-image"
 HEADERS = {"X-PatSnap-Version": "1.0", "Content-Type": "application/json", "Accept": "application/json"}
 _MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
-Answer = Outcome | Deferred
 T = TypeVar("T")
 
 
@@ -73,30 +73,6 @@ class ApiRequest:
     path: str
     params: dict[str, str]
     body: dict[str, Any] | None = None
-
-
-class Resolver(Protocol):
-    """What the pipeline asks of the API side: a batch of keys → outcomes (one per key; with
-    --drawings all, per drawing), and whether every call failed for a while. Two implementations:
-    `PatsnapClient` (P021, 100 patents a call) and `fulltext.FulltextResolver` (P042, paged)."""
-
-    async def resolve(self, batch: Batch) -> BatchResult:
-        """Outcomes for the keys asked, the keys left unasked (budget spent), and the charges."""
-        ...
-
-    def outage_error(self) -> OutageError | None:
-        """The OutageError to stop with when every call failed for a while."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    """Outcomes for the keys that were asked (Deferred ones in an outage), and the keys left
-    unasked (budget spent)."""
-
-    outcomes: list[Answer]
-    unasked: tuple[PatentKey, ...] = ()
-    charged: int = 0
 
 
 @dataclass
@@ -263,7 +239,7 @@ class PatsnapClient:
                 self._counters.api_calls += 1  # it reached the API (a call that never did is no call)
                 if resp.status != 200:
                     retry_after = protocol.parse_retry_after(resp.headers.get("Retry-After"), time.time())
-                    raise protocol.error_for_http(resp.status, retry_after)
+                    raise protocol.error_for_http(resp.status, retry_after, str(url.with_user(None)))
                 raw = await resp.content.read(_MAX_ANSWER_BYTES + 1)
                 if len(raw) > _MAX_ANSWER_BYTES:
                     raise TransientApiError("the API answer is larger than 16 MB")

@@ -22,7 +22,8 @@ import anyio
 from downloader.core.errors import InvalidParameterError, OutageError, TokenExpiredError, TransientApiError, describe
 from downloader.core.fulltext import Page, Paging, decode_page
 from downloader.core.model import Batch, Failed, PatentKey
-from downloader.net.api import Answer, ApiRequest, BatchResult, PatsnapClient
+from downloader.core.ports import Answer, BatchResult
+from downloader.net.api import ApiRequest, PatsnapClient
 
 FULLTEXT_PATH = "/basic-patent-data/fulltext-image"
 

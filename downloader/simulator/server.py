@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager, contextmanager
 
 from aiohttp import web
 
-from downloader.simulator import api, cdn
+from downloader.simulator import api, cdn, fulltext
 from downloader.simulator.config import SimulatorConfig
 from downloader.simulator.core import SIM_KEY, Simulator
 
@@ -21,7 +21,10 @@ def build_app(sim: Simulator) -> web.Application:
     app[SIM_KEY] = sim
     app.router.add_post("/oauth/token", api.token_handler)
     app.router.add_get("/basic-patent-data/abstract-image", api.abstract_image_handler)
+    app.router.add_post("/basic-patent-data/fulltext-image", fulltext.fulltext_image_handler)
+    app.router.add_get("/basic-patent-data/fulltext-inline-image", fulltext.inline_image_handler)
     app.router.add_get("/cdn/{path:.*}", cdn.image_handler)
+    app.router.add_get("/fulltext-image/{path:.*}", cdn.image_handler)
     app.router.add_get("/_sim/counters", _counters)
     app.router.add_get("/_sim/config", _get_config)
     app.router.add_post("/_sim/config", _set_config)

@@ -69,18 +69,31 @@ class Ticket:
 
 
 def trace_config() -> aiohttp.TraceConfig:
-    """The API session's hook: a request that carries a Ticket (`trace_request_ctx`) is checked
-    against its slot at the moment it is written."""
+    """The API session's hooks: a request that carries a Ticket (`trace_request_ctx`) is checked
+    against its slot at the moment it is written. aiohttp awaits `on_request_headers_sent` just
+    before it writes a request without a body (nothing awaits in between), and buffers the headers
+    of one with a body, which go out with its first chunk, right after `on_request_chunk_sent`."""
     config = aiohttp.TraceConfig()
     config.on_request_headers_sent.append(_on_headers)
+    config.on_request_chunk_sent.append(_on_chunk)
     return config
 
 
 async def _on_headers(session: aiohttp.ClientSession, context: SimpleNamespace,
                       params: aiohttp.TraceRequestHeadersSentParams) -> None:
     ticket = getattr(context, "trace_request_ctx", None)
-    if isinstance(ticket, Ticket):
-        ticket.writing()  # no await between this and the write: aiohttp writes right after the hook
+    if isinstance(ticket, Ticket) and params.method in BODILESS:
+        ticket.writing()
+
+
+async def _on_chunk(session: aiohttp.ClientSession, context: SimpleNamespace,
+                    params: aiohttp.TraceRequestChunkSentParams) -> None:
+    ticket = getattr(context, "trace_request_ctx", None)
+    if isinstance(ticket, Ticket) and ticket.written is None:
+        ticket.writing()
+
+
+BODILESS = frozenset({"GET", "HEAD"})  # requests we send without a body
 
 
 def fatal_from(verdict: dict[str, Any]) -> FatalApiError:

@@ -110,6 +110,7 @@ def test_every_drawing_with_pages_then_reruns_ask_only_for_new_patents(tmp_path,
     assert summary["charged"] == sim.counters.charged == charged
     assert max(sim.counters.asks.values()) == 1 and len(sim.counters.asks) == len(values)
     assert check_drawings(out, sim, figures) == summary["images"] == sum(n or 0 for n in figures.values())
+    assert summary["drawings"] == {"downloaded": summary["images"]}
     assert not leftovers(out)
     check_status_and_report(out, figures)
 

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import apibound
 from modes import IMAGE_MODES, MODES
 from report import Row
 
@@ -90,7 +91,13 @@ def targets(b: Bench) -> list[Target]:
             t, r = tmpfs[tool], tmpfs[bare]
             found.append(Target(f"tmpfs: CPU per image, {tool} ÷ {bare}", t.cpu_ms_per_image / r.cpu_ms_per_image,
                                 1.3, True, f"{t.cpu_ms_per_image:.3f} ÷ {r.cpu_ms_per_image:.3f} ms"))
-    return found + _scale_targets(b)
+    return found + _scale_targets(b) + _api_targets(b)
+
+
+def _api_targets(b: Bench) -> list[Target]:
+    """The api mode (issue 19): each run's sustained share of --rate, and its busiest second against ⌊R⌋."""
+    return [Target(name, ratio, goal, at_most, measured)
+            for name, ratio, goal, at_most, measured in apibound.targets(b.data.get("api", {}))]
 
 
 def _latency_targets(b: Bench, mode: str, share: float, best_peer: float | None = None) -> list[Target]:

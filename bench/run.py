@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import apibound
 import ratios
 from corpus import Corpus, build_corpus, mixed_list, no_image_numbers, write_csv
 from install import ensure_debian_tools, ensure_img2dataset
@@ -44,7 +45,7 @@ RESULTS = BENCH / "results"
 SHM = Path("/dev/shm/patent-images-bench")
 SPY_RATE = 200  # samples/s
 PROFILED = Variant(workers=1, loop="asyncio")  # one process; asyncio's loop shows as Python frames
-ALL_MODES = (*IMAGE_MODES, "meta", "scale", "profile")
+ALL_MODES = (*IMAGE_MODES, "meta", "api", "issue19", "scale", "profile")
 DEFAULT_MODES = (*IMAGE_MODES, "meta")
 QUICK_MODES = ("disk", "tmpfs", "lat30", "meta")
 
@@ -343,6 +344,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds per image mode (every client once per round); rows show the medians")
     parser.add_argument("--no-img2dataset", action="store_true", help="skip the img2dataset peer")
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help="issue19 mode: an export of an older tree to measure beside this one")
     parser.add_argument("--clients", default="", metavar="REGEX",
                         help="image modes: only the clients whose name matches (a custom run)")
     args = parser.parse_args()
@@ -364,6 +367,10 @@ def run_modes(b: Bench) -> None:
             run_image_mode(b, MODES[name])
         elif name == "meta":
             run_meta(b)
+        elif name == "api":
+            apibound.run_api(b)
+        elif name == "issue19":
+            apibound.run_issue19(b, b.args.before)
         elif name == "scale":
             run_scale(b)
         elif name == "profile":

@@ -221,9 +221,10 @@ def _method(b: Bench, skipped: str) -> str:
         "on this machine, and in disk mode the kernel's writeback threads). "
         f"{'One run per cell' if b.args.repeat == 1 else _rounds(b.args.repeat)}; "
         "2 cores shared by client, nginx (and the simulator for the tool).",
-        "- Tool rows: `patent-images` is the default (one worker per core, capped at one per 5,000 unsettled keys; "
-        "uvloop when installed, see the machine table), its `--download-concurrency` the mode's in-flight count "
-        "divided by its workers (2 × 32 = 64), so that every client has the same downloads in flight; "
+        "- Tool rows: `patent-images` is the default (one process, which adds a helper only while its event loop "
+        "is CPU-bound, up to one per core and one per 5,000 unsettled keys; uvloop when installed, see the machine "
+        "table), its first process given the mode's whole in-flight count; `--workers 2` is the default before "
+        "issue 19 on these 2 cores (two processes from the start, each with half the in-flight count); "
         "`--workers 1` is one process; `asyncio loop` sets "
         "`PATENT_IMAGES_LOOP=asyncio`; `--io threads` writes each image in one worker-thread hop (the path taken "
         "on NFS/SMB/FUSE folders). `bare aiohttp + uvloop` is the bare loop on uvloop's event loop.",

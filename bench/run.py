@@ -36,9 +36,6 @@ from report import Row, image_table, machine_facts, package_revision, write_resu
 from spy import ensure_py_spy, profile_markdown, spy_prefix, summarise
 from tool import DEFAULT, Simulator, Variant, run_tool, tool_command, variants, verify_manifest
 
-from downloader.core.settings import Settings
-from downloader.workers import default_workers
-
 BENCH = Path(__file__).resolve().parent
 WORK = BENCH / "work"
 RESULTS = BENCH / "results"
@@ -172,7 +169,9 @@ def run_tool_images(b: Bench, mode: Mode, base: str, variant: Variant = DEFAULT,
     out = fresh_dir(out_root(mode) / f"{mode.name}-tool")
     # --download-concurrency is per worker: the mode's in-flight total is split across the workers, so that
     # every client of a mode has the same downloads in flight (the latency bounds assume it).
-    workers = variant.workers or default_workers(Settings(), len(images))
+    # The default starts one process and adds helpers only while it is CPU-bound (when in-flight downloads no
+    # longer decide the speed): its first process gets the whole count.
+    workers = variant.workers or 1
     per_worker = max(1, mode.concurrency // workers)
     with simulator(base, mode.name) as sim:
         cmd = tool_command(csv_path, out, sim.base_url, API_RATE, 4, per_worker, variant)

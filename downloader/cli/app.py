@@ -113,8 +113,8 @@ def _add_common(p: argparse.ArgumentParser, rate: float = 5.0) -> None:
     p.add_argument("--rate", type=float, default=rate, metavar="R",
                    help=f"API requests per second, account-wide (default {rate:g})")
     p.add_argument("--api-concurrency", type=int, default=4, metavar="N", help="API requests in flight (default 4)")
-    p.add_argument("--download-concurrency", type=int, default=32, metavar="N",
-                   help="image downloads in flight (default 32)")
+    p.add_argument("--download-concurrency", type=int, default=64, metavar="N",
+                   help="image downloads in flight, per worker process (default 64)")
     p.add_argument("--batch-size", type=int, default=100, metavar="N",
                    help="patents per API request, 1..100 (default 100)")
     p.add_argument("--drawings", choices=("abstract", "all"), default=_env("PATENT_IMAGES_DRAWINGS") or "abstract",

@@ -157,7 +157,7 @@ def run_issue19(b: Bench, before: Path | None) -> None:
 
 
 def table(runs: list[ApiRun]) -> str:
-    head = ("| tool | calls | --rate | workers | patents | calls at the server | span s | sustained /s | share of R "
+    head = ("| tool | API | --rate | workers | patents | calls at the server | span s | sustained /s | share of R "
             "| busiest second | exit | wall s | CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     return head + "".join(
         f"| {r.tool} | {r.kind} | {r.rate:g} | {r.workers} | {r.patents:,} | {r.calls} | {r.span_s:.1f} "

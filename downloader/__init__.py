@@ -7,7 +7,8 @@ inward, and each folder is one part:
              errors (the tree, exit 3 = FatalError), outcome (typed Summary, StopReason, the one
              exit-code table), protocol (request params, answer → per-key outcomes, error codes),
              expiry (when a signed URL was signed and expires, from the URL; the margin, relative to
-             its lifetime), lookahead (how far the API stage may run ahead of the downloads), gate
+             its lifetime), urlclock (what the CDN showed: its clock, the lifetime it really honours),
+             lookahead (how far the API stage may run ahead of the downloads), gate
              (account-wide pacing, throttle episodes → spent quota, the credential-check hold),
              credentials (the shared token record, the suspect credential), outage (transport
              failures defer; every call failing for a while stops the run), problems (counted by

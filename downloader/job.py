@@ -230,7 +230,8 @@ class _Job:
         async with http_clients(s, sink, store, run_id, self.counters, self.events, self.worker) as (client, fetcher):
             pipeline = Pipeline(store, run_id, self.worker, client, fetcher, self.events, s.batch_size,
                                 s.api_concurrency, s.download_concurrency, s.expiry_margin, s.lease,
-                                info=self._info, counters=self.counters, control=self.control, planned=counts)
+                                info=self._info, counters=self.counters, control=self.control, planned=counts,
+                                url_clock=fetcher.clock)
             await pipeline.run(handle_signals=False)
 
     async def _relay_progress(self, store: StateStore, run_id: int) -> None:

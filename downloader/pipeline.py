@@ -67,6 +67,7 @@ from downloader.core.model import (
 )
 from downloader.core.outcome import StopReason
 from downloader.core.problems import Problems
+from downloader.core.urlclock import UrlClock
 from downloader.net.api import PatsnapClient
 from downloader.net.cdn import ImageFetcher
 from downloader.state.base import StateEvent, StateStore
@@ -127,6 +128,7 @@ class Pipeline:
     planned: Mapping[str, int] | None = None  # the run's counts by status, when the caller just read them
     counters: Counters = field(default_factory=Counters)
     control: Control = field(default_factory=Control)
+    url_clock: UrlClock = field(default_factory=UrlClock)  # what the CDN has shown; the fetcher's own
     _recorded: anyio.Event = field(default_factory=anyio.Event)
     _outer: TaskGroup | None = None
     _moved: anyio.Event = field(default_factory=anyio.Event)  # downloads or answers made room
@@ -135,7 +137,7 @@ class Pipeline:
     lookahead: Lookahead = field(init=False)
 
     def __post_init__(self) -> None:
-        self.lookahead = Lookahead(self.batch_size, self.download_concurrency)
+        self.lookahead = Lookahead(self.batch_size, self.download_concurrency, clock=self.url_clock)
 
     async def run(self, handle_signals: bool = True) -> None:
         """Work until done or stopped; raises the FatalError that stopped it, after recording state."""
@@ -254,8 +256,9 @@ class Pipeline:
         first = min(images, key=lambda o: o.expires_at, default=None)
         life = None if first is None else first.expires_at - now
         kept = None if first is None else margin(first.expires_at, first.signed_at, now, self.expiry_margin)
+        age = 0.0 if first is None or first.signed_at is None else max(0.0, now - first.signed_at)
         self.lookahead.dropped(unasked)
-        self.lookahead.answered(len(batch.keys) - unasked, len(images), life, kept)
+        self.lookahead.answered(len(batch.keys) - unasked, len(images), life, kept, age)
         self._move()
 
     def _reusing(self, jobs: Sequence[ImageJob]) -> None:
@@ -461,7 +464,7 @@ def _image_event(result: Downloaded | UrlExpired | Failed | Deferred) -> ImageDo
     match result:
         case Downloaded(key, _, size, _):
             return ImageDone("downloaded", size, key=key.value)
-        case UrlExpired(key, reason):
+        case UrlExpired(key, reason, _):
             return ImageDone("expired", 0, reason, key.value)
         case Failed(key, error):
             return ImageDone("failed", 0, error, key.value)

@@ -6,7 +6,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from downloader.cli.runner import err_line as _err
+from downloader.cli.runlog import err_line as _err
 from downloader.cli.runner import run_command, settings_from
 
 _SAMPLE = Path("sample_inputs") / "patents.csv"

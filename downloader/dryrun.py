@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from downloader.core.errors import UsageError
 from downloader.core.model import PatentKey, Reject
 from downloader.core.settings import Settings
 from downloader.inputs.reader import read_inputs
@@ -44,6 +45,7 @@ class Plan:
     api_calls: int
     charged_at_most: int
     seconds_at_rate: float
+    drawings: str = "abstract"  # abstract (P021) or all (P042, a call per patent at least)
     dry_run: bool = True
     exit_code: int = 0
 
@@ -59,6 +61,11 @@ async def make_plan(inputs: Sequence[str | Path], out: str | Path, settings: Set
     store = await open_store(":memory:" if embedded_missing else settings.state_url, path)
     rejected = [0]
     try:
+        held = await store.drawings_kind(None)
+        if held is not None and held != settings.drawings:
+            raise UsageError(f"{store.location} holds a --drawings {held} job; --drawings {settings.drawings} "
+                             "needs its own --out (or --state)")
+        drawings = await store.drawing_counts() if settings.drawings == "all" else {}
         recheck = settings.recheck_after_days
         counts = await store.plan(_keys(read_inputs(inputs, settings.column), rejected),
                                   usable_after=time.time() + settings.expiry_margin,
@@ -66,20 +73,25 @@ async def make_plan(inputs: Sequence[str | Path], out: str | Path, settings: Set
                                   recheck_before=None if recheck is None else time.time() - recheck * 86400)
     finally:
         await store.close()
-    return plan_from(counts, rejected[0], settings)
+    return plan_from(counts, drawings, rejected[0], settings)
 
 
-def plan_from(counts: dict[str, int], rejected: int, settings: Settings) -> Plan:
-    """The plan from the store's counts (pure): calls per kind of key, the charge bound, the time at --rate."""
-    size = settings.batch_size
-    calls = math.ceil(counts["to_ask_numbers"] / size) + math.ceil(counts["to_ask_ids"] / size)
+def plan_from(counts: dict[str, int], drawings: dict[str, int], rejected: int, settings: Settings) -> Plan:
+    """The plan from the store's counts (pure): calls per kind of key (P042: a call per patent at least, a
+    page more per 100 drawings), the charge bound, the time those calls take at --rate."""
     to_ask = counts["to_ask_numbers"] + counts["to_ask_ids"]
+    reusable = counts["reusable_urls"]
+    if settings.drawings == "all":
+        calls, reusable = to_ask, drawings.get("resolved", 0)
+    else:
+        size = settings.batch_size
+        calls = math.ceil(counts["to_ask_numbers"] / size) + math.ceil(counts["to_ask_ids"] / size)
     charged = to_ask if settings.max_charged is None else min(to_ask, settings.max_charged)
     return Plan(rows=counts["rows"], unique=counts["unique"], duplicates=counts["duplicates"], new=counts["new"],
-                settled=counts["settled"], failed_kept=counts["failed_kept"], reusable_urls=counts["reusable_urls"],
+                settled=counts["settled"], failed_kept=counts["failed_kept"], reusable_urls=reusable,
                 to_ask_numbers=counts["to_ask_numbers"], to_ask_ids=counts["to_ask_ids"], rejected=rejected,
                 to_ask=to_ask, api_calls=calls, charged_at_most=charged,
-                seconds_at_rate=round(calls / settings.rate, 1))
+                seconds_at_rate=round(calls / settings.rate, 1), drawings=settings.drawings)
 
 
 def _keys(rows: Iterable[PatentKey | Reject], rejected: list[int]) -> Iterator[PatentKey]:
@@ -91,12 +103,29 @@ def _keys(rows: Iterable[PatentKey | Reject], rejected: list[int]) -> Iterator[P
 
 
 def describe_plan(plan: Plan) -> str:
-    """The dry run as a few lines for a person."""
+    """The dry run as a few lines for a person ("1 call", "2 calls", thousands separated)."""
+    to_ask, new = plan.to_ask, plan.new
+    hours = plan.seconds_at_rate / 3600
+    head = [
+        f"inputs: {_n(plan.rows, 'key')} read, {plan.unique:,} unique, {_n(plan.duplicates, 'duplicate')}; "
+        f"{_n(plan.rejected, 'row')} rejected",
+        f"already settled: {plan.settled:,}   new: {new:,}   failed earlier (kept): {plan.failed_kept:,}",
+    ]
+    if plan.drawings == "all":
+        return "\n".join([
+            *head,
+            f"would ask P042 for every drawing of {_n(to_ask, 'patent')}: at least {_n(plan.api_calls, 'call')} "
+            f"(one per patent, a page more per 100 drawings), at least {hours:.1f} h at --rate",
+            f"would download {_n(plan.reusable_urls, 'drawing')} from still-valid URLs without any call",
+        ])
     return "\n".join([
-        f"inputs: {plan.rows} keys read, {plan.unique} unique, {plan.duplicates} duplicates; "
-        f"{plan.rejected} row{'' if plan.rejected == 1 else 's'} rejected",
-        f"already settled: {plan.settled}   new: {plan.new}   failed earlier (kept): {plan.failed_kept}",
-        f"would ask the API for {plan.to_ask} keys ({plan.new} new, {plan.to_ask - plan.new} left "
-        f"from earlier runs) in {plan.api_calls} calls (at most {plan.charged_at_most} charged results)",
-        f"would download {plan.reusable_urls} images from still-valid URLs without any call",
+        *head,
+        f"would ask the API for {_n(to_ask, 'key')} ({new:,} new, {to_ask - new:,} left from earlier runs) in "
+        f"{_n(plan.api_calls, 'call')} (at most {_n(plan.charged_at_most, 'charged result')}), "
+        f"about {hours:.1f} h at --rate",
+        f"would download {_n(plan.reusable_urls, 'image')} from still-valid URLs without any call",
     ])
+
+
+def _n(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"

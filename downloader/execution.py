@@ -72,7 +72,7 @@ async def opened(out: str | Path, settings: Settings, *,
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise UsageError(f"cannot write to --out {folder}: {err.strerror or err}") from None
+            raise UsageError(machine.out_refusal(folder, err)) from None
         guard = DirLock(folder)
     with guard:
         await sink.prepare(clean=owner)
@@ -142,6 +142,7 @@ class Execution:
 
     async def _run(self, sink: ImageSink, store: StateStore) -> Summary:
         started = time.time()
+        await check_drawings_kind(store, self.settings.drawings)
         shared = is_shared(self.settings.state_url)
         if not shared:  # this process holds the folder lock: claims left by a killed run are stale
             await store.release(None)
@@ -200,7 +201,8 @@ class Execution:
     async def _execute(self, sink: ImageSink, store: StateStore, run_id: int,
                        counts: Mapping[str, int] | None = None) -> None:
         s = self.settings
-        config = PipelineConfig(batch_size=s.batch_size, api_concurrency=s.api_concurrency,
+        batch = 1 if s.drawings == "all" else s.batch_size  # P042 asks one patent a call
+        config = PipelineConfig(batch_size=batch, api_concurrency=s.api_concurrency,
                                 download_concurrency=s.download_concurrency, expiry_margin=s.expiry_margin,
                                 lease=s.lease, deadline=self.deadline)
         async with http_clients(s, sink, store, run_id, self.counters, self.events, self.worker) as (client, fetcher):
@@ -254,7 +256,8 @@ class Execution:
             draft["manifest_rows"] = summary.unique  # same inputs, all settled before: the manifest stands
         else:
             with self._saving("manifest.csv, manifest.jsonl", unsaved):
-                draft["manifest_rows"] = await write_manifest(sink, store.rows(run_id))
+                draft["manifest_rows"] = await write_manifest(sink, store.rows(run_id),
+                                                              drawings=self.settings.drawings == "all")
         summary = self._summary(draft, started, workers)
         if not summary.nothing_to_do:  # summary.json keeps the last real run's figures
             with self._saving("summary.json", unsaved):
@@ -328,6 +331,14 @@ class Execution:
             self._pipeline.interrupt(f"{why}: stopping, state is being saved")
 
 
+async def check_drawings_kind(store: StateStore, wanted: str) -> None:
+    """One job holds one kind of drawings: asking the other kind of it is a usage error (exit 2)."""
+    held = await store.drawings_kind(wanted)
+    if held is not None and held != wanted:
+        raise UsageError(f"{store.location} holds a --drawings {held} job; --drawings {wanted} needs its own "
+                         "--out (or --state)")
+
+
 async def _next_stop(signals: AsyncIterator[int] | None, parent: int | None) -> str | None:
     """Wait for the next reason to stop (a signal's name, or the parent gone); None: look again."""
     if parent is not None and os.getppid() != parent:
@@ -383,4 +394,5 @@ def _options(inputs: Sequence[str | Path], settings: Settings) -> dict[str, Any]
             "api_concurrency": settings.api_concurrency, "download_concurrency": settings.download_concurrency,
             "retry_failed": settings.retry_failed, "max_charged": settings.max_charged,
             "max_runtime": settings.max_runtime, "recheck_after_days": settings.recheck_after_days,
+            "drawings": settings.drawings,
             "api_base": settings.api_base}

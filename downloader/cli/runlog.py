@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from downloader import __version__
-from downloader.core.errors import DownloaderError
+from downloader.core.errors import DownloaderError, UsageError
 from downloader.core.events import BatchDone, Event, ImageDone, Notice, Problem, Sink, fan_out
 from downloader.core.settings import Settings
 
@@ -141,7 +141,7 @@ def open_sinks(settings: Settings, *, progress: bool | None = None, log_file: st
 
     bars = None if settings.dry_run else make_progress(progress, verbose=verbose)
     # A dry run promises to write nothing, so it leaves the log file alone too.
-    out = open(log_file, "a", encoding="utf-8") if log_file and not settings.dry_run else None  # noqa: SIM115
+    out = _open_log(log_file) if log_file and not settings.dry_run else None
     log = LogFile(out, log_format) if out else None
     said = _say_always if bars is None and not settings.dry_run else None
     sink = RunSink([s for s in (bars, log, said) if s is not None])
@@ -162,6 +162,17 @@ def open_sinks(settings: Settings, *, progress: bool | None = None, log_file: st
                 out.close()
             except OSError:
                 pass  # already said by the log
+
+
+def _open_log(path: str) -> TextIO:
+    """The --log-file, opened to append; a path that cannot be a log file is a usage error (exit 2)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--log-file {path}: folder {folder} does not exist")
+    try:
+        return open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by open_sinks
+    except OSError as err:
+        raise UsageError(f"cannot write --log-file {path}: {err.strerror or err}") from None
 
 
 def _say_always(event: Event) -> None:
@@ -185,7 +196,9 @@ def _options(settings: Settings) -> dict[str, Any]:
 
 
 def _summary_fields(summary: dict[str, Any]) -> dict[str, Any]:
-    keep = ("exit_code", "stop_reason", "by_status", "api_calls", "charged", "recharged", "images", "bytes", "seconds")
+    # Every input row is accounted for: the keys by status, and the rows that were not used (rejected, duplicates).
+    keep = ("exit_code", "stop_reason", "by_status", "rejected", "duplicates", "api_calls", "charged", "recharged",
+            "images", "bytes", "seconds")
     return {k: summary.get(k) for k in keep}
 
 

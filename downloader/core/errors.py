@@ -75,14 +75,16 @@ class Interrupted(DownloaderError):
 class FatalError(DownloaderError):
     """A condition of the whole run that no retry fixes: stop cleanly, keep state, exit 3.
 
-    `hint` says what to do, in words for the person running the job.
+    `hint` says what to do, in words for the person running the job. `hint_says_rerun`: the hint
+    already tells the person to run the same command again (the CLI then does not say it twice).
     """
 
     exit_code = 3
 
-    def __init__(self, message: str, *, hint: str = "") -> None:
+    def __init__(self, message: str, *, hint: str = "", hint_says_rerun: bool = False) -> None:
         super().__init__(message)
         self.hint = hint
+        self.hint_says_rerun = hint_says_rerun
 
 
 class OutageError(FatalError):
@@ -95,8 +97,8 @@ class OutputError(FatalError):
     `unsaved` names the output files the run could not write on its way out (the state is intact).
     """
 
-    def __init__(self, message: str, *, hint: str = "") -> None:
-        super().__init__(message, hint=hint)
+    def __init__(self, message: str, *, hint: str = "", hint_says_rerun: bool = False) -> None:
+        super().__init__(message, hint=hint, hint_says_rerun=hint_says_rerun)
         self.unsaved: list[str] = []
 
 
@@ -138,9 +140,10 @@ class FatalApiError(ApiError, FatalError):
     """Nothing this run can fix (credentials, quota, balance, expired client): stop, exit 3."""
 
     def __init__(self, message: str, *, hint: str = "", code: int | None = None, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, hint_says_rerun: bool = False) -> None:
         ApiError.__init__(self, message, code=code, status=status, retry_after=retry_after)
         self.hint = hint
+        self.hint_says_rerun = hint_says_rerun
 
 
 class DownloadError(DownloaderError):

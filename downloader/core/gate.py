@@ -257,6 +257,7 @@ def spent_quota(episode: Episode, now: float, asked: float | None, patience: flo
     return {"kind": "quota", "code": episode.code, "status": episode.status,
             "message": f"{episode.what} (throttling) answered for {now - episode.since:.0f} s{spaced}{longer}: "
                        "not a rate limit, the quota or daily limit is probably used up",
+            "hint_says_rerun": True,
             "hint": f"wait for it to renew (or raise it with PatSnap), then run the same command; "
                     f"--throttle-patience (now {patience:g} s) sets how long to probe"}
 

@@ -35,7 +35,7 @@ _HINTS = {
     67200002: "quota or call rate exceeded; lower --rate or wait for the quota to renew",
     67200003: "the token expired or the key/secret is wrong; check --client-id/--client-secret or --token",
     67200004: "no permission or the API package quota is used up; check the subscription",
-    67200005: "the account balance is insufficient; top it up, then rerun the same command",
+    67200005: "the account balance is insufficient; top it up",
     67200006: "the client has expired; renew it in the PatSnap console",
     67200008: "the apikey is missing or wrong; pass --api-key (with OAuth it defaults to the client id)",
     67200009: "the token is invalid; check the credentials",
@@ -75,9 +75,12 @@ def error_for_code(code: int, message: str = "") -> ApiError:
     return cls(text, code=code)
 
 
-def error_for_http(status: int, retry_after: float | None = None) -> ApiError:
-    """The exception for an HTTP error status from the API host."""
-    text = f"HTTP {status} from the API"
+def error_for_http(status: int, retry_after: float | None = None, url: str = "") -> ApiError:
+    """The exception for an HTTP error status from the API host (`url`: the endpoint, no query).
+
+    A 404 is a wrong --api-base, not an outage: fatal at once, naming the URL that was not found.
+    """
+    text = f"HTTP {status} from the API" + (f" at {url}" if url and status == 404 else "")
     if status == 429:
         return ThrottledError(text, status=status, retry_after=retry_after)
     if status == 401:

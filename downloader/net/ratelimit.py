@@ -50,7 +50,8 @@ class Ticket:
 def fatal_from(verdict: dict[str, Any]) -> FatalApiError:
     """The error a gate verdict stops the run with."""
     return FatalApiError(verdict.get("message", "the run was stopped at the API gate"), hint=verdict.get("hint", ""),
-                         code=verdict.get("code"), status=verdict.get("status"))
+                         code=verdict.get("code"), status=verdict.get("status"),
+                         hint_says_rerun=bool(verdict.get("hint_says_rerun")))
 
 
 class ApiGate:

@@ -213,7 +213,7 @@ def _write_page(out: TextIO, data: ReportData, folder: Path, target_dir: Path) -
               "img-src 'self' file: data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
               f"<title>patent-images report — {escape(folder.name)}</title><style>{_CSS}</style></head><body>\n")
     out.write(_header(folder, runs))
-    out.write("<main>\n" + _cards(counts) + _files(folder, target_dir) + _runs_section(runs))
+    out.write("<main>\n" + _cards(counts, runs) + _files(folder, target_dir) + _runs_section(runs))
     _write_failures(out, data.failures, counts.get("failed", 0))
     _write_sheet(out, data.recent, counts.get("downloaded", 0), _relative_base(folder, target_dir))
     out.write(f"</main>\n<script>{_SCRIPT}</script>\n</body></html>\n")
@@ -231,16 +231,20 @@ def _header(folder: Path, runs: list[dict[str, Any]]) -> str:
             f'<span id="last-run">{when}</span> · generated {escape(_when(time.time()))}</p></header>\n')
 
 
-def _cards(counts: dict[str, int]) -> str:
+def _cards(counts: dict[str, int], runs: list[dict[str, Any]]) -> str:
     # `resolved` (URL known, image not yet fetched) only lingers after an interrupted run: shown then.
     shown = [(s, label) for s, label in STATUSES if s != "resolved" or counts.get(s)]
-    cards = [_card("total", "All patents", sum(counts.values()))]
-    cards += [_card(s, label, counts.get(s, 0)) for s, label in shown]
+    cards = [_card("total", "All patents", sum(counts.values()), "")]
+    cards += [_card(s, label, counts.get(s, 0), f"status <code>{escape(s)}</code>") for s, label in shown]
+    # Input rows that never became patents: the last run's (they are counted per run, not kept in the state).
+    last = runs[-1]["summary"] if runs else {}
+    cards += [_card("rejected", "Rejected rows", last.get("rejected") or 0, "last run; see <code>rejects.csv</code>"),
+              _card("duplicates", "Duplicate rows", last.get("duplicates") or 0, "last run; read once")]
     return '<section class="cards" aria-label="totals by status">' + "".join(cards) + "</section>\n"
 
 
-def _card(key: str, label: str, value: int) -> str:
-    code = "" if key == "total" else f'<div class="code">status <code>{escape(key)}</code></div>'
+def _card(key: str, label: str, value: int, note: str) -> str:
+    code = f'<div class="code">{note}</div>' if note else ""
     return (f'<div class="card {key}"><div class="label">{escape(label)}</div>'
             f'<div class="value"><span id="count-{key}" data-count="{value}">{value:,}</span></div>{code}</div>')
 
@@ -253,7 +257,8 @@ def _runs_section(runs: list[dict[str, Any]]) -> str:
     return (f'<section><h2>Charged results and images per run <span class="muted">({shown})</span></h2>'
             + chart_svg(runs) +
             '<h2 style="margin-top:16px">Last runs</h2><table id="runs"><tr><th>run</th><th class="l">started</th>'
-            "<th>seconds</th><th>exit</th><th>API calls</th><th>charged</th><th>images</th><th>MB</th>"
+            "<th>seconds</th><th>exit</th><th>rejected</th><th>duplicates</th><th>API calls</th><th>charged</th>"
+            "<th>images</th><th>MB</th>"
             f'<th class="l">stop</th></tr>{rows}</table></section>\n')
 
 
@@ -262,6 +267,7 @@ def _run_row(run: dict[str, Any]) -> str:
     code = run["exit_code"]
     return (f"<tr><td>{run['id']}</td><td class=\"l\">{escape(_when(run['started']))}</td>"
             f"<td>{_num(s.get('seconds'), 1)}</td><td><span class=\"exit e{escape(code)}\">{escape(code)}</span></td>"
+            f"<td>{_num(s.get('rejected'))}</td><td>{_num(s.get('duplicates'))}</td>"
             f"<td>{_num(s.get('api_calls'))}</td><td>{_num(s.get('charged'))}</td><td>{_num(s.get('images'))}</td>"
             f"<td>{_num((s.get('bytes') or 0) / 1e6, 1)}</td>"
             f"<td class=\"l\">{escape(stop_words(s))}</td></tr>")

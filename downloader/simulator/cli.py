@@ -23,12 +23,23 @@ def _kinds(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _port(text: str) -> int:
+    """A TCP port for argparse: out of 0..65535 is a usage error (exit 2), not an internal one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range: give 0..65535 (0: any free port)")
+    return port
+
+
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `simulate` command's options (defaults are SimulatorConfig's)."""
     d = SimulatorConfig()
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    add("--port", type=int, default=8080, help="port to listen on, 0 for any (default %(default)s)")
+    add("--port", type=_port, default=8080, help="port to listen on, 0 for any (default %(default)s)")
     add("--seed", type=int, default=d.seed, help="seed of the patent universe and fault dice")
     add("--api-key", default=d.api_key, help="accepted apikey (the client id is accepted too)")
     add("--token", default=d.static_token, help="static bearer token accepted; '' for none")

@@ -24,7 +24,8 @@ contracts check it (`lint-imports`):
              recorder, plus the lease keeper; it sees only the `Resolver` and `Fetcher` protocols of
              `core/ports.py`, an event hook and a store, and returns a frozen PipelineResult;
              `wiring` builds the concrete ones (the HTTP side) for `execution`
-- net/       the API client (api: the gate, retries, splitting, budget, credential check), auth
+- net/       the API client (api: the gate, retries, splitting, budget, credential check; the P021
+             resolver), fulltext (the P042 resolver for --drawings all, on api's calls), auth
              (tokens, one for the fleet), cdn (stream, hash, verify, hand to the sink), ratelimit
              (the shared API gate), retrying, proxies, httperrors
 - state/     where state lives: `base.StateStore` (the protocol: ingest, claims under leases, results,
@@ -38,7 +39,8 @@ contracts check it (`lint-imports`):
              disk conditions) stand beside the stores and sinks
 - core/      the pure vocabulary and rules, no I/O: model, errors (the tree, each with exit_code),
              outcome (Summary, StopReason, exit codes), ports (the pipeline's seams), protocol
-             (request params, answer → per-key outcomes, error codes), expiry, lookahead, gate,
+             (request params, answer → per-key outcomes, error codes), fulltext (P042: one patent's
+             pages → per-drawing outcomes), expiry, lookahead, gate,
              credentials, outage, problems, naming, budget, backoff, halt, events, settings
 - simulator/ a faithful fake of the PatSnap API and CDN for demo, tests and benchmarks
 

@@ -247,6 +247,8 @@ class Execution:
         with self._saving("the worker record", []):
             await store.heartbeat(run_id, self.worker, self._info(self.result), self.settings.lease, finished=True)
         draft["by_status"] = await store.counts(run_id)
+        if self.settings.drawings == "all":
+            draft["drawings"] = await store.drawing_counts(run_id)
         workers = await store.workers(run_id)
         complete = not any(draft["by_status"].get(s, 0) for s in ("pending", "resolved"))
         if shared and complete and not await store.update_shared(f"finished:{run_id}", _first(self.worker)):

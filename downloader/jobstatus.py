@@ -46,6 +46,8 @@ class JobStatus:
     by_status: Mapping[str, int]
     workers: tuple[WorkerRecord, ...] = ()
     runs: tuple[RunStatus, ...] = field(default=())
+    # --drawings all: the drawings (`total`, `by_status`) and patents by their drawing count (`per_patent`)
+    drawings: Mapping[str, Any] | None = None
 
     @property
     def total(self) -> int:
@@ -54,8 +56,11 @@ class JobStatus:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (what `status --json` prints)."""
-        return {"folder": self.folder, "state": self.state, "total": self.total, "by_status": dict(self.by_status),
+        data = {"folder": self.folder, "state": self.state, "total": self.total, "by_status": dict(self.by_status),
                 "workers": [asdict(w) for w in self.workers], "runs": [_run_dict(r) for r in self.runs]}
+        if self.drawings is not None:
+            data["drawings"] = dict(self.drawings)
+        return data
 
 
 async def read_status(out: str | Path, state_url: str | None, runs: int = 10) -> JobStatus:
@@ -67,9 +72,19 @@ async def read_status(out: str | Path, state_url: str | None, runs: int = 10) ->
         live = tuple(w for w in await store.workers() if not w.finished and w.lease_until >= now)
         history = [r for r in await store.runs(runs) if not r.summary.get("nothing_to_do")]
         statuses = tuple([await _run_status(store, r, live, now) for r in history])
+        drawings = await _drawings(store)
     finally:
         await store.close()
-    return JobStatus(str(out), store.location, by_status, live, statuses)
+    return JobStatus(str(out), store.location, by_status, live, statuses, drawings)
+
+
+async def _drawings(store: StateStore) -> dict[str, Any] | None:
+    """--drawings all: the drawings by status, and how many patents have how many drawings; else None."""
+    if await store.drawings_kind(None) != "all":
+        return None
+    drawings, figures = await store.drawing_counts(), await store.figure_counts()
+    return {"total": sum(drawings.values()), "by_status": drawings,
+            "per_patent": {str(n): c for n, c in sorted(figures.items())}}
 
 
 async def _run_status(store: StateStore, run: RunRecord, live: Sequence[WorkerRecord], now: float) -> RunStatus:

@@ -73,17 +73,16 @@ def check_drawings(out: Path, sim: Simulator, figures: dict[str, int | None]) ->
 def check_status_and_report(out: Path, figures: dict[str, int | None]) -> None:
     """`status` counts drawings and patents; the report groups each patent's drawings under its figure count
     and shows how many drawings patents have."""
-    from downloader.cli.htmlreport import write_report
+    from downloader.cli.status import render_status
+    from downloader.job import job_status, report_job
 
-    from downloader.cli.status import render_status, status_data
-
-    data = status_data(str(out))
+    data = job_status(out).to_dict()
     listed = sum(n or 0 for n in figures.values())
     assert data["drawings"]["by_status"] == {"downloaded": listed} and data["total"] == len(figures)
     per_patent = Counter(str(n) for n in figures.values() if n is not None)
     assert data["drawings"]["per_patent"] == dict(per_patent)
     assert f"{listed:,} drawings" in render_status(data)
-    page = Path(write_report(str(out))).read_text()
+    page = Path(report_job(out)).read_text()
     sheet = json.loads(page.split('id="sheet-data">', 1)[1].split("</script>", 1)[0])
     by_pn = {row["pn"]: row["patent_number"] for row in manifest(out)}
     for pn, figure, path, count in sheet["rows"]:

@@ -170,6 +170,7 @@ class _Job:
 
     async def _run(self, sink: ImageSink, store: StateStore) -> Summary:
         started = time.time()
+        await check_drawings_kind(store, self.settings.drawings)
         shared = is_shared(self.settings.state_url)
         if not shared:  # this process holds the folder lock: claims left by a killed run are stale
             await store.release(None)
@@ -236,7 +237,8 @@ class _Job:
     async def _execute(self, sink: ImageSink, store: StateStore, run_id: int,
                        counts: Mapping[str, int] | None = None) -> None:
         s = self.settings
-        config = PipelineConfig(batch_size=s.batch_size, api_concurrency=s.api_concurrency,
+        batch = 1 if s.drawings == "all" else s.batch_size  # P042 asks one patent a call
+        config = PipelineConfig(batch_size=batch, api_concurrency=s.api_concurrency,
                                 download_concurrency=s.download_concurrency, expiry_margin=s.expiry_margin,
                                 lease=s.lease, deadline=self.deadline)
         async with http_clients(s, sink, store, run_id, self.counters, self.events, self.worker) as (client, fetcher):
@@ -289,7 +291,8 @@ class _Job:
             summary.manifest_rows = summary.unique  # same inputs, all settled before: the manifest stands
         else:
             with self._saving("manifest.csv, manifest.jsonl", unsaved):
-                summary.manifest_rows = await write_manifest(sink, store.rows(run_id))
+                summary.manifest_rows = await write_manifest(sink, store.rows(run_id),
+                                                             drawings=self.settings.drawings == "all")
         summary.seconds = round(time.time() - started, 3)
         _stop_fields(summary, self)
         if not summary.nothing_to_do:  # summary.json keeps the last real run's figures
@@ -332,6 +335,14 @@ class _Job:
         stop_helpers(self.helpers)
         if self._pipeline is not None:
             self._pipeline.interrupt(f"{why}: stopping, state is being saved")
+
+
+async def check_drawings_kind(store: StateStore, wanted: str) -> None:
+    """One job holds one kind of drawings: asking the other kind of it is a usage error (exit 2)."""
+    held = await store.drawings_kind(wanted)
+    if held is not None and held != wanted:
+        raise UsageError(f"{store.location} holds a --drawings {held} job; --drawings {wanted} needs its own "
+                         "--out (or --state)")
 
 
 def run_helper(out: str, settings: Settings, run_id: int, *, parent: int) -> None:
@@ -431,4 +442,5 @@ def _options(inputs: Sequence[str | Path], settings: Settings) -> dict[str, Any]
             "api_concurrency": settings.api_concurrency, "download_concurrency": settings.download_concurrency,
             "retry_failed": settings.retry_failed, "max_charged": settings.max_charged,
             "max_runtime": settings.max_runtime, "recheck_after_days": settings.recheck_after_days,
+            "drawings": settings.drawings,
             "api_base": settings.api_base}

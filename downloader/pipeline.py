@@ -62,6 +62,7 @@ from downloader.core.model import (
     Downloaded,
     Failed,
     ImageJob,
+    Listed,
     NoImage,
     NotFound,
     PatentKey,
@@ -279,7 +280,7 @@ class Pipeline:
                 await _deliver(to_results, result.outcomes)  # billed: recorded even when stopping
                 images = [o for o in result.outcomes if isinstance(o, Resolved)]
                 self._answered(batch, result.outcomes, images, len(result.unasked))
-                answered = sum(not isinstance(o, Deferred) for o in result.outcomes)
+                answered = sum(not isinstance(o, Deferred) and type(o.key) is PatentKey for o in result.outcomes)
                 self._asked += answered
                 self.events(BatchDone(answered, len(images), result.charged))
                 for o in result.outcomes:
@@ -293,7 +294,7 @@ class Pipeline:
     def _answered(self, batch: Batch, outcomes: Sequence[object], images: Sequence[Resolved], unasked: int) -> None:
         """Count recharges, and tell the lookahead how much URL life and how many images the answer gave."""
         for o in outcomes:
-            if isinstance(o, Resolved | NoImage) and o.key in self._repeats:
+            if isinstance(o, Resolved | Listed | NoImage) and o.key in self._repeats:
                 self._recharged += 1
         self._repeats.difference_update(PatentKey(batch.kind, k) for k in batch.keys)
         now = time.time()

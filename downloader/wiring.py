@@ -10,11 +10,13 @@ import aiohttp
 
 from downloader.core.events import Notice, Sink
 from downloader.core.model import Counters
+from downloader.core.ports import Resolver
 from downloader.core.settings import Settings
 from downloader.net import retrying
 from downloader.net.api import PatsnapClient
 from downloader.net.auth import OAuthToken, StaticToken, TokenProvider
 from downloader.net.cdn import ImageFetcher
+from downloader.net.fulltext import FulltextResolver
 from downloader.net.ratelimit import ApiGate, SharedRecords
 from downloader.sinks.base import ImageSink
 from downloader.state.base import StateStore
@@ -23,8 +25,8 @@ from downloader.state.shared import SharedBudget
 
 @asynccontextmanager
 async def http_clients(settings: Settings, sink: ImageSink, store: StateStore, run_id: int, counters: Counters,
-                       events: Sink, worker: str = "") -> AsyncIterator[tuple[PatsnapClient, ImageFetcher]]:
-    """The API client and the CDN fetcher, each on its own session, closed on exit.
+                       events: Sink, worker: str = "") -> AsyncIterator[tuple[Resolver, ImageFetcher]]:
+    """The resolver (P021, or P042 with --drawings all) and the CDN fetcher, each on its own session.
 
     The state store holds what the fleet shares: the API gate, the OAuth token and the budget.
     """
@@ -48,7 +50,7 @@ async def http_clients(settings: Settings, sink: ImageSink, store: StateStore, r
         fetcher = ImageFetcher(cdn, sink, counters, policy=policy, expiry_margin=s.expiry_margin,
                                max_bytes=s.max_image_bytes, outage_seconds=s.outage_seconds)
         try:
-            yield client, fetcher
+            yield (FulltextResolver(client) if s.drawings == "all" else client), fetcher
         finally:
             counters.token_refreshes = tokens.refreshes
 

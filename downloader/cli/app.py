@@ -117,6 +117,10 @@ def _add_common(p: argparse.ArgumentParser, rate: float = 5.0) -> None:
                    help="image downloads in flight (default 32)")
     p.add_argument("--batch-size", type=int, default=100, metavar="N",
                    help="patents per API request, 1..100 (default 100)")
+    p.add_argument("--drawings", choices=("abstract", "all"), default=_env("PATENT_IMAGES_DRAWINGS") or "abstract",
+                   help="abstract: the front-page drawing of each patent (P021, 100 patents a call); all: every "
+                        "drawing (P042 fulltext-image, one patent a call, pages of 100). One job holds one kind "
+                        "(env PATENT_IMAGES_DRAWINGS; default abstract)")
     p.add_argument("--retries", type=int, default=5, metavar="N",
                    help="attempts per request on transient faults (default 5)")
     p.add_argument("--retry-failed", action="store_true", help="also retry patents that failed in earlier runs")

@@ -172,7 +172,7 @@ async def _write_report(out: str, to: Path | None, state_url: str | None, endpoi
             temp.unlink(missing_ok=True)
         return str(target)
     sink = open_sink(out, endpoint_url=endpoint_url)
-    await sink.prepare()
+    await sink.prepare(clean=False)  # a run may be writing here: leave its uploads be
     try:
         staged = sink.staging(REPORT_FILE)
         with staged.open("w", encoding="utf-8") as page:

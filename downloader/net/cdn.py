@@ -41,9 +41,9 @@ from downloader.core.errors import (
     describe,
 )
 from downloader.core.expiry import is_expired_403, is_usable, margin, parse_url_signed_at
-from downloader.core.model import Counters, Deferred, Downloaded, Failed, ImageJob, PatentKey, UrlExpired
+from downloader.core.model import Counters, Deferred, Downloaded, Failed, FigureKey, ImageJob, PatentKey, UrlExpired
 from downloader.core.moved import MovedHosts
-from downloader.core.naming import CONTENT_TYPES, MAGIC_BYTES_NEEDED, image_path, sniff_image_type
+from downloader.core.naming import CONTENT_TYPES, MAGIC_BYTES_NEEDED, figure_path, image_path, sniff_image_type
 from downloader.core.outage import SPAN, OutageDetector, origin
 from downloader.net.httperrors import cause, map_client_errors
 from downloader.net.proxies import proxy_for
@@ -193,7 +193,9 @@ class ImageFetcher:
             if declared is not None and size != declared:
                 raise TransientDownloadError(f"body cut short: {size} of {declared} bytes")
             ext = sniff_image_type(head) or "bin"
-            relative = image_path(job.pn or job.key.value, job.num, ext)
+            pn = job.pn or job.key.value
+            key = job.key
+            relative = figure_path(pn, key.figure, ext) if isinstance(key, FigureKey) else image_path(pn, job.num, ext)
             sha = digest.hexdigest()
             done, upload = upload, None
             await done.commit(relative, content_type=CONTENT_TYPES[ext], sha256=sha)

@@ -283,6 +283,8 @@ class _Job:
         with self._saving("the worker record", []):
             await store.heartbeat(run_id, self.worker, self._info(self.result), self.settings.lease, finished=True)
         summary.by_status = await store.counts(run_id)
+        if self.settings.drawings == "all":
+            summary.drawings = await store.drawing_counts(run_id)
         complete = not any(summary.by_status.get(s, 0) for s in ("pending", "resolved"))
         if shared and complete and not await store.update_shared(f"finished:{run_id}", _first(self.worker)):
             return _fill(summary, self, started, await store.workers(run_id))  # another worker writes them

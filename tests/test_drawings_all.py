@@ -70,6 +70,27 @@ def check_drawings(out: Path, sim: Simulator, figures: dict[str, int | None]) ->
     return checked
 
 
+def check_status_and_report(out: Path, figures: dict[str, int | None]) -> None:
+    """`status` counts drawings and patents; the report groups each patent's drawings under its figure count
+    and shows how many drawings patents have."""
+    from downloader.cli.htmlreport import write_report
+    from downloader.cli.status import render_status, status_data
+
+    data = status_data(str(out))
+    listed = sum(n or 0 for n in figures.values())
+    assert data["drawings"]["by_status"] == {"downloaded": listed} and data["total"] == len(figures)
+    per_patent = Counter(str(n) for n in figures.values() if n is not None)
+    assert data["drawings"]["per_patent"] == dict(per_patent)
+    assert f"{listed:,} drawings" in render_status(data)
+    page = Path(write_report(str(out))).read_text()
+    sheet = json.loads(page.split('id="sheet-data">', 1)[1].split("</script>", 1)[0])
+    by_pn = {row["pn"]: row["patent_number"] for row in manifest(out)}
+    for pn, figure, path, count in sheet["rows"]:
+        assert count == figures[by_pn[pn]] and 1 <= int(figure) <= count and f"/{figure}." in path
+    assert len(sheet["rows"]) == listed  # every drawing of this small job
+    assert 'id="figures"' in page and f"{listed:,} drawings listed for" in page and "over 100" in page
+
+
 @pytest.mark.slow
 def test_every_drawing_with_pages_then_reruns_ask_only_for_new_patents(tmp_path, threaded_simulator):
     """Pages past 100 drawings, a call per patent, charges per listing page; a rerun asks nothing and a
@@ -89,7 +110,9 @@ def test_every_drawing_with_pages_then_reruns_ask_only_for_new_patents(tmp_path,
     assert summary["charged"] == sim.counters.charged == charged
     assert max(sim.counters.asks.values()) == 1 and len(sim.counters.asks) == len(values)
     assert check_drawings(out, sim, figures) == summary["images"] == sum(n or 0 for n in figures.values())
+    assert summary["drawings"] == {"downloaded": summary["images"]}
     assert not leftovers(out)
+    check_status_and_report(out, figures)
 
     again = run([source], out, sim, drawings="all")
     assert again["api_calls"] == 0 and sim.counters.api_requests == calls and again["exit_code"] == 0

@@ -47,6 +47,8 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     add("--client-secret", default=d.client_secret, help="OAuth client secret")
     add("--token-lifetime", type=float, default=d.token_lifetime, help="OAuth token lifetime, seconds")
     add("--url-lifetime", type=float, default=d.url_lifetime, help="signed image URL lifetime, seconds")
+    add("--fulltext-url-lifetime", type=float, default=d.fulltext_url_lifetime,
+        help="signed URL lifetime of P042 drawings, seconds (default 7 days)")
     add("--url-style", choices=("cos", "sigv4"), default=d.url_style, help="signed URL shape")
     add("--qps-limit", type=float, default=None, help="API requests per second allowed (default none)")
     add("--throttle-mode", choices=THROTTLE_MODES, default=d.throttle_mode,
@@ -85,6 +87,7 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
         client_secret=ns.client_secret,
         token_lifetime=ns.token_lifetime,
         url_lifetime=ns.url_lifetime,
+        fulltext_url_lifetime=ns.fulltext_url_lifetime,
         url_style=ns.url_style,
         qps_limit=ns.qps_limit,
         throttle_mode=ns.throttle_mode,

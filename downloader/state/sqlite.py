@@ -17,6 +17,11 @@ Status transitions (anything else is ignored, so a late or repeated event cannot
        ├─no_image/not_found
        └─failed (also from resolved)
     failed ──(--retry-failed)──▶ pending;  no_image/not_found ──(--recheck-after)──▶ pending
+
+With --drawings all a patent's answer is `Listed` (→ resolved, `figures` set) and a row per drawing in
+`drawings` (resolved → downloaded | failed, or pending when its URL expired), held by the patent's claim.
+Once none of its drawings waits for a download the patent follows them (`transitions.settle_patent`):
+pending again if a URL expired (asked again), failed if one failed, else downloaded.
 """
 
 from __future__ import annotations

@@ -271,6 +271,16 @@ async def test_prepare_on_a_missing_bucket_says_so(any_bucket: Bucket) -> None:
     _no_credentials_in(message, caught.value.hint)
 
 
+async def test_a_bucket_deleted_mid_run_stops_the_next_commit_at_once(any_bucket: Bucket) -> None:
+    """The bucket removed after prepare: the next commit raises OutputError (exit 3) naming it, without retrying."""
+    sink = S3Sink(f"s3://{any_bucket.name}/{PREFIX}", endpoint_url=any_bucket.server.endpoint, retry=S3Retry())
+    await sink.prepare()
+    any_bucket.client.delete_bucket(Bucket=any_bucket.name)
+    with anyio.fail_after(5), pytest.raises(OutputError, match=rf"S3 bucket '{any_bucket.name}' does not exist"):
+        await _commit(sink, "images/a/b/US9_0001.png", _image(1000, 9))
+    await sink.close()
+
+
 async def test_prepare_when_seaweedfs_refuses_writes(seaweed_bucket: Bucket, monkeypatch: pytest.MonkeyPatch) -> None:
     """Credentials SeaweedFS knows but only lets read: 403 AccessDenied at the probe, exit 3 naming the bucket."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", READER_KEY)

@@ -15,6 +15,7 @@ open-file limit) is still said once on stderr.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -164,6 +165,10 @@ def open_sinks(settings: Settings, *, progress: bool | None = None, log_file: st
                 pass  # already said by the log
 
 
+# A --log-file that names no writable file (a folder, a path through a file, no permission): a usage error.
+_BAD_LOG_PATH = {errno.EISDIR, errno.ENOTDIR, errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG}
+
+
 def _open_log(path: str) -> TextIO:
     """The --log-file, opened to append; a path that cannot be a log file is a usage error (exit 2)."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -172,6 +177,8 @@ def _open_log(path: str) -> TextIO:
     try:
         return open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by open_sinks
     except OSError as err:
+        if err.errno not in _BAD_LOG_PATH:
+            raise  # a full or read-only disk: a condition of the machine, named as such by the CLI
         raise UsageError(f"cannot write --log-file {path}: {err.strerror or err}") from None
 
 

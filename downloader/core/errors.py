@@ -21,7 +21,8 @@
     └── DownloadError           one image could not be fetched (per patent, data not a stop)
         ├── TransientDownloadError  5xx, reset, timeout, truncated body: retry; spent: deferred
         │   └── NotAnImageError    a 200 whose body is no image: retry; spent: the patent fails
-        ├── UrlExpiredError     the signed URL expired: ask the API again
+        ├── UrlExpiredError     the signed URL expired (or its host moved): ask the API again
+        ├── HostRefusedError    the URL's host refused while a probe finds out whether it moved: wait a moment
         └── BadImageError       not an image, too large, hostile answer: the patent fails
 
 `Job.run` raises only what its caller must handle (UsageError, InputError, LockedError, StateError),
@@ -161,6 +162,11 @@ class NotAnImageError(TransientDownloadError):
 
 class UrlExpiredError(DownloadError):
     """The signed URL is expired or about to: the patent goes back for a fresh URL."""
+
+
+class HostRefusedError(DownloadError):
+    """The URL's host refused the connection while one of its keys asks the API whether the host
+    moved (`core/moved.py`): not retried, the key is deferred a moment and decided then."""
 
 
 class BadImageError(DownloadError):

@@ -35,6 +35,7 @@ from downloader.core.model import (
     Status,
     UrlExpired,
 )
+from downloader.state import pg_schema
 from downloader.state import sqlite as sqlite_module
 from downloader.state.base import Claim, PatentRow, StateStore
 
@@ -571,22 +572,6 @@ async def test_reopen_sends_back_what_should_be_asked_again(store: StateStore) -
                                                     "C": Status.PENDING, "D": Status.PENDING, "Z": Status.FAILED}
 
 
-async def test_fail_expired_repeatedly(store: StateStore) -> None:
-    """Keys whose URLs expired max times fail with a clear error; retry_failed resets the tally."""
-    a, b = k("A"), k("B")
-    run = await store.start_run({})
-    await store.ingest([a, b], run)
-    await store.apply([resolved(a), UrlExpired(a, "r"), resolved(a), UrlExpired(a, "r"),
-                       resolved(b), UrlExpired(b, "r")])
-    assert await store.fail_expired_repeatedly(run, 2) == 1
-    rows = await by_key(store)
-    assert rows["A"].status == Status.FAILED and rows["A"].error is not None and "2 times" in rows["A"].error
-    assert rows["B"].status == Status.PENDING
-    await store.reopen(run, retry_failed=True, recheck_before=None)
-    assert await store.fail_expired_repeatedly(run, 1) == 1  # B (1 expiry); A's count was reset
-    assert (await store.counts(run)) == {"pending": 1, "failed": 1}
-
-
 # --- reading ----------------------------------------------------------------------------------
 
 async def test_rows_filters_and_writes_while_streaming(store: StateStore) -> None:
@@ -661,7 +646,7 @@ async def test_postgres_workers_starting_at_once_create_the_schema_once(postgres
     """Six workers opening a fresh store together all succeed (the migration is serialized)."""
     stores = await asyncio.gather(*(postgres_backend.open() for _ in range(6)))
     runs = await asyncio.gather(*(s.start_run({}) for s in stores))
-    assert len(set(runs)) == 6 and await postgres_backend.read_version() == 1
+    assert len(set(runs)) == 6 and await postgres_backend.read_version() == pg_schema.SCHEMA_VERSION
 
 
 async def test_postgres_search_path_option(postgres_backend: Backend) -> None:

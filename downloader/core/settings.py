@@ -10,11 +10,13 @@ from downloader.core.errors import UsageError
 
 DEFAULT_API_BASE = "https://connect.patsnap.com"
 IO_MODES = ("auto", "direct", "threads")  # --io: see sinks/local.py and sinks/filesystems.py
+DRAWINGS = ("abstract", "all")  # --drawings: see core.model.Drawings
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a run needs besides its inputs and output folder."""
+    """Everything a run needs besides its inputs and output folder (how it is shown and logged is the
+    caller's: the CLI's --no-progress and --log-file are not settings of the job)."""
 
     api_base: str = DEFAULT_API_BASE
     api_key: str | None = None
@@ -28,7 +30,6 @@ class Settings:
     retries: int = 5
     retry_failed: bool = False
     column: str | None = None
-    progress: bool | None = None  # None: bars when stderr is a terminal
     # Backoff between retries: exponential from backoff_initial, capped, with jitter.
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
@@ -58,11 +59,12 @@ class Settings:
     # before the run stops as an outage (exit 3); deferred patents are retried after a third of it.
     outage_seconds: float = 30.0
     max_charged: int | None = None
+    # Which drawings: "abstract" (P021, the front-page drawing) or "all" (P042, every drawing).
+    drawings: str = "abstract"
     max_runtime: float | None = None
     recheck_after_days: float | None = None
+    # A dry run never bills: `Job.run` refuses it (UsageError); `Job.plan` is the dry run.
     dry_run: bool = False
-    log_file: str | None = None
-    log_format: str = "text"
 
     def __post_init__(self) -> None:
         _check_url(self.api_base)
@@ -86,8 +88,8 @@ class Settings:
             raise UsageError(f"--io must be auto, direct or threads, got {self.io!r}")
         if self.outage_seconds <= 0:
             raise UsageError("outage_seconds must be positive")
-        if self.log_format not in ("text", "json"):
-            raise UsageError("--log-format must be text or json")
+        if self.drawings not in DRAWINGS:
+            raise UsageError(f"--drawings must be abstract or all, got {self.drawings!r}")
 
     @property
     def effective_api_key(self) -> str | None:

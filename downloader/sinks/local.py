@@ -68,7 +68,7 @@ class LocalSink:
         except OSError as err:
             if err.errno in machine.FULL:
                 raise machine.output_error(err, self._root) from None
-            raise UsageError(f"cannot write to --out {self._root}: {err.strerror or err}") from None
+            raise UsageError(machine.out_refusal(self._root, err)) from None
         self._identity = (info.st_dev, info.st_ino)
         if clean:
             self._reserve = machine.hold_reserve(self._root)
@@ -120,13 +120,6 @@ class LocalSink:
             os.replace(staged, self.root / name)
             if self.durable:
                 await anyio.to_thread.run_sync(_fsync_path, self._root)
-
-    async def read_bytes(self, name: str) -> bytes | None:
-        """An output file's bytes, or None."""
-        try:
-            return (self.root / name).read_bytes()
-        except FileNotFoundError:
-            return None
 
     def url_of(self, name: str) -> str:
         """The file's path."""

@@ -32,7 +32,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from downloader.core.errors import StateError
-from downloader.core.model import Batch, ImageJob, Kind, PatentKey, Status
+from downloader.core.model import Batch, FigureKey, ImageJob, Kind, PatentKey, Status
 from downloader.state import pg_queries as q
 from downloader.state.base import (
     Claim,
@@ -45,12 +45,13 @@ from downloader.state.base import (
     patent_row,
 )
 from downloader.state.pg_schema import migrate, parse_url
-from downloader.state.transitions import update_for
+from downloader.state.transitions import settle_patent, settles_patent, statement_for
 
 T = TypeVar("T")
 CHUNK = 5000  # keys per ingest statement: memory stays flat however long the input
 PAGE = 2000  # rows per round trip when streaming
 _RETRIES = 5
+_DRAWINGS_A_CLAIM = 100  # drawings (--drawings all) a claim may take at once for download
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
@@ -207,14 +208,14 @@ class PostgresStore:
 
     async def renew(self, worker: str, lease: float) -> None:
         """Extend the lease on every key `worker` holds."""
-        await self._write(lambda conn: conn.execute(q.RENEW, [lease, worker]))
+        await self._write(partial(_each_table, q.RENEW, [lease, worker]))
 
     async def release(self, worker: str | None) -> None:
         """Give back every key `worker` still holds; None: every worker's (only when none can be alive)."""
         if worker is None:
-            await self._write(lambda conn: conn.execute(q.RELEASE_ALL))
+            await self._write(partial(_each_table, q.RELEASE_ALL, []))
         else:
-            await self._write(lambda conn: conn.execute(q.RELEASE, [worker]))
+            await self._write(partial(_each_table, q.RELEASE, [worker]))
 
     async def apply(self, events: Sequence[StateEvent]) -> None:
         """Write a batch of results in one transaction, in order (one executemany per run of alike events).
@@ -225,21 +226,20 @@ class PostgresStore:
             async with conn.cursor() as cur:
                 now = (await (await cur.execute(q.NOW)).fetchone() or (0.0,))[0]
                 grouped: list[tuple[str, list[tuple[Any, ...]]]] = []
+                patents: dict[tuple[Any, ...], None] = {}  # whose drawings settled: the patent may settle too
                 for event in events:
-                    query, params = update_for(event, "%s")
+                    query, params = statement_for(event, "%s", now)
                     if not grouped or grouped[-1][0] != query:
                         grouped.append((query, []))
-                    grouped[-1][1].append((*params, now, event.key.kind.value, event.key.value))
+                    grouped[-1][1].append(params)
+                    if settles_patent(event):
+                        patents[(now, event.key.kind.value, event.key.value)] = None
                 for query, rows in grouped:
                     await cur.executemany(query, rows)
+                if patents:
+                    await cur.executemany(settle_patent("%s"), list(patents))
         if events:
             await self._write(write)
-
-    async def fail_expired_repeatedly(self, run_id: int, max_expiries: int) -> int:
-        """Give up on keys whose fresh URLs kept expiring before their download; how many."""
-        async def fail(conn: AsyncConnection) -> int:
-            return (await conn.execute(q.FAIL_EXPIRED, [run_id, max_expiries])).rowcount
-        return await self._write(fail)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -249,14 +249,40 @@ class PostgresStore:
         return {status: int(n) for status, n in rows}
 
     async def rows(self, run_id: int | None = None, status: Status | None = None) -> AsyncIterator[PatentRow]:
-        """Rows in input order, from a server-side cursor (PAGE rows per round trip)."""
-        query = q.ROWS[(run_id is not None, status is not None)]
+        """Rows in input order, from a server-side cursor (PAGE rows per round trip); with
+        --drawings all, a row per drawing."""
+        queries = q.DRAWING_ROWS if await self.drawings_kind(None) == "all" else q.ROWS
+        query = queries[(run_id is not None, status is not None)]
         async with self._connection() as conn, conn.transaction():
             async with conn.cursor(name="patent_rows") as cur:
                 cur.itersize = PAGE
                 await cur.execute(query, {"run": run_id, "status": status.value if status else None})
                 async for row in cur:
                     yield patent_row(row)
+
+    async def drawings_kind(self, wanted: str | None) -> str | None:
+        """The kind of drawings this job holds ("abstract" or "all"), recorded on first use: a store
+        with patents from before holds abstract drawings. None: not recorded yet, and `wanted` None."""
+        async def record(conn: AsyncConnection) -> str | None:
+            row = await (await conn.execute(q.DRAWINGS_KIND)).fetchone()
+            if row is not None or wanted is None:
+                return None if row is None else str(row[0])
+            old = await (await conn.execute(q.ANY_PATENT)).fetchone() is not None
+            await conn.execute(q.SET_DRAWINGS_KIND, ["abstract" if old else wanted])
+            row = await (await conn.execute(q.DRAWINGS_KIND)).fetchone()
+            return None if row is None else str(row[0])
+        if wanted is None:
+            rows = await self._fetch(q.DRAWINGS_KIND)
+            return str(rows[0][0]) if rows else None
+        return await self._write(record)
+
+    async def drawing_counts(self, run_id: int | None = None) -> dict[str, int]:
+        """Drawings by status (--drawings all), for one run's patents or the whole store."""
+        return {status: int(n) for status, n in await self._fetch(q.DRAWING_COUNTS, {"run": run_id})}
+
+    async def figure_counts(self, run_id: int | None = None) -> dict[int, int]:
+        """How many patents have how many drawings (listed ones, and 0 for no_image)."""
+        return {int(n): int(c) for n, c in await self._fetch(q.FIGURE_COUNTS, {"run": run_id})}
 
     async def latest(self, status: Status, limit: int) -> list[PatentRow]:
         """The most recently updated rows in `status`, newest first."""
@@ -299,6 +325,10 @@ async def _claim(conn: AsyncConnection, run_id: int, worker: str, limit: int, us
     now = (await (await conn.execute(q.NOW)).fetchone() or (0.0,))[0]
     params = {"run": run_id, "worker": worker, "limit": limit, "usable": usable_after, "now": now,
               "lease_until": now + lease}
+    cur = await conn.execute(q.CLAIM_DRAWINGS, {**params, "limit": max(limit, _DRAWINGS_A_CLAIM)})
+    if drawings := sorted(await cur.fetchall()):
+        return Claim(to_download=tuple(ImageJob(FigureKey(Kind(kind), key, figure), pn, num, url, expires_at)
+                                       for kind, key, figure, pn, num, url, expires_at in drawings))
     cur = await conn.execute(q.CLAIM_DOWNLOADS, params)
     if jobs := sorted(await cur.fetchall()):
         return Claim(to_download=tuple(ImageJob(PatentKey(Kind(kind), key), pn, num, url, expires_at)
@@ -310,7 +340,15 @@ async def _claim(conn: AsyncConnection, run_id: int, worker: str, limit: int, us
             return Claim(to_ask=Batch(Kind(first[0]), tuple(key for _seq, key, _repeat in keys)),
                          repeats=tuple(key for _seq, key, repeat in keys if repeat))
     waiting, deferred, next_retry = await (await conn.execute(q.WAITING, params)).fetchone() or (0, 0, None)
-    return Claim(waiting=int(waiting), deferred=int(deferred), next_retry=next_retry)
+    held, later, first_later = await (await conn.execute(q.WAITING_DRAWINGS, params)).fetchone() or (0, 0, None)
+    soonest = min((t for t in (next_retry, first_later) if t is not None), default=None)
+    return Claim(waiting=int(waiting) + int(held), deferred=int(deferred) + int(later), next_retry=soonest)
+
+
+async def _each_table(query: str, params: list[Any], conn: AsyncConnection) -> None:
+    """A claims statement on the patents and on the drawings (claims live on both)."""
+    for table in q.TABLES_WITH_CLAIMS:
+        await conn.execute(query.format(table), params)
 
 
 async def _execute(query: str, params: Mapping[str, Any], conn: AsyncConnection) -> None:

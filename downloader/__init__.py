@@ -11,7 +11,8 @@ inward, and each folder is one part:
              its lifetime), lookahead (how far the API stage may run ahead of the downloads), gate
              (account-wide pacing, throttle episodes → spent quota, the credential-check hold),
              credentials (the shared token record, the suspect credential), outage (transport
-             failures defer; every call failing for a while stops the run), problems (counted by
+             failures defer; every call failing for a while stops the run), moved (a URL host that
+             refuses: moved, so ask again, or down; one probe decides), problems (counted by
              kind), naming (image paths), budget, halt (the record that stops every worker),
              events (what progress and logs hear), settings
 - inputs/    stream CSV rows → normalized PatentKeys or Rejects

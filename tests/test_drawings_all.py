@@ -342,3 +342,14 @@ async def test_a_patent_follows_its_drawings_in_both_stores(backend) -> None:  #
                     ("P3", 1, "failed", None)]
     assert await b.counts(run) == {"downloaded": 2, "failed": 1}
     assert (await b.claim(run, "B", limit=5, usable_after=time.time(), lease=30)).empty
+
+
+def test_api_requests_in_flight_keep_the_gate_busy_with_one_call_per_patent():
+    """--drawings all asks one patent a call: at least half a second of calls at --rate in flight."""
+    from downloader.core.settings import Settings
+
+    assert Settings(rate=20, drawings="all").api_in_flight == 10
+    assert Settings(rate=5, drawings="all").api_in_flight == Settings(rate=5).api_in_flight == 4
+    assert Settings(rate=20, api_concurrency=16, drawings="all").api_in_flight == 16
+    assert Settings(rate=1000, drawings="all").api_in_flight == 64
+    assert Settings(rate=20).api_in_flight == 4

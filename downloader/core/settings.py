@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -93,6 +94,14 @@ class Settings:
             raise UsageError(f"--drawings must be abstract or all, got {self.drawings!r}")
         if self.log_format not in ("text", "json"):
             raise UsageError("--log-format must be text or json")
+
+    @property
+    def api_in_flight(self) -> int:
+        """API requests in flight: --api-concurrency, and with --drawings all at least half a second of
+        calls at --rate (one call per patent: the gate stays busy while answers take their time)."""
+        if self.drawings == "all":
+            return max(self.api_concurrency, min(64, math.ceil(self.rate / 2)))
+        return self.api_concurrency
 
     @property
     def effective_api_key(self) -> str | None:

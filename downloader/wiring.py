@@ -17,7 +17,7 @@ from downloader.net.api import PatsnapClient
 from downloader.net.auth import OAuthToken, StaticToken, TokenProvider
 from downloader.net.cdn import ImageFetcher
 from downloader.net.fulltext import FulltextResolver
-from downloader.net.ratelimit import ApiGate, SharedRecords
+from downloader.net.ratelimit import ApiGate, SharedRecords, trace_config
 from downloader.sinks.base import ImageSink
 from downloader.state.base import StateStore
 from downloader.state.shared import SharedBudget
@@ -31,7 +31,7 @@ async def http_clients(settings: Settings, sink: ImageSink, store: StateStore, r
     The state store holds what the fleet shares: the API gate, the OAuth token and the budget.
     """
     s = settings
-    async with _session(s.api_in_flight + 2, s.api_timeout, s.api_timeout) as api_http, \
+    async with _session(s.api_in_flight + 2, s.api_timeout, s.api_timeout, [trace_config()]) as api_http, \
             _session(s.download_concurrency, s.download_timeout, s.stall_timeout) as cdn:
         tokens = _tokens(s, api_http, events, store)
 
@@ -55,11 +55,12 @@ async def http_clients(settings: Settings, sink: ImageSink, store: StateStore, r
             counters.token_refreshes = tokens.refreshes
 
 
-def _session(limit: int, total: float, stall: float) -> aiohttp.ClientSession:
+def _session(limit: int, total: float, stall: float,
+             traces: list[aiohttp.TraceConfig] | None = None) -> aiohttp.ClientSession:
     timeout = aiohttp.ClientTimeout(total=total, sock_connect=30, sock_read=stall)
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
     # Proxies from the environment are applied per request by proxies.proxy_for (cached).
-    return aiohttp.ClientSession(connector=connector, timeout=timeout)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, trace_configs=traces)
 
 
 def _tokens(settings: Settings, session: aiohttp.ClientSession, events: Sink, records: SharedRecords) -> TokenProvider:

@@ -21,8 +21,13 @@
     └── DownloadError           one image could not be fetched (per patent, data not a stop)
         ├── TransientDownloadError  5xx, reset, timeout, truncated body: retry; spent: deferred
         │   └── NotAnImageError    a 200 whose body is no image: retry; spent: the patent fails
-        ├── UrlExpiredError     the signed URL expired: ask the API again
+        ├── UrlExpiredError     the signed URL expired (or its host moved): ask the API again
+        ├── HostRefusedError    the URL's host refused while a probe finds out whether it moved: wait a moment
         └── BadImageError       not an image, too large, hostile answer: the patent fails
+
+`Job.run` raises only what its caller must handle (UsageError, InputError, LockedError, StateError),
+each with its `exit_code`; a fatal condition, a cap or an interrupt ends the run as a result: the
+Summary's `stop_reason` and `exit_code`, with the FatalError or Interrupted as `Summary.error`.
 
 Per-patent problems become `failed` rows with `error` = "ClassName: detail"; only run-level
 conditions (usage, input, fatal API, a full or vanished output, caps, signals) stop the run. PatSnap's pages disagree on
@@ -33,27 +38,39 @@ from __future__ import annotations
 
 
 class DownloaderError(Exception):
-    """Base of every error this package raises on purpose."""
+    """Base of every error this package raises on purpose; `exit_code` is the command's exit status."""
+
+    exit_code: int = 1
 
 
 class UsageError(DownloaderError):
     """A bad option value or command line; nothing was started."""
 
+    exit_code = 2
+
 
 class InputError(DownloaderError):
     """An input file is missing, unreadable, or yields no usable column."""
+
+    exit_code = 2
 
 
 class LockedError(DownloaderError):
     """Another live process is running a job on the same output folder."""
 
+    exit_code = 2
+
 
 class StateError(DownloaderError):
     """The state store in DIR cannot be used (corrupt, or written by a newer version)."""
 
+    exit_code = 2
+
 
 class Interrupted(DownloaderError):
     """SIGINT or SIGTERM stopped the run after state and manifest were written."""
+
+    exit_code = 130
 
 
 class FatalError(DownloaderError):
@@ -62,6 +79,8 @@ class FatalError(DownloaderError):
     `hint` says what to do, in words for the person running the job. `hint_says_rerun`: the hint
     already tells the person to run the same command again (the CLI then does not say it twice).
     """
+
+    exit_code = 3
 
     def __init__(self, message: str, *, hint: str = "", hint_says_rerun: bool = False) -> None:
         super().__init__(message)
@@ -143,6 +162,11 @@ class NotAnImageError(TransientDownloadError):
 
 class UrlExpiredError(DownloadError):
     """The signed URL is expired or about to: the patent goes back for a fresh URL."""
+
+
+class HostRefusedError(DownloadError):
+    """The URL's host refused the connection while one of its keys asks the API whether the host
+    moved (`core/moved.py`): not retried, the key is deferred a moment and decided then."""
 
 
 class BadImageError(DownloadError):

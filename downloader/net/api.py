@@ -45,7 +45,7 @@ from downloader.core.ports import Answer, BatchResult
 from downloader.net.auth import TokenProvider
 from downloader.net.httperrors import map_client_errors
 from downloader.net.proxies import proxy_for
-from downloader.net.ratelimit import ApiGate
+from downloader.net.ratelimit import ApiGate, SlotMissed, Ticket
 from downloader.net.retrying import RetryPolicy
 
 
@@ -168,38 +168,41 @@ class PatsnapClient:
         except TransientApiError as err:  # the token endpoint out of reach is an outage of the API too
             self.outage.failed(time.monotonic(), str(err), self._host)
             raise
-        ticket = await self.gate.acquire(call.holder)
-        token = ""
-        try:
-            token = await self._tokens.get()  # cached unless it aged while waiting for the slot
-            body = await self._send(request, token)
-            answered_at = time.time()
-            value = decode(body)
-        except ThrottledError as err:
-            self.outage.succeeded()
-            self._counters.throttled += 1
-            await self.gate.throttled(ticket, err)
-            raise
-        except TokenExpiredError as err:
-            self.outage.succeeded()
-            await self._refused(err, token, call)
-            raise
-        except InvalidParameterError:
+        while True:  # until a request is written within its slot
+            ticket = await self.gate.acquire(call.holder)
+            token = ""
+            try:
+                token = await self._tokens.get()  # cached unless it aged while waiting for the slot
+                body = await self._send(request, token, ticket)
+                answered_at = time.time()
+                value = decode(body)
+            except SlotMissed:
+                continue  # nothing was sent: ask for a new slot
+            except ThrottledError as err:
+                self.outage.succeeded()
+                self._counters.throttled += 1
+                await self.gate.throttled(ticket, err)
+                raise
+            except TokenExpiredError as err:
+                self.outage.succeeded()
+                await self._refused(err, token, call)
+                raise
+            except InvalidParameterError:
+                self.outage.succeeded()
+                await self.gate.succeeded(ticket, call.holder)
+                call.holder = None
+                raise
+            except TransientApiError as err:
+                await self.gate.unanswered(ticket)
+                self.outage.failed(time.monotonic(), str(err), self._host)
+                outage = self.outage.error(time.monotonic())
+                if outage is not None:
+                    raise outage from err
+                raise
             self.outage.succeeded()
             await self.gate.succeeded(ticket, call.holder)
             call.holder = None
-            raise
-        except TransientApiError as err:
-            await self.gate.unanswered(ticket)
-            self.outage.failed(time.monotonic(), str(err), self._host)
-            outage = self.outage.error(time.monotonic())
-            if outage is not None:
-                raise outage from err
-            raise
-        self.outage.succeeded()
-        await self.gate.succeeded(ticket, call.holder)
-        call.holder = None
-        return value, answered_at
+            return value, answered_at
 
     async def _refused(self, err: TokenExpiredError, token: str, call: _Call) -> None:
         """A refusal: become the fleet's checker (refresh once; the caller retries once) or wait
@@ -228,14 +231,14 @@ class PatsnapClient:
             await self.gate.release(me)
             raise
 
-    async def _send(self, request: ApiRequest, token: str) -> object:
+    async def _send(self, request: ApiRequest, token: str, ticket: Ticket) -> object:
         headers = {**HEADERS, "Authorization": f"Bearer {token}"}
         url = URL(self._base + request.path)
         params = {**request.params, "apikey": self.api_key}
         method = "GET" if request.body is None else "POST"
         with map_client_errors(TransientApiError, "API request"):
             async with self._session.request(method, url, params=params, json=request.body, headers=headers,
-                                             proxy=self._proxy) as resp:
+                                             proxy=self._proxy, trace_request_ctx=ticket) as resp:
                 self._counters.api_calls += 1  # it reached the API (a call that never did is no call)
                 if resp.status != 200:
                     retry_after = protocol.parse_retry_after(resp.headers.get("Retry-After"), time.time())

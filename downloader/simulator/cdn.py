@@ -92,8 +92,10 @@ async def _serve(sim: Simulator, request: web.Request, pn: str, num: str) -> web
         headers["Content-Disposition"] = request.query["response-content-disposition"]
     response = web.StreamResponse(headers=headers)
     response.content_length = size
-    await response.prepare(request)
     try:
+        # A client that went away (a stopped run) before the headers went out is no server error:
+        # aiohttp would log it with a traceback on stderr, under the demo's own output.
+        await response.prepare(request)
         if await _write_body(sim, request, response, body, size, fault):
             sim.counters.images_served += 1
             sim.counters.image_bytes_served += size

@@ -208,7 +208,7 @@ class Execution:
         async with http_clients(s, sink, store, run_id, self.counters, self.events, self.worker) as (client, fetcher):
             self._pipeline = Pipeline(store=store, run_id=run_id, worker=self.worker, resolver=client,
                                       fetcher=fetcher, events=self.events, config=config, info=self._info,
-                                      planned=counts)
+                                      planned=counts, url_clock=fetcher.clock)
             if self.interrupted:  # a stop that came while the clients were being made
                 self._pipeline.interrupt("stopping, state is being saved")
             try:

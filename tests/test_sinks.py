@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -29,6 +30,7 @@ from downloader.sinks import s3 as s3_module
 from downloader.sinks.base import ImageSink
 from downloader.sinks.local import LocalSink
 from downloader.sinks.s3 import S3Retry, S3Sink
+from downloader.sinks.s3uploads import Upload, dead
 from downloader.sinks.s3url import S3Location, endpoint_host, parse_s3_url, resolve_endpoint
 from tests.s3_proxy import S3Proxy
 from tests.s3_server import ACCESS_KEY, READER_KEY, READER_SECRET, SECRET_KEY, Bucket, MotoServer
@@ -201,6 +203,25 @@ def test_bad_s3_urls_are_usage_errors(url: str) -> None:
     """A malformed s3:// URL is refused before anything is contacted."""
     with pytest.raises(UsageError):
         S3Sink(url, endpoint_url=None)
+
+
+def test_which_incomplete_uploads_are_dead() -> None:
+    """The job's only writer aborts every upload under the prefix; a fleet worker only those over an hour
+    old (a live worker may be sending a younger one); after a failed upload, every upload of that key."""
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    young = Upload("p/manifest.csv", "1", now - timedelta(minutes=59))
+    old = Upload("p/manifest.jsonl", "2", now - timedelta(minutes=61))
+    assert dead([young, old], now, only_writer=True) == [young, old]
+    assert dead([young, old], now, only_writer=False) == [old]
+    assert dead([young, old], now, only_writer=False, key="p/manifest.csv") == [young]
+
+
+def test_retry_gives_up_after_both_the_attempts_and_the_patience() -> None:
+    """A transient failure is retried until `attempts` tries were made and `patience` seconds passed."""
+    retry = S3Retry(attempts=5, patience=120.0)
+    assert not retry.spent(4, 300.0) and not retry.spent(50, 119.0)
+    assert retry.spent(5, 120.0) and retry.spent(50, 121.0)
+    assert all(0 <= retry.delay(n) <= retry.max_backoff for n in range(1, 40))
 
 
 def test_credentials_in_the_url_are_refused_without_being_echoed() -> None:

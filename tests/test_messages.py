@@ -193,14 +193,16 @@ def test_simulate_on_a_port_in_use_is_a_usage_error():
 
 def test_dry_run_plan_reads_right_for_one_call():
     """The plan said "1 keys … in 1 calls (at most 1 charged results)": singular and plural as they should be."""
-    from downloader.dryrun import describe_plan
+    from dataclasses import replace
 
-    plan = {"rows": 1, "unique": 1, "duplicates": 0, "rejected": 0, "settled": 0, "new": 1, "failed_kept": 0,
-            "to_ask": 1, "api_calls": 1, "max_charged": 1, "reusable_urls": 0}
+    from downloader.dryrun import Plan, describe_plan
+
+    plan = Plan(rows=1, unique=1, duplicates=0, rejected=0, settled=0, new=1, failed_kept=0, to_ask=1, api_calls=1,
+                charged_at_most=1, reusable_urls=0, to_ask_numbers=1, to_ask_ids=0, seconds_at_rate=0.2)
     text = describe_plan(plan)
     assert "would ask the API for 1 key (1 new, 0 left from earlier runs) in 1 call (at most 1 charged result)" in text
-    many = describe_plan({**plan, "rows": 1234, "unique": 1200, "duplicates": 34, "to_ask": 1200, "new": 1200,
-                          "api_calls": 12, "max_charged": 1200})
+    many = describe_plan(replace(plan, rows=1234, unique=1200, duplicates=34, to_ask=1200, new=1200, api_calls=12,
+                                 charged_at_most=1200))
     assert "inputs: 1,234 keys read, 1,200 unique, 34 duplicates; 0 rows rejected" in many
     assert "in 12 calls (at most 1,200 charged results)" in many
 

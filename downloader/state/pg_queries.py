@@ -110,10 +110,6 @@ TABLES_WITH_CLAIMS = ("patents", "drawings")
 # --- results (the per-event UPDATEs are `transitions.update_for`, shared with SQLite) ----------
 
 _SETTLE = "claimed_by = NULL, lease_until = NULL, retry_at = NULL"
-FAIL_EXPIRED = f"""UPDATE patents SET status = 'failed', {_SETTLE}, updated_at = {NOW_SQL},
-    error = 'UrlExpiredError: the URL expired before the download ' || expiries || ' times'
-    WHERE seen_run = %s AND status = 'pending' AND expiries >= %s"""
-
 # --- reading ------------------------------------------------------------------------------
 
 COUNTS_ALL = "SELECT status, count(*) FROM patents GROUP BY status"

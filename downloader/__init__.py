@@ -40,8 +40,9 @@ contracts check it (`lint-imports`):
 - core/      the pure vocabulary and rules, no I/O: model, errors (the tree, each with exit_code),
              outcome (Summary, StopReason, exit codes), ports (the pipeline's seams), protocol
              (request params, answer → per-key outcomes, error codes), fulltext (P042: one patent's
-             pages → per-drawing outcomes), expiry, lookahead, gate,
-             credentials, outage, problems, naming, budget, backoff, halt, events, settings
+             pages → per-drawing outcomes), expiry, urlclock (what the CDN showed of its clock and of
+             the lifetime it honours), lookahead, gate, credentials, outage, moved (a refusing URL
+             host: moved or down), problems, naming, budget, backoff, halt, events, settings
 - simulator/ a faithful fake of the PatSnap API and CDN for demo, tests and benchmarks
 
 A third state store or sink implements the protocol in `state/base.py` or `sinks/base.py` and is

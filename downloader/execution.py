@@ -202,13 +202,13 @@ class Execution:
                        counts: Mapping[str, int] | None = None) -> None:
         s = self.settings
         batch = 1 if s.drawings == "all" else s.batch_size  # P042 asks one patent a call
-        config = PipelineConfig(batch_size=batch, api_concurrency=s.api_concurrency,
+        config = PipelineConfig(batch_size=batch, api_concurrency=s.api_in_flight,
                                 download_concurrency=s.download_concurrency, expiry_margin=s.expiry_margin,
                                 lease=s.lease, deadline=self.deadline)
         async with http_clients(s, sink, store, run_id, self.counters, self.events, self.worker) as (client, fetcher):
             self._pipeline = Pipeline(store=store, run_id=run_id, worker=self.worker, resolver=client,
                                       fetcher=fetcher, events=self.events, config=config, info=self._info,
-                                      planned=counts)
+                                      planned=counts, url_clock=fetcher.clock)
             if self.interrupted:  # a stop that came while the clients were being made
                 self._pipeline.interrupt("stopping, state is being saved")
             try:

@@ -31,7 +31,7 @@ async def http_clients(settings: Settings, sink: ImageSink, store: StateStore, r
     The state store holds what the fleet shares: the API gate, the OAuth token and the budget.
     """
     s = settings
-    async with _session(s.api_concurrency + 2, s.api_timeout, s.api_timeout, [trace_config()]) as api_http, \
+    async with _session(s.api_in_flight + 2, s.api_timeout, s.api_timeout, [trace_config()]) as api_http, \
             _session(s.download_concurrency, s.download_timeout, s.stall_timeout) as cdn:
         tokens = _tokens(s, api_http, events, store)
 

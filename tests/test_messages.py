@@ -180,6 +180,20 @@ def test_an_outage_line_gives_its_rerun_advice_once(capsys, monkeypatch):
     assert line.count("run the same command") == 1 and "rerun" not in line
 
 
+def test_a_spent_quota_and_a_halt_record_keep_the_rerun_flag():
+    """The gate's spent-quota stop says "then run the same command" itself; so does the copy another worker
+    reads from the halt record: neither gets a second rerun from the CLI."""
+    from downloader.core import gate, halt
+    from downloader.net.ratelimit import fatal_from
+
+    spent = fatal_from(gate.spent_quota(gate.Episode(since=0.0, what="HTTP 429", status=429), 60.0, None, 60.0,
+                                        [1.0, 2.0]))
+    assert spent.hint_says_rerun and "run the same command" in spent.hint
+    record, _ = halt.record(spent, run_id=7, worker="w1")(None, 0.0)
+    again = halt.error_from(record, 7)
+    assert again is not None and again.hint_says_rerun and again.hint == spent.hint
+
+
 def test_simulate_on_a_port_in_use_is_a_usage_error():
     """`simulate --port P` with P taken: exit 2 and "port P is in use; choose another with --port"."""
     with socket.socket() as busy:

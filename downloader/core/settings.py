@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -90,6 +91,14 @@ class Settings:
             raise UsageError("outage_seconds must be positive")
         if self.drawings not in DRAWINGS:
             raise UsageError(f"--drawings must be abstract or all, got {self.drawings!r}")
+
+    @property
+    def api_in_flight(self) -> int:
+        """API requests in flight: --api-concurrency, and with --drawings all at least half a second of
+        calls at --rate (one call per patent: the gate stays busy while answers take their time)."""
+        if self.drawings == "all":
+            return max(self.api_concurrency, min(64, math.ceil(self.rate / 2)))
+        return self.api_concurrency
 
     @property
     def effective_api_key(self) -> str | None:

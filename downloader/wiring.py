@@ -64,6 +64,8 @@ def _session(limit: int, total: float, stall: float,
 
 
 def _tokens(settings: Settings, session: aiohttp.ClientSession, events: Sink, records: SharedRecords) -> TokenProvider:
+    if settings.api_key_is_bearer:  # an sk- key of PatSnap's newer platform: the bearer itself, no OAuth
+        return StaticToken(settings.api_key or "", option="--api-key")
     if settings.client_id and settings.client_secret:
         return OAuthToken(session, settings.api_base, settings.client_id, settings.client_secret, records,
                           on_refresh=lambda: events(Notice("token", "token refreshed")))

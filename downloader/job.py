@@ -104,7 +104,8 @@ async def opened(out: str | Path, settings: Settings, *,
         guard = DirLock(folder)
     with guard:
         await sink.prepare(clean=owner)
-        store = await open_store(settings.state_url, folder / STATE_FILE, durable=settings.durable)
+        store = await open_store(settings.state_url, folder / STATE_FILE, durable=settings.durable,
+                                 patience=settings.state_patience)
         reserve = None
         try:
             if owner and store.location != ":memory:":

@@ -68,8 +68,11 @@ _UNSETTLED = "seen_run = %(run)s AND status IN ('pending', 'resolved')"
 _DUE = "(retry_at IS NULL OR retry_at <= %(now)s)"
 _NEEDS_API = f"""((status = 'pending' OR (status = 'resolved' AND (expires_at IS NULL OR expires_at <= %(usable)s)))
     AND {_DUE})"""
-_TAKE = """UPDATE patents p SET claimed_by = %(worker)s, lease_until = %(lease_until)s
+_TAKE = """UPDATE patents p SET claimed_by = %(worker)s, lease_until = %(lease_until)s, lease_gen = %(gen)s
     FROM c WHERE p.kind = c.kind AND p.key = c.key"""
+NEXT_GENERATION = "SELECT nextval('lease_generations')"
+# A claim retried after its connection broke: the first try may have committed before its answer was lost.
+RELEASE_TRIED = "UPDATE patents SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s AND lease_gen = ANY(%s)"
 
 CLAIM_DOWNLOADS = f"""WITH c AS (SELECT kind, key FROM patents WHERE {_UNSETTLED} AND status = 'resolved'
         AND expires_at > %(usable)s AND {_DUE} AND {_FREE} ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
@@ -89,11 +92,18 @@ _DEFERRED = "coalesce(retry_at > %(now)s AND NOT coalesce(lease_until >= %(now)s
 WAITING = f"""SELECT count(*) FILTER (WHERE NOT deferred), count(*) FILTER (WHERE deferred),
         min(retry_at) FILTER (WHERE deferred)
     FROM (SELECT retry_at, ({_DEFERRED}) AS deferred FROM patents WHERE {_UNSETTLED}) u"""
-RENEW = f"UPDATE patents SET lease_until = {NOW_SQL} + %s WHERE claimed_by = %s"
+# Only claims whose lease has not run out: keys of a lapsed one may have been taken (then the whole
+# generation is lost to this worker; its other keys come back to the pool when their lease lapses).
+RENEW = f"""WITH r AS (UPDATE patents SET lease_until = {NOW_SQL} + %(lease)s WHERE claimed_by = %(worker)s
+        AND lease_gen = ANY(%(gens)s) AND lease_until >= {NOW_SQL} RETURNING lease_gen)
+    SELECT DISTINCT lease_gen FROM r"""
 RELEASE = "UPDATE patents SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s"
 RELEASE_ALL = "UPDATE patents SET claimed_by = NULL, lease_until = NULL WHERE claimed_by IS NOT NULL"
 
 # --- results (the per-event UPDATEs are `transitions.update_for`, shared with SQLite) ----------
+
+GENERATIONS = """SELECT p.kind, p.key, p.lease_gen FROM patents p
+    JOIN unnest(%s::text[], %s::text[]) AS w(kind, key) ON p.kind = w.kind AND p.key = w.key"""
 
 _SETTLE = "claimed_by = NULL, lease_until = NULL, retry_at = NULL"
 FAIL_EXPIRED = f"""UPDATE patents SET status = 'failed', {_SETTLE}, updated_at = {NOW_SQL},

@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from downloader.core.errors import StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Index n holds the statements that take a store from version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -69,6 +69,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             finished boolean NOT NULL DEFAULT false)""",
         "CREATE INDEX workers_run ON workers (run_id)",
         "CREATE TABLE shared (name text PRIMARY KEY, value jsonb)",
+    ),
+    (
+        # Lease fencing: each claim's generation on its keys; results are written only under it.
+        "ALTER TABLE patents ADD COLUMN lease_gen bigint NOT NULL DEFAULT 0",
+        "CREATE SEQUENCE lease_generations",
     ),
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION

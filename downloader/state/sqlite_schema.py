@@ -11,7 +11,7 @@ from downloader.core.errors import StateError
 from downloader.core.model import PatentKey
 from downloader.machine import state_error
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _BASE = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,6 +57,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # not a patent's fault, so they are pending again and the next run asks for them.
         "UPDATE patents SET status='pending', error=NULL WHERE status='failed' AND (error LIKE 'TransientApiError%' "
         "OR error LIKE 'ThrottledError%' OR error LIKE 'TransientDownloadError%')",
+    ),
+    3: (
+        # Lease fencing: each claim's generation on its keys; results are written only under it.
+        "ALTER TABLE patents ADD COLUMN lease_gen INTEGER NOT NULL DEFAULT 0",
+        "INSERT OR IGNORE INTO meta VALUES ('lease_generation', '0')",
     ),
 }
 

@@ -3,14 +3,20 @@
 Pure: both stores build their statements here (only the placeholder differs), so their
 transitions cannot drift apart. A result whose guard does not match is ignored: a late or
 repeated event never undoes progress.
+
+Fencing: a result written under a claim (`Held`) also names the claim's generation, and its UPDATE
+matches only while the key's `lease_gen` is still that generation. A worker whose lease lapsed
+(cut off from the database, paused) and whose keys another worker claimed since writes nothing:
+the store counts such results as refused (`refused_query` tells them from late events).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from downloader.core.model import Deferred, Downloaded, Failed, NoImage, NotFound, Resolved, Status, UrlExpired
-from downloader.state.base import StateEvent
+from downloader.state.base import Held, StateEvent
 
 # Which statuses each new status may be reached from (UrlExpired leads back to pending; Deferred
 # changes no status: it only sets `retry_at`, so a resolved key keeps its URL for a later download).
@@ -33,10 +39,26 @@ def transition_allowed(current: Status, new: Status) -> bool:
     return current in ALLOWED_FROM.get(new, ())
 
 
+def fenced_update(write: StateEvent | Held, mark: str, updated_at: float) -> tuple[str, tuple[Any, ...]]:
+    """The whole UPDATE of one result and all of its parameters: `update_for`, plus the fence for a Held."""
+    if isinstance(write, Held):
+        query, params = update_for(write.event, mark)
+        key = write.event.key
+        return f"{query} AND lease_gen={mark}", (*params, updated_at, key.kind.value, key.value, write.lease)
+    query, params = update_for(write, mark)
+    return query, (*params, updated_at, write.key.kind.value, write.key.value)
+
+
+def refused(writes: Sequence[StateEvent | Held], current: dict[tuple[str, str], int]) -> list[Held]:
+    """The held writes whose key now has another generation (`current`: (kind, key) → lease_gen)."""
+    return [w for w in writes if isinstance(w, Held)
+            and current.get((w.event.key.kind.value, w.event.key.value), w.lease) != w.lease]
+
+
 def update_for(event: StateEvent, mark: str) -> tuple[str, tuple[Any, ...]]:
     """The guarded UPDATE for one event, with `mark` as placeholder ('?' or '%s').
 
-    Its trailing parameters, appended by the caller, are updated_at, kind, key.
+    Its trailing parameters, appended by the caller, are updated_at, kind, key (`fenced_update` does).
     """
     def guarded(new: Status | None, assignments: str, allowed: tuple[Status, ...] = ()) -> str:
         """The UPDATE of one key, allowed only from the statuses `allowed` (by default those that may

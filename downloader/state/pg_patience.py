@@ -27,7 +27,8 @@ from downloader.core.errors import StateOutageError
 FIRST_PAUSE, MAX_PAUSE = 0.1, 5.0
 MIN_ATTEMPT = 2.0  # once the patience is spent, an operation still gets this long to find the server back
 # SQLSTATEs of a server going away: class 08 (connection exceptions), admin/crash shutdown, starting up.
-_GONE_STATES = ("57P01", "57P02", "57P03")
+# 25P03: the server ended a session left idle in a transaction (a worker cut off mid-transaction).
+_GONE_STATES = ("57P01", "57P02", "57P03", "25P03")
 _STARTING = ("the database system is", "too many connections")
 
 
@@ -35,11 +36,13 @@ def is_lost(err: BaseException) -> bool:
     """Whether `err` means the server (or the way to it) went away, rather than a problem of the request."""
     if isinstance(err, PoolTimeout | TimeoutError):
         return True
-    if not isinstance(err, psycopg.OperationalError):
+    if not isinstance(err, psycopg.Error):
         return False
     state = err.sqlstate
     if state is not None:
         return state.startswith("08") or state in _GONE_STATES
+    if not isinstance(err, psycopg.OperationalError):
+        return False
     text = str(err)
     # A refused connection has no SQLSTATE: one the server answered with FATAL (a wrong password or
     # database) is a configuration problem, unless it says the server is starting or shutting down.

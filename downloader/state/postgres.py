@@ -26,6 +26,7 @@ PostgreSQL adds is the fleet. Theory of operation:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -58,11 +59,17 @@ from downloader.state.pg_patience import Patience, is_lost
 from downloader.state.pg_schema import StateUrl, migrate, parse_url
 from downloader.state.transitions import fenced_update, refused
 
+# psycopg_pool says what it does about broken connections as log warnings; without a handler of our own,
+# Python's last-resort handler would print them on stderr in the middle of a run (the application's
+# logging configuration, if any, still receives them).
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
+
 T = TypeVar("T")
 CHUNK = 5000  # keys per ingest statement: memory stays flat however long the input
 PAGE = 2000  # rows per round trip when streaming
 _RETRIES = 5
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+IDLE_IN_TRANSACTION_MS = 10_000
 DEFAULT_PATIENCE = 300.0  # --state-patience: a restart or a failover takes seconds to a minute or two
 
 
@@ -95,6 +102,9 @@ class PostgresStore:
                 await conn.execute("SELECT set_config('search_path', %s, false)", [target.schema])
             if not durable:
                 await conn.execute("SET synchronous_commit TO off")
+            # A worker cut off mid-transaction (a partition, a pause) would keep its row locks, and claims
+            # skip locked rows: the server ends such a session instead (its transaction rolls back).
+            await conn.execute(f"SET idle_in_transaction_session_timeout TO {IDLE_IN_TRANSACTION_MS}")
 
         # The pool replaces broken connections in the background, trying again with backoff for as
         # long as the patience (then `reconnect_failed`; a later request starts new attempts).
@@ -121,9 +131,13 @@ class PostgresStore:
                 yield conn
         except _RETRYABLE:
             raise
-        except (psycopg.OperationalError, PoolTimeout) as err:
+        except (psycopg.Error, PoolTimeout) as err:
             where = f"the state store at {self.location} failed: {' '.join(str(err).split())}"
-            raise (StateOutageError(where) if is_lost(err) else StateError(where)) from err
+            if is_lost(err):
+                raise StateOutageError(where) from err
+            if isinstance(err, psycopg.OperationalError | PoolTimeout):
+                raise StateError(where) from err
+            raise
 
     async def _patiently(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run `attempt` until it succeeds, trying again while the server is out of reach (see pg_patience).
@@ -137,10 +151,12 @@ class PostgresStore:
                 with anyio.CancelScope(shield=True), anyio.fail_after(
                         self._patience.attempt_timeout(time.monotonic())):
                     result = await attempt()
-            except (psycopg.OperationalError, PoolTimeout, TimeoutError) as err:
+            except (psycopg.Error, PoolTimeout, TimeoutError) as err:
                 if not is_lost(err):
-                    raise StateError(f"the state store at {self.location} failed: "
-                                     f"{' '.join(str(err).split())}") from err
+                    if isinstance(err, psycopg.OperationalError | PoolTimeout):
+                        raise StateError(f"the state store at {self.location} failed: "
+                                         f"{' '.join(str(err).split())}") from err
+                    raise
                 first = not self._patience.in_outage
                 pause = self._patience.failed(err, time.monotonic())
                 if first:  # every pooled connection may be broken: drop them now, not one failed try each

@@ -6,6 +6,7 @@ inward, and each folder is one part:
 - core/      the pure vocabulary and rules, no I/O: model (keys, outcomes, events of the state),
              errors (the tree, exit 3 = FatalError), outcome (typed Summary, StopReason, the one
              exit-code table), protocol (request params, answer → per-key outcomes, error codes),
+             fulltext (P042 for --drawings all: one patent's pages → per-drawing outcomes),
              expiry (when a signed URL was signed and expires, from the URL; the margin, relative to
              its lifetime), lookahead (how far the API stage may run ahead of the downloads), gate
              (account-wide pacing, throttle episodes → spent quota, the credential-check hold),
@@ -17,11 +18,13 @@ inward, and each folder is one part:
 - state/     where state lives: `base.StateStore` (the protocol: ingest, claims under leases, results,
              reads, workers, shared records), `sqlite` (embedded default, DIR/state.sqlite),
              `postgres` (shared by workers on several machines), `transitions` (one guarded UPDATE per
-             result, shared by both), `shared` (records every worker of a run uses), `lock` (one run per DIR)
+             result, shared by both; with --drawings all a row per drawing under its patent), `shared`
+             (records every worker of a run uses), `lock` (one run per DIR)
 - sinks/     where images and output files go: `base.ImageSink` (the protocol: begin → write → commit
              a verified object, stage → publish a file), `local` (temp file, atomic rename; aiofiles on
              file systems that can block), `s3` (one object per verified image)
-- net/       the API client (api: the gate, retries, splitting, budget, credential check), auth
+- net/       the API client (api: the gate, retries, splitting, budget, credential check; the P021
+             resolver), fulltext (the P042 resolver, on api's calls), auth
              (tokens, one for the fleet), cdn (stream, hash, verify, hand to the sink), ratelimit
              (the shared API gate), retrying, proxies, httperrors
 - pipeline   the task group of one worker: planner (claims) → API workers → download workers →

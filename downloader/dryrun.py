@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 
+from downloader.core.errors import UsageError
 from downloader.core.model import PatentKey, Reject
 from downloader.core.settings import Settings
 from downloader.inputs.reader import check_inputs, read_inputs
@@ -37,6 +38,11 @@ async def _dry_run(inputs: list[str | Path], out: str | Path, settings: Settings
     store = await open_store(":memory:" if embedded_missing else settings.state_url, path)
     rejected = [0]
     try:
+        held = await store.drawings_kind(None)
+        if held is not None and held != settings.drawings:
+            raise UsageError(f"{store.location} holds a --drawings {held} job; --drawings {settings.drawings} "
+                             "needs its own --out (or --state)")
+        drawings = await store.drawing_counts() if settings.drawings == "all" else {}
         recheck = settings.recheck_after_days
         plan = await store.plan(_keys(read_inputs(inputs, settings.column), rejected),
                                 usable_after=time.time() + settings.expiry_margin,
@@ -44,10 +50,15 @@ async def _dry_run(inputs: list[str | Path], out: str | Path, settings: Settings
                                 recheck_before=None if recheck is None else time.time() - recheck * 86400)
     finally:
         await store.close()
-    size = settings.batch_size
-    calls = math.ceil(plan["to_ask_numbers"] / size) + math.ceil(plan["to_ask_ids"] / size)
     to_ask = plan["to_ask_numbers"] + plan["to_ask_ids"]
+    if settings.drawings == "all":  # P042: a call per patent at least, and a page more per 100 drawings
+        calls = to_ask
+        plan["reusable_urls"] = drawings.get("resolved", 0)
+    else:
+        size = settings.batch_size
+        calls = math.ceil(plan["to_ask_numbers"] / size) + math.ceil(plan["to_ask_ids"] / size)
     return {"dry_run": True, **plan, "rejected": rejected[0], "to_ask": to_ask, "api_calls": calls,
+            "drawings": settings.drawings, "seconds_at_rate": round(calls / settings.rate, 1),
             "max_charged": to_ask if settings.max_charged is None else min(to_ask, settings.max_charged),
             "exit_code": 0}
 
@@ -61,12 +72,29 @@ def _keys(rows: Iterable[PatentKey | Reject], rejected: list[int]) -> Iterator[P
 
 
 def describe_plan(plan: dict[str, Any]) -> str:
-    """The dry run as a few lines for a person."""
+    """The dry run as a few lines for a person ("1 call", "2 calls", thousands separated)."""
+    to_ask, new = plan["to_ask"], plan["new"]
+    hours = plan.get("seconds_at_rate", 0.0) / 3600
+    head = [
+        f"inputs: {_n(plan['rows'], 'key')} read, {plan['unique']:,} unique, {_n(plan['duplicates'], 'duplicate')}; "
+        f"{_n(plan['rejected'], 'row')} rejected",
+        f"already settled: {plan['settled']:,}   new: {new:,}   failed earlier (kept): {plan['failed_kept']:,}",
+    ]
+    if plan.get("drawings") == "all":
+        return "\n".join([
+            *head,
+            f"would ask P042 for every drawing of {_n(to_ask, 'patent')}: at least {_n(plan['api_calls'], 'call')} "
+            f"(one per patent, a page more per 100 drawings), at least {hours:.1f} h at --rate",
+            f"would download {_n(plan['reusable_urls'], 'drawing')} from still-valid URLs without any call",
+        ])
     return "\n".join([
-        f"inputs: {plan['rows']} keys read, {plan['unique']} unique, {plan['duplicates']} duplicates; "
-        f"{plan['rejected']} row{'' if plan['rejected'] == 1 else 's'} rejected",
-        f"already settled: {plan['settled']}   new: {plan['new']}   failed earlier (kept): {plan['failed_kept']}",
-        f"would ask the API for {plan['to_ask']} keys ({plan['new']} new, {plan['to_ask'] - plan['new']} left "
-        f"from earlier runs) in {plan['api_calls']} calls (at most {plan['max_charged']} charged results)",
-        f"would download {plan['reusable_urls']} images from still-valid URLs without any call",
+        *head,
+        f"would ask the API for {_n(to_ask, 'key')} ({new:,} new, {to_ask - new:,} left from earlier runs) in "
+        f"{_n(plan['api_calls'], 'call')} (at most {_n(plan['max_charged'], 'charged result')}), "
+        f"about {hours:.1f} h at --rate",
+        f"would download {_n(plan['reusable_urls'], 'image')} from still-valid URLs without any call",
     ])
+
+
+def _n(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"

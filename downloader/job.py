@@ -15,8 +15,10 @@ capped (said once, as a "limits" notice) when even that cannot hold them.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import resource
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -36,7 +38,7 @@ from downloader.core.outcome import StopReason, Summary, exit_code
 from downloader.core.settings import Settings
 from downloader.inputs.reader import check_inputs, read_inputs
 from downloader.outputs import RejectsWriter, write_manifest, write_summary
-from downloader.pipeline import Control, Pipeline
+from downloader.pipeline import Pipeline, PipelineConfig, PipelineResult
 from downloader.sinks import is_remote, open_sink
 from downloader.sinks.base import ImageSink
 from downloader.state import is_shared, open_store
@@ -100,7 +102,7 @@ async def opened(out: str | Path, settings: Settings, *,
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise UsageError(f"cannot write to --out {folder}: {err.strerror or err}") from None
+            raise UsageError(machine.out_refusal(folder, err)) from None
         guard = DirLock(folder)
     with guard:
         await sink.prepare(clean=owner)
@@ -127,10 +129,14 @@ class _Job:
     settings: Settings
     events: Sink
     handle_signals: bool
-    counters: Counters = field(default_factory=Counters)
-    control: Control = field(default_factory=Control)
+    counters: Counters = field(default_factory=Counters)  # the network side's tallies (API calls, bytes …)
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     helpers: list[Process] = field(default_factory=list)
+    deadline: float | None = None  # time.monotonic() after which nothing new is claimed (--max-runtime)
+    interrupted: bool = False  # a signal (or, for a helper, its parent's death) asked the job to stop
+    fatal: FatalError | None = None  # the condition that stopped the run, from the pipeline or while finishing
+    result: PipelineResult = PipelineResult()  # how this worker's pipeline ended (its counts so far)
+    _pipeline: Pipeline | None = None
 
     async def run(self) -> Summary:
         try:
@@ -143,14 +149,13 @@ class _Job:
         try:
             async with opened(self.out, self.settings, lock=False) as (sink, store):
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._watch_signals)
-                    tg.start_soon(_watch_parent, self, parent)
+                    tg.start_soon(self._watch_stops, True, parent)
                     try:
                         await self._execute(sink, store, run_id)
                     finally:
                         with anyio.CancelScope(shield=True):
-                            await store.heartbeat(run_id, self.worker, self._info(), self.settings.lease,
-                                                  finished=True)
+                            await store.heartbeat(run_id, self.worker, self._info(self.result),
+                                                  self.settings.lease, finished=True)
                         tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise cause_of(group) from None
@@ -159,21 +164,21 @@ class _Job:
         async with opened(self.out, self.settings) as (sink, store):
             async with anyio.create_task_group() as tg:
                 if self.handle_signals:
-                    tg.start_soon(self._watch_signals)
+                    tg.start_soon(self._watch_stops, True, None)
                 summary = await self._run(sink, store)
                 tg.cancel_scope.cancel()
         return summary
 
     async def _run(self, sink: ImageSink, store: StateStore) -> Summary:
         started = time.time()
+        await check_drawings_kind(store, self.settings.drawings)
         shared = is_shared(self.settings.state_url)
         if not shared:  # this process holds the folder lock: claims left by a killed run are stale
             await store.release(None)
         run_id = await store.start_run(_options(self.inputs, self.settings), join=shared)
         # At once, so that a worker starting a moment later joins this run instead of starting another.
-        await store.heartbeat(run_id, self.worker, self._info(), self.settings.lease)
-        self.control.deadline = None if self.settings.max_runtime is None else (
-            time.monotonic() + self.settings.max_runtime)
+        await store.heartbeat(run_id, self.worker, self._info(self.result), self.settings.lease)
+        self.deadline = None if self.settings.max_runtime is None else time.monotonic() + self.settings.max_runtime
         summary = Summary(run_id=run_id)
         try:
             await self._ingest(sink, store, run_id, summary)
@@ -190,28 +195,33 @@ class _Job:
                     try:
                         await self._execute(sink, store, run_id, counts)  # counted above: not again
                     finally:
-                        if self.control.stopping():
+                        if self.interrupted or self.result.stopped:
                             stop_helpers(procs)
                         tg.cancel_scope.cancel()
         except FatalError as err:
-            self.control.fatal = self.control.fatal or err
+            self.fatal = self.fatal or err
         finally:
             with anyio.CancelScope(shield=True):
                 summary = await self._finish(sink, store, run_id, summary, started, shared)
-        if self.control.stop_reason == StopReason.INTERRUPTED:
+        if self.stop_reason() == StopReason.INTERRUPTED:
             interrupted = Interrupted("interrupted; state and manifest are saved, run the same command to continue")
             interrupted.summary = summary  # type: ignore[attr-defined]  # for --metrics-file
             raise interrupted
-        if self.control.fatal is not None:
-            self.control.fatal.summary = summary  # type: ignore[attr-defined]
-            raise self.control.fatal
+        if self.fatal is not None:
+            self.fatal.summary = summary  # type: ignore[attr-defined]
+            raise self.fatal
         return summary
+
+    def stop_reason(self) -> StopReason | None:
+        """Why the run stopped early: its fatal condition, the pipeline's reason, or an interrupt it never saw."""
+        if self.fatal is not None:
+            return StopReason.FATAL
+        return self.result.stop_reason or (StopReason.INTERRUPTED if self.interrupted else None)
 
     async def _ingest(self, sink: ImageSink, store: StateStore, run_id: int, summary: Summary) -> None:
         rejects = RejectsWriter(sink)
         try:
-            counts = await store.ingest(_keys(read_inputs(self.inputs, self.settings.column), rejects, self.control),
-                                        run_id)
+            counts = await store.ingest(_keys(read_inputs(self.inputs, self.settings.column), rejects, self), run_id)
         except BaseException:
             rejects.drop()
             raise
@@ -228,11 +238,21 @@ class _Job:
     async def _execute(self, sink: ImageSink, store: StateStore, run_id: int,
                        counts: Mapping[str, int] | None = None) -> None:
         s = self.settings
+        batch = 1 if s.drawings == "all" else s.batch_size  # P042 asks one patent a call
+        config = PipelineConfig(batch_size=batch, api_concurrency=s.api_concurrency,
+                                download_concurrency=s.download_concurrency, expiry_margin=s.expiry_margin,
+                                lease=s.lease, deadline=self.deadline)
         async with http_clients(s, sink, store, run_id, self.counters, self.events, self.worker) as (client, fetcher):
-            pipeline = Pipeline(store, run_id, self.worker, client, fetcher, self.events, s.batch_size,
-                                s.api_concurrency, s.download_concurrency, s.expiry_margin, s.lease,
-                                info=self._info, counters=self.counters, control=self.control, planned=counts)
-            await pipeline.run(handle_signals=False)
+            self._pipeline = Pipeline(store=store, run_id=run_id, worker=self.worker, resolver=client,
+                                      fetcher=fetcher, events=self.events, config=config, info=self._info,
+                                      planned=counts)
+            if self.interrupted:  # a stop that came while the clients were being made
+                self._pipeline.interrupt("stopping, state is being saved")
+            try:
+                self.result = await self._pipeline.run()
+            finally:
+                self._pipeline = None
+        self.fatal = self.fatal or self.result.fatal
 
     async def _relay_progress(self, store: StateStore, run_id: int) -> None:
         """Turn the helpers' heartbeat counters into progress events for the one display."""
@@ -249,16 +269,23 @@ class _Job:
                 if any(delta.values()):
                     self.events(Elsewhere(delta["asked"], delta["images"], delta["bytes"], delta["charged"]))
 
-    def _info(self) -> dict[str, Any]:
-        return {"host": socket.gethostname(), "pid": os.getpid(), "counters": asdict(self.counters)}
+    def _info(self, so_far: PipelineResult) -> dict[str, Any]:
+        """What this worker's heartbeat carries: where it runs, and its counts (the other workers' progress)."""
+        return {"host": socket.gethostname(), "pid": os.getpid(), "counters": asdict(self._counts(so_far))}
+
+    def _counts(self, so_far: PipelineResult) -> Counters:
+        """The network side's tallies with the pipeline's own (keys answered, results paid again)."""
+        return replace(self.counters, asked=so_far.asked, recharged=so_far.recharged, fenced=so_far.fenced)
 
     async def _finish(self, sink: ImageSink, store: StateStore, run_id: int, summary: Summary, started: float,
                       shared: bool) -> Summary:
         """Manifest, summary.json and the run's history row: written on every way out, as far as there is room."""
         unsaved: list[str] = []
         with self._saving("the worker record", []):
-            await store.heartbeat(run_id, self.worker, self._info(), self.settings.lease, finished=True)
+            await store.heartbeat(run_id, self.worker, self._info(self.result), self.settings.lease, finished=True)
         summary.by_status = await store.counts(run_id)
+        if self.settings.drawings == "all":
+            summary.drawings = await store.drawing_counts(run_id)
         complete = not any(summary.by_status.get(s, 0) for s in ("pending", "resolved"))
         if shared and complete and not await store.update_shared(f"finished:{run_id}", _first(self.worker)):
             return _fill(summary, self, started, await store.workers(run_id))  # another worker writes them
@@ -267,17 +294,18 @@ class _Job:
             summary.manifest_rows = summary.unique  # same inputs, all settled before: the manifest stands
         else:
             with self._saving("manifest.csv, manifest.jsonl", unsaved):
-                summary.manifest_rows = await write_manifest(sink, store.rows(run_id))
+                summary.manifest_rows = await write_manifest(sink, store.rows(run_id),
+                                                             drawings=self.settings.drawings == "all")
         summary.seconds = round(time.time() - started, 3)
-        _stop_fields(summary, self.control)
+        _stop_fields(summary, self)
         if not summary.nothing_to_do:  # summary.json keeps the last real run's figures
             with self._saving("summary.json", unsaved):
                 await write_summary(sink, summary.to_dict())
-        _stop_fields(summary, self.control)
+        _stop_fields(summary, self)
         with self._saving("the run history", []):
             await store.finish_run(run_id, summary.exit_code, summary.to_dict())
-        if isinstance(self.control.fatal, OutputError):
-            self.control.fatal.unsaved = unsaved
+        if isinstance(self.fatal, OutputError):
+            self.fatal.unsaved = unsaved
         return summary
 
     @contextmanager
@@ -286,22 +314,38 @@ class _Job:
         try:
             yield
         except FatalError as err:
-            self.control.fatal = self.control.fatal or err
+            self.fatal = self.fatal or err
             unsaved.append(what)
             self.events(Notice("unsaved", f"{what} not written: {err}"))
 
-    async def _watch_signals(self) -> None:
-        import signal
+    async def _watch_stops(self, signals: bool, parent: int | None) -> None:
+        """The job's one stop watcher: SIGINT/SIGTERM when the caller asked for them, and for a helper
+        the death of the process that started it (it held the lock we work under). Either stops the
+        job as an interrupt: nothing new is claimed, billed answers land, state is kept."""
+        wanted = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) if signals else nullcontext(None)
+        with wanted as incoming:
+            while True:
+                why = await _next_stop(incoming, parent)
+                if why is not None:
+                    self._interrupt(why)
+                if why == _ORPHANED:
+                    return
 
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                if self.control.stop_reason is None:
-                    self.control.stop_reason = StopReason.INTERRUPTED
-                    self.events(Notice("interrupted", f"{signal.Signals(signum).name}: stopping, state is being saved"))
-                self.control.cancel(downloads_only=True)
-                stop_helpers(self.helpers)
-                await anyio.sleep(3.0)  # in-flight API calls are billed: give them a moment to land
-                self.control.cancel()
+    def _interrupt(self, why: str) -> None:
+        if not self.interrupted and self.result.stop_reason is None:
+            self.events(Notice("interrupted", f"{why}: stopping, state is being saved"))
+        self.interrupted = True
+        stop_helpers(self.helpers)
+        if self._pipeline is not None:
+            self._pipeline.interrupt(f"{why}: stopping, state is being saved")
+
+
+async def check_drawings_kind(store: StateStore, wanted: str) -> None:
+    """One job holds one kind of drawings: asking the other kind of it is a usage error (exit 2)."""
+    held = await store.drawings_kind(wanted)
+    if held is not None and held != wanted:
+        raise UsageError(f"{store.location} holds a --drawings {held} job; --drawings {wanted} needs its own "
+                         "--out (or --state)")
 
 
 def run_helper(out: str, settings: Settings, run_id: int, *, parent: int) -> None:
@@ -310,16 +354,23 @@ def run_helper(out: str, settings: Settings, run_id: int, *, parent: int) -> Non
     anyio.run(job.help, run_id, parent, backend_options={"use_uvloop": _has_uvloop()})
 
 
-async def _watch_parent(job: _Job, parent: int) -> None:
-    """Stop when the process that started this helper is gone (it held the lock we work under)."""
-    while os.getppid() == parent:
-        await anyio.sleep(0.5)
-    job.control.stop_reason = StopReason.INTERRUPTED
-    job.control.cancel()
+_ORPHANED = "the parent process is gone"
+
+
+async def _next_stop(signals: AsyncIterator[int] | None, parent: int | None) -> str | None:
+    """Wait for the next reason to stop (a signal's name, or "parent gone"); None: look again."""
+    if parent is not None and os.getppid() != parent:
+        return _ORPHANED
+    if signals is None:
+        await anyio.sleep(0.5 if parent is not None else math.inf)
+        return None
+    with anyio.move_on_after(0.5 if parent is not None else math.inf):
+        return signal.Signals(await signals.__anext__()).name  # a signal cancelled here stays queued
+    return None
 
 
 def _fill(summary: Summary, job: _Job, started: float, workers: Iterable[Any]) -> Summary:
-    totals = Counters(**asdict(job.counters))
+    totals = job._counts(job.result)
     others = [w for w in workers if w.worker != job.worker]
     for w in others:
         for name, value in (w.info.get("counters") or {}).items():
@@ -331,13 +382,13 @@ def _fill(summary: Summary, job: _Job, started: float, workers: Iterable[Any]) -
     summary.seconds = round(time.time() - started, 3)
     summary.images_per_second = round(summary.images / summary.seconds, 1) if summary.seconds else 0.0
     summary.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return _stop_fields(summary, job.control)
+    return _stop_fields(summary, job)
 
 
-def _stop_fields(summary: Summary, control: Control) -> Summary:
-    """Why the run stopped and its exit code, from the control (a fatal condition may arise while finishing)."""
-    summary.stop_reason = StopReason.FATAL if control.fatal is not None else control.stop_reason
-    summary.fatal = str(control.fatal) if control.fatal is not None else None
+def _stop_fields(summary: Summary, job: _Job) -> Summary:
+    """Why the run stopped and its exit code, from the job (a fatal condition may arise while finishing)."""
+    summary.stop_reason = job.stop_reason()
+    summary.fatal = str(job.fatal) if job.fatal is not None else None
     summary.exit_code = exit_code(summary.stop_reason, summary.by_status)
     return summary
 
@@ -363,9 +414,9 @@ def _first(worker: str) -> Any:
     return change
 
 
-def _keys(rows: Iterable[PatentKey | Reject], rejects: RejectsWriter, control: Control) -> Iterator[PatentKey]:
+def _keys(rows: Iterable[PatentKey | Reject], rejects: RejectsWriter, job: _Job) -> Iterator[PatentKey]:
     for row in rows:
-        if control.stop_reason == StopReason.INTERRUPTED:
+        if job.interrupted:
             raise Interrupted("interrupted while reading the inputs; state is saved")
         if isinstance(row, Reject):
             rejects.add(row)
@@ -394,4 +445,5 @@ def _options(inputs: Sequence[str | Path], settings: Settings) -> dict[str, Any]
             "api_concurrency": settings.api_concurrency, "download_concurrency": settings.download_concurrency,
             "retry_failed": settings.retry_failed, "max_charged": settings.max_charged,
             "max_runtime": settings.max_runtime, "recheck_after_days": settings.recheck_after_days,
+            "drawings": settings.drawings,
             "api_base": settings.api_base}

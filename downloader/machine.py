@@ -49,6 +49,18 @@ _SQLITE_ERRNO = {13: errno.ENOSPC, 8: errno.EROFS, 10: errno.EIO, 14: errno.ENOE
 # --- naming OS errors ----------------------------------------------------------------------------
 
 
+def out_refusal(folder: str | os.PathLike[str], err: OSError) -> str:
+    """The usage error's line for an --out folder that cannot be made: a file in its way is named as such."""
+    wanted = path = os.path.abspath(folder)
+    while path != os.path.dirname(path):
+        if os.path.exists(path) and not os.path.isdir(path):
+            return f"--out {folder} is a file, not a folder" if path == wanted else (
+                f"--out {folder}: {path} is a file, not a folder")
+        path = os.path.dirname(path)
+    return f"cannot write to --out {folder}: {err.strerror or err}"
+
+
+
 def output_error(err: OSError, folder: str) -> OutputError | LocalResourceError:
     """What `err`, met while writing under `folder`, means for the run."""
     code = err.errno

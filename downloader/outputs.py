@@ -31,30 +31,36 @@ REJECTS_CSV = "rejects.csv"
 SUMMARY_JSON = "summary.json"
 MANIFEST_COLUMNS = ("patent_number", "patent_id", "pn", "num", "path", "local_file", "status",
                     "bytes", "sha256", "error")
+# --drawings all: a row per drawing, with its 1-based figure (API order) and the API's image_type.
+DRAWING_COLUMNS = (*MANIFEST_COLUMNS, "figure", "image_type")
 # The manifest is written a row per patent, millions of them: csv.writer scans every character of
 # the long signed URLs (~14 µs a row) and json.dumps with an option builds a new encoder per call.
 _JSON = json.JSONEncoder(ensure_ascii=False)
 
 
-def manifest_row(row: PatentRow) -> dict[str, Any]:
-    """One manifest row (None for absent values) from a store row."""
+def manifest_row(row: PatentRow, drawings: bool = False) -> dict[str, Any]:
+    """One manifest row (None for absent values) from a store row; with `drawings`, its figure too."""
     is_id = row.kind == Kind.ID
     status = Status.PENDING if row.status == Status.RESOLVED else row.status
-    return {"patent_number": None if is_id else row.key, "patent_id": row.key if is_id else row.patent_id,
-            "pn": row.pn, "num": row.num, "path": row.url, "local_file": row.local_file, "status": status.value,
-            "bytes": row.bytes, "sha256": row.sha256, "error": row.error}
+    out = {"patent_number": None if is_id else row.key, "patent_id": row.key if is_id else row.patent_id,
+           "pn": row.pn, "num": row.num, "path": row.url, "local_file": row.local_file, "status": status.value,
+           "bytes": row.bytes, "sha256": row.sha256, "error": row.error}
+    if drawings:
+        out["figure"], out["image_type"] = row.figure, row.image_type
+    return out
 
 
-async def write_manifest(sink: ImageSink, rows: AsyncIterator[PatentRow]) -> int:
-    """manifest.csv and manifest.jsonl in one pass over `rows`; returns the row count."""
+async def write_manifest(sink: ImageSink, rows: AsyncIterator[PatentRow], *, drawings: bool = False) -> int:
+    """manifest.csv and manifest.jsonl in one pass over `rows`; returns the row count. With
+    `drawings` (--drawings all) a row per drawing, and the figure and image_type columns."""
     count = 0
     table_path, lines_path = sink.staging(MANIFEST_CSV), sink.staging(MANIFEST_JSONL)
     try:
         with machine.output_faults(str(table_path.parent)), _text(table_path) as table, _text(lines_path) as lines:
             writer = csv.writer(table)
-            writer.writerow(MANIFEST_COLUMNS)
+            writer.writerow(DRAWING_COLUMNS if drawings else MANIFEST_COLUMNS)
             async for stored in rows:
-                row = manifest_row(stored)
+                row = manifest_row(stored, drawings)
                 values = [v if type(v) is str else "" if v is None else str(v) for v in row.values()]
                 line = plain_csv_line(values)
                 if line is None:

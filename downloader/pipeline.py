@@ -14,9 +14,14 @@ the state store in batched transactions; the API workers hand resolved URLs to t
 they hand them to the downloaders, so "resolved" is always written before "downloaded", and a
 billed answer is committed at once.
 
+Seams: the pipeline sees a `Resolver` and a `Fetcher` (`core/ports.py`), an event hook, a state
+store and a frozen `PipelineConfig`; it never knows which client is behind them. `run()` returns a
+frozen `PipelineResult` (why it stopped, what it counted): nothing is shared with the caller while
+it runs except through `interrupt()`, which the caller's one stop watcher calls.
+
 Stops: a fatal condition cancels the workers at once and is written to the shared halt record, so
 every worker of the run stops; a budget or time cap stops claiming but lets paid-for downloads
-finish; a signal stops claiming, cancels downloads, and gives in-flight API calls a few seconds to
+finish; an interrupt stops claiming, cancels downloads, and gives in-flight API calls a few seconds to
 land (they are billed). In every case the recorder drains what it was sent and commits it, and
 the worker's remaining claims are released.
 
@@ -37,7 +42,6 @@ them; when the API or the CDN fails every call for a while the run stops (Outage
 from __future__ import annotations
 
 import math
-import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,11 +58,11 @@ from downloader.core.expiry import margin, parse_url_signed_at
 from downloader.core.lookahead import Lookahead
 from downloader.core.model import (
     Batch,
-    Counters,
     Deferred,
     Downloaded,
     Failed,
     ImageJob,
+    Listed,
     NoImage,
     NotFound,
     PatentKey,
@@ -66,9 +70,8 @@ from downloader.core.model import (
     UrlExpired,
 )
 from downloader.core.outcome import StopReason
+from downloader.core.ports import Fetcher, Resolver
 from downloader.core.problems import Problems
-from downloader.net.api import PatsnapClient
-from downloader.net.cdn import ImageFetcher
 from downloader.state.base import Held, StateStore
 
 T = TypeVar("T")
@@ -84,9 +87,42 @@ _SOON = 60.0  # deferred keys due within this many seconds are waited for
 Record = Sequence[Held]
 
 
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """How one worker's stages are sized and paced (from the job's settings)."""
+
+    batch_size: int = 100
+    api_concurrency: int = 4
+    download_concurrency: int = 32
+    expiry_margin: float = 120.0
+    lease: float = 60.0
+    deadline: float | None = None  # time.monotonic() after which no new work is claimed (--max-runtime)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineResult:
+    """How one worker's pipeline ended: why it stopped early (if it did) and what only it counted.
+
+    `fatal` is the condition that stopped it (already written to the halt record); `asked` the keys
+    answered by the API, `recharged` those paid again because their earlier URL expired unused,
+    `fenced` the results refused (or images not put in place) because this worker's lease had lapsed.
+    """
+
+    stop_reason: StopReason | None = None
+    fatal: FatalError | None = None
+    asked: int = 0
+    recharged: int = 0
+    fenced: int = 0
+
+    @property
+    def stopped(self) -> bool:
+        """True when the work was cut short (a stop reason or a fatal condition)."""
+        return self.stop_reason is not None or self.fatal is not None
+
+
 @dataclass
-class Control:
-    """Why the run stops early, if it does; shared by every stage."""
+class _Control:
+    """Why this pipeline stops early, if it does; private to it."""
 
     deadline: float | None = None
     stop_reason: StopReason | None = None
@@ -108,76 +144,90 @@ class Control:
         return self.stop_reason is not None or self.fatal is not None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Pipeline:
-    """One worker's stages; `run()` works until nothing is left for anyone, or a stop."""
+    """One worker's stages; `run()` works until nothing is left for anyone, or a stop.
+
+    `info(so_far)` gives what the heartbeat carries for this worker (the pipeline passes its own
+    counts so far); `planned` the run's counts by status when the caller just read them.
+    """
 
     store: StateStore
     run_id: int
     worker: str
-    client: PatsnapClient
-    fetcher: ImageFetcher
-    sink: Sink
-    batch_size: int = 100
-    api_concurrency: int = 4
-    download_concurrency: int = 32
-    expiry_margin: float = 120.0
-    lease: float = 60.0
-    info: Callable[[], Mapping[str, Any]] = dict
-    planned: Mapping[str, int] | None = None  # the run's counts by status, when the caller just read them
-    counters: Counters = field(default_factory=Counters)
-    control: Control = field(default_factory=Control)
-    _recorded: anyio.Event = field(default_factory=anyio.Event)
-    _outer: TaskGroup | None = None
-    _moved: anyio.Event = field(default_factory=anyio.Event)  # downloads or answers made room
-    _repeats: set[PatentKey] = field(default_factory=set)  # claimed keys whose earlier URL expired unused
-    _problems: Problems = field(default_factory=Problems)
+    resolver: Resolver
+    fetcher: Fetcher
+    events: Sink
+    config: PipelineConfig = PipelineConfig()
+    info: Callable[[PipelineResult], Mapping[str, Any]] = lambda so_far: {}
+    planned: Mapping[str, int] | None = None
+    _asked: int = field(default=0, init=False)
+    _recharged: int = field(default=0, init=False)
+    _fenced: int = field(default=0, init=False)
+    _control: _Control = field(default_factory=_Control, init=False)
+    _recorded: anyio.Event = field(default_factory=anyio.Event, init=False)
+    _outer: TaskGroup | None = field(default=None, init=False)
+    _moved: anyio.Event = field(default_factory=anyio.Event, init=False)  # downloads or answers made room
+    _repeats: set[PatentKey] = field(default_factory=set, init=False)  # claimed keys whose URL expired unused
+    _problems: Problems = field(default_factory=Problems, init=False)
     lookahead: Lookahead = field(init=False)
 
     def __post_init__(self) -> None:
-        self.lookahead = Lookahead(self.batch_size, self.download_concurrency)
+        self.lookahead = Lookahead(self.config.batch_size, self.config.download_concurrency)
+        self._control.deadline = self.config.deadline
 
-    async def run(self, handle_signals: bool = True) -> None:
-        """Work until done or stopped; raises the FatalError that stopped it, after recording state."""
+    async def run(self) -> PipelineResult:
+        """Work until done or stopped; state is recorded either way, and the result says how it ended."""
         try:
             async with anyio.create_task_group() as outer:
                 self._outer = outer
-                if handle_signals:
-                    outer.start_soon(self._watch_signals, outer)
                 outer.start_soon(self._keep_lease)
                 await self._announce()
                 await self._work()
                 outer.cancel_scope.cancel()
         finally:
+            self._outer = None
             for line in self._problems.lines():
-                self.sink(Notice("problems", line))
+                self.events(Notice("problems", line))
             with anyio.CancelScope(shield=True):
                 try:
                     await self.store.release(self.worker)
                 except FatalError as err:  # the store's disk is full or gone: the leases lapse instead
-                    self.control.fatal = self.control.fatal or err
-        if self.control.fatal is not None:
-            raise self.control.fatal
+                    self._control.fatal = self._control.fatal or err
+        return self.so_far()
+
+    def so_far(self) -> PipelineResult:
+        """How the pipeline stands now (its final result once `run` returned)."""
+        c = self._control
+        return PipelineResult(c.stop_reason, c.fatal, self._asked, self._recharged, self._fenced)
+
+    def interrupt(self, message: str) -> None:
+        """Stop as after SIGINT: claim nothing more, cancel the downloads now, and give API calls in
+        flight a few seconds to land (they are billed) before cancelling the rest."""
+        self._stop(StopReason.INTERRUPTED, message)
+        self._control.cancel(downloads_only=True)
+        if self._outer is not None:
+            self._outer.start_soon(self._cancel_later)
 
     async def _announce(self) -> None:
         counts = self.planned if self.planned is not None else await self.store.counts(self.run_id)
-        self.sink(Planned(counts.get("pending", 0), counts.get("resolved", 0), 1))
+        self.events(Planned(counts.get("pending", 0), counts.get("resolved", 0), 1))
 
     async def _work(self) -> None:
         to_results, results = anyio.create_memory_object_stream[Record](_RESULTS_BUFFER)
-        self.control.cancel_all = anyio.CancelScope()
-        self.control.cancel_downloads = anyio.CancelScope()
+        self._control.cancel_all = anyio.CancelScope()
+        self._control.cancel_downloads = anyio.CancelScope()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._record, results)
-            with self.control.cancel_all:
+            with self._control.cancel_all:
                 async with to_results, anyio.create_task_group() as workers:
                     self._start_workers(workers, to_results)
 
     def _start_workers(self, tg: TaskGroup, to_results: MemoryObjectSendStream[Record]) -> None:
-        to_api, api_in = anyio.create_memory_object_stream[Batch](self.api_concurrency)
-        to_downloads, downloads_in = anyio.create_memory_object_stream[ImageJob](2 * self.download_concurrency)
+        to_api, api_in = anyio.create_memory_object_stream[Batch](self.config.api_concurrency)
+        to_downloads, downloads_in = anyio.create_memory_object_stream[ImageJob](2 * self.config.download_concurrency)
         tg.start_soon(self._plan, to_api, to_downloads.clone())
-        for _ in range(self.api_concurrency):
+        for _ in range(self.config.api_concurrency):
             tg.start_soon(self._api_worker, api_in.clone(), to_downloads.clone(), to_results.clone())
         ticking = anyio.CancelScope()
         tg.start_soon(self._tick, to_results.clone(), ticking)
@@ -189,7 +239,7 @@ class Pipeline:
                     to_downloads: MemoryObjectSendStream[ImageJob]) -> None:
         """Claim work until nothing is left for anyone: known good URLs to the downloaders, the rest to the API."""
         async with to_api, to_downloads:
-            while not self.control.stopping():
+            while not self._control.stopping():
                 recorded = self._recorded
                 limit = self.lookahead.allowed()
                 if limit == 0:  # the downloads cannot use more URLs before they would expire
@@ -199,7 +249,7 @@ class Pipeline:
                     continue
                 # URLs not yet expired are claimed for download; the fetcher applies each one's margin.
                 claim = await self.store.claim(self.run_id, self.worker, limit=limit, usable_after=time.time(),
-                                               lease=self.lease)
+                                               lease=self.config.lease)
                 self._reusing(claim.to_download)
                 for job in claim.to_download:
                     await _send_quietly(to_downloads, job)
@@ -220,11 +270,11 @@ class Pipeline:
                           to_results: MemoryObjectSendStream[Record]) -> None:
         async with batches_in, to_downloads, to_results:
             async for batch in batches_in:
-                if self.control.stopping():
+                if self._control.stopping():
                     self.lookahead.dropped(len(batch.keys))
                     continue  # drain without asking: these keys stay pending (released at the end)
                 try:
-                    result = await self.client.resolve(batch)
+                    result = await self.resolver.resolve(batch)
                 except FatalError as err:
                     await self._fatal(err)
                     return
@@ -233,9 +283,9 @@ class Pipeline:
                 await _deliver(to_results, [Held(o, batch.lease) for o in result.outcomes])  # billed: recorded anyway
                 images = [o for o in result.outcomes if isinstance(o, Resolved)]
                 self._answered(batch, result.outcomes, images, len(result.unasked))
-                answered = sum(not isinstance(o, Deferred) for o in result.outcomes)
-                self.counters.asked += answered
-                self.sink(BatchDone(answered, len(images), result.charged))
+                answered = sum(not isinstance(o, Deferred) and type(o.key) is PatentKey for o in result.outcomes)
+                self._asked += answered
+                self.events(BatchDone(answered, len(images), result.charged))
                 for o in result.outcomes:
                     if isinstance(o, Failed | Deferred):
                         self._problem(o)
@@ -248,13 +298,13 @@ class Pipeline:
     def _answered(self, batch: Batch, outcomes: Sequence[object], images: Sequence[Resolved], unasked: int) -> None:
         """Count recharges, and tell the lookahead how much URL life and how many images the answer gave."""
         for o in outcomes:
-            if isinstance(o, Resolved | NoImage) and o.key in self._repeats:
-                self.counters.recharged += 1
+            if isinstance(o, Resolved | Listed | NoImage) and o.key in self._repeats:
+                self._recharged += 1
         self._repeats.difference_update(PatentKey(batch.kind, k) for k in batch.keys)
         now = time.time()
         first = min(images, key=lambda o: o.expires_at, default=None)
         life = None if first is None else first.expires_at - now
-        kept = None if first is None else margin(first.expires_at, first.signed_at, now, self.expiry_margin)
+        kept = None if first is None else margin(first.expires_at, first.signed_at, now, self.config.expiry_margin)
         self.lookahead.dropped(unasked)
         self.lookahead.answered(len(batch.keys) - unasked, len(images), life, kept)
         self._move()
@@ -266,13 +316,14 @@ class Pipeline:
             signed = parse_url_signed_at(jobs[0].url)
             if signed is not None:
                 life = jobs[0].expires_at - signed
-                self.lookahead.lifetime_seen(life, margin(jobs[0].expires_at, signed, signed, self.expiry_margin))
+                kept = margin(jobs[0].expires_at, signed, signed, self.config.expiry_margin)
+                self.lookahead.lifetime_seen(life, kept)
 
     def _problem(self, outcome: Failed | Deferred) -> None:
         """Count a patent's problem by kind (stderr gets one line per kind); the log keeps the detail."""
         kind = "failed" if isinstance(outcome, Failed) else "deferred"
         self._problems.add(outcome.key.value, kind, outcome.error)
-        self.sink(Problem(outcome.key.value, kind, outcome.error))
+        self.events(Problem(outcome.key.value, kind, outcome.error))
 
     def _move(self) -> None:
         self._moved.set()
@@ -280,11 +331,11 @@ class Pipeline:
     async def _download_stage(self, jobs: MemoryObjectReceiveStream[ImageJob],
                               to_results: MemoryObjectSendStream[Record], ticking: anyio.CancelScope) -> None:
         """The download workers; the last stage to finish, so it also stops the ticker."""
-        assert self.control.cancel_downloads is not None
+        assert self._control.cancel_downloads is not None
         try:
-            with self.control.cancel_downloads:
+            with self._control.cancel_downloads:
                 async with jobs, to_results, anyio.create_task_group() as tg:
-                    for _ in range(self.download_concurrency):
+                    for _ in range(self.config.download_concurrency):
                         tg.start_soon(self._download_worker, jobs.clone(), to_results.clone())
         finally:
             ticking.cancel()
@@ -320,12 +371,12 @@ class Pipeline:
                     continue
                 except LeaseLostError:  # another worker may hold the key now: leave it to them
                     self.lookahead.finished(None)
-                    self._fenced([job.key.value])
+                    self._note_fenced([job.key.value])
                     continue
                 self.lookahead.finished(time.monotonic() - started if isinstance(result, Downloaded) else None)
                 self._move()
                 await _deliver(to_results, [Held(result, job.lease)])  # a file in place is recorded anyway
-                self.sink(_image_event(result))
+                self.events(_image_event(result))
                 if isinstance(result, Failed | Deferred):
                     self._problem(result)
                 elif isinstance(result, Downloaded):
@@ -369,40 +420,40 @@ class Pipeline:
         except FatalError as err:
             await self._fatal(err)
             return False
-        self._fenced([w.event.key.value for w in refused])
+        self._note_fenced([w.event.key.value for w in refused])
         self._recorded.set()
         self._recorded = anyio.Event()
         return True
 
     async def _keep_lease(self) -> None:
         """Renew this worker's claims and heartbeat; stop when another worker halted the run."""
-        every = max(0.2, min(self.lease / 3, 5.0))
+        every = max(0.2, min(self.config.lease / 3, 5.0))
         while True:
             try:
-                await self.store.heartbeat(self.run_id, self.worker, self.info(), self.lease)
-                await self.store.renew(self.worker, self.lease)
+                await self.store.heartbeat(self.run_id, self.worker, self.info(self.so_far()), self.config.lease)
+                await self.store.renew(self.worker, self.config.lease)
             except FatalError as err:  # the store's disk is full or gone
                 await self._fatal(err)
                 return
             record = await self.store.read_shared(halt.RECORD)
             stopped = halt.error_from(record, self.run_id)
-            if stopped is not None and self.control.fatal is None:
+            if stopped is not None and self._control.fatal is None:
                 await self._fatal(stopped)
-            outage = self.client.outage_error() or self.fetcher.outage_error()
-            if outage is not None and self.control.fatal is None:  # every call failed for a while
+            outage = self.resolver.outage_error() or self.fetcher.outage_error()
+            if outage is not None and self._control.fatal is None:  # every call failed for a while
                 await self._fatal(outage)
             await anyio.sleep(every)
 
     async def _fatal(self, err: FatalError) -> None:
-        first = self.control.fatal is None
+        first = self._control.fatal is None
         if first:
-            self.control.fatal = err
-            self.sink(Notice("fatal", f"stopping: {err}"))
+            self._control.fatal = err
+            self.events(Notice("fatal", f"stopping: {err}"))
         # Cancel before the halt record's await: downloads still running would fill the room just freed.
         if not isinstance(err, OutputError):
-            self.control.cancel()
+            self._control.cancel()
         elif first:  # downloads cannot be stored; billed API answers in flight still can
-            self.control.cancel(downloads_only=True)
+            self._control.cancel(downloads_only=True)
             if self._outer is not None:
                 self._outer.start_soon(self._cancel_later)
         if first:
@@ -412,29 +463,22 @@ class Pipeline:
                 except FatalError:
                     pass  # the store's own disk is the full one: this worker stops all the same
 
-    def _fenced(self, keys: Sequence[str]) -> None:
+    def _note_fenced(self, keys: Sequence[str]) -> None:
         """Results refused, or images not put in place: this worker's lease lapsed (it was cut off from the
         store, or paused) and the keys may be another worker's now. It goes on with what it can claim."""
-        self.counters.fenced += len(keys)
+        self._fenced += len(keys)
         for key in keys:
             self._problems.add(key, "fenced", "LeaseLostError: this worker's lease lapsed (cut off from the "
                                               "state store, or paused)")
 
     def _stop(self, reason: StopReason, message: str) -> None:
-        if self.control.stop_reason is None:
-            self.control.stop_reason = reason
-            self.sink(Notice(reason.value, message))
-
-    async def _watch_signals(self, outer: TaskGroup) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                self._stop(StopReason.INTERRUPTED, f"{signal.Signals(signum).name}: stopping, state is being saved")
-                self.control.cancel(downloads_only=True)
-                outer.start_soon(self._cancel_later)
+        if self._control.stop_reason is None:
+            self._control.stop_reason = reason
+            self.events(Notice(reason.value, message))
 
     async def _cancel_later(self) -> None:
         await anyio.sleep(_SIGNAL_GRACE)
-        self.control.cancel()
+        self._control.cancel()
 
 
 # Stream hand-offs try the no-wait path first. anyio's awaited send/receive start with a

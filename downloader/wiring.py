@@ -10,12 +10,14 @@ import aiohttp
 
 from downloader.core.events import Notice, Sink
 from downloader.core.model import Counters
+from downloader.core.ports import Resolver
 from downloader.core.settings import Settings
 from downloader.net import retrying
 from downloader.net.api import PatsnapClient
 from downloader.net.auth import OAuthToken, StaticToken, TokenProvider
 from downloader.net.cdn import ImageFetcher
-from downloader.net.ratelimit import ApiGate, SharedRecords
+from downloader.net.fulltext import FulltextResolver
+from downloader.net.ratelimit import ApiGate, SharedRecords, trace_config
 from downloader.sinks.base import ImageSink
 from downloader.state.base import StateStore
 from downloader.state.shared import SharedBudget
@@ -23,13 +25,13 @@ from downloader.state.shared import SharedBudget
 
 @asynccontextmanager
 async def http_clients(settings: Settings, sink: ImageSink, store: StateStore, run_id: int, counters: Counters,
-                       events: Sink, worker: str = "") -> AsyncIterator[tuple[PatsnapClient, ImageFetcher]]:
-    """The API client and the CDN fetcher, each on its own session, closed on exit.
+                       events: Sink, worker: str = "") -> AsyncIterator[tuple[Resolver, ImageFetcher]]:
+    """The resolver (P021, or P042 with --drawings all) and the CDN fetcher, each on its own session.
 
     The state store holds what the fleet shares: the API gate, the OAuth token and the budget.
     """
     s = settings
-    async with _session(s.api_concurrency + 2, s.api_timeout, s.api_timeout) as api_http, \
+    async with _session(s.api_concurrency + 2, s.api_timeout, s.api_timeout, [trace_config()]) as api_http, \
             _session(s.download_concurrency, s.download_timeout, s.stall_timeout) as cdn:
         tokens = _tokens(s, api_http, events, store)
 
@@ -48,16 +50,17 @@ async def http_clients(settings: Settings, sink: ImageSink, store: StateStore, r
         fetcher = ImageFetcher(cdn, sink, counters, policy=policy, expiry_margin=s.expiry_margin,
                                max_bytes=s.max_image_bytes, outage_seconds=s.outage_seconds, holds=store.holds)
         try:
-            yield client, fetcher
+            yield (FulltextResolver(client) if s.drawings == "all" else client), fetcher
         finally:
             counters.token_refreshes = tokens.refreshes
 
 
-def _session(limit: int, total: float, stall: float) -> aiohttp.ClientSession:
+def _session(limit: int, total: float, stall: float,
+             traces: list[aiohttp.TraceConfig] | None = None) -> aiohttp.ClientSession:
     timeout = aiohttp.ClientTimeout(total=total, sock_connect=30, sock_read=stall)
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
     # Proxies from the environment are applied per request by proxies.proxy_for (cached).
-    return aiohttp.ClientSession(connector=connector, timeout=timeout)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, trace_configs=traces)
 
 
 def _tokens(settings: Settings, session: aiohttp.ClientSession, events: Sink, records: SharedRecords) -> TokenProvider:

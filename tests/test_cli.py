@@ -131,7 +131,11 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "unknown column": ([good, "--column", "nope"], "column 'nope' not found"),
         "missing input": ([str(tmp / "missing.csv")], "not found"),
         "input is a folder": ([str(tmp / "folder.csv")], "directory"),
-        "out under a file": ([good, "--out", str(tmp / "a_file" / "out")], "cannot write to --out"),
+        "out under a file": ([good, "--out", str(tmp / "a_file" / "out")], f"{tmp / 'a_file'} is a file, not a folder"),
+        "out is a file": ([good, "--out", str(tmp / "a_file")], f"--out {tmp / 'a_file'} is a file, not a folder"),
+        "log file in a missing folder": ([good, "--log-file", str(tmp / "nowhere" / "x.log")],
+                                         f"--log-file {tmp / 'nowhere' / 'x.log'}: folder {tmp / 'nowhere'} does not "
+                                         "exist"),
         "batch size 0": ([good, "--batch-size", "0"], "--batch-size must be between 1 and 100"),
         "batch size 101": ([good, "--batch-size", "101"], "--batch-size must be between 1 and 100"),
         "ftp api base": ([good, "--api-base", "ftp://x"], "--api-base must be an http(s) URL"),
@@ -163,7 +167,8 @@ def bad_runs(tmp_path_factory, sim) -> dict[str, tuple[Any, str, Path]]:
 
 
 BAD_CASES = ["empty file", "header only", "only non-UTF-8 rows", "unknown column", "missing input",
-             "input is a folder", "out under a file", "batch size 0", "batch size 101", "ftp api base",
+             "input is a folder", "out under a file", "out is a file", "log file in a missing folder",
+             "batch size 0", "batch size 101", "ftp api base",
              "api base not a url", "rate 0", "negative concurrency", "no credentials", "bad duration",
              "not a number"]
 

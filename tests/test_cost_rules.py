@@ -112,19 +112,6 @@ def test_slots_are_spaced_and_never_reserved_far_ahead():
     assert third.slot == pytest.approx(100.2)
 
 
-def test_no_more_than_rate_slots_in_any_second_plus_the_lateness_workers_report():
-    """Requests that leave late bunch up at the server: the ⌊rate⌋+1-th slot waits 1 s + the guard after the first."""
-    record, now, slots = None, 0.0, []
-    while len(slots) < 6:
-        record, grant = gate.acquire(record, now, run=1, rate=4.0, late=0.3 if slots else 0.0)
-        if grant.slot is not None:
-            slots.append(grant.slot)
-        now = max(now + 0.001, grant.slot or now + grant.wait)
-    assert slots[:4] == [0.0, 0.25, 0.5, 0.75]
-    assert slots[4] == pytest.approx(1.3, abs=0.01) and slots[5] >= slots[1] + 1.3 - 0.01
-    assert gate.load(record, 1, 4.0).guard == pytest.approx(0.3)
-
-
 def test_a_quota_that_never_lifts_gets_four_probes_then_a_verdict_within_a_minute():
     """Probes 1, 2, 8 and 30 s apart, each throttled: 4 requests after the first throttling answer, stop at 41 s."""
     record, grant = gate.acquire(None, 0.0, run=1, rate=5.0)

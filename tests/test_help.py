@@ -63,3 +63,34 @@ def test_top_level_help_lists_commands_with_examples(capsys):
     text = _help(capsys)
     assert all(command in text for command in COMMANDS)
     assert "patent-images demo" in text.split("examples:", 1)[1]
+
+
+def _defaults(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The options whose default is a value (not None, not a flag's False), help and version aside."""
+    return [a for a in parser._actions if a.option_strings and a.default not in (None, False, argparse.SUPPRESS)
+            and not isinstance(a, argparse._HelpAction | argparse._VersionAction)]
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_every_default_is_the_one_the_help_names(command):
+    """Each option with a default says it, and says the real one: `demo --help` said rate 5 but ran at 20;
+    --workers and --io did not say theirs."""
+    parser = _subparsers()[command]
+    for action in _defaults(parser):
+        if action.dest in ("state_url", "s3_endpoint_url", "api_base"):  # from the environment: named by its env
+            continue
+        shown = f"{action.default:g}" if isinstance(action.default, float) else str(action.default)
+        text = action.help or ""
+        assert "default" in text and f"{shown})" in text, (action.option_strings, text)
+    assert parser.get_default("rate") == (20.0 if command == "demo" else 5.0)
+    workers = next(a for a in parser._actions if a.dest == "workers")
+    assert "default: one per 5,000 patents" in (workers.help or "")
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_placeholders_are_short_and_alike(command):
+    """Counts are N, durations SECONDS or DURATION: no argparse-made API_CONCURRENCY beside N."""
+    parser = _subparsers()[command]
+    for action in parser._actions:
+        if action.option_strings and action.nargs != 0 and not action.choices:
+            assert action.metavar is not None and "_" not in action.metavar, action.option_strings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import socket
+import time
 
 import pytest
 
@@ -139,6 +140,46 @@ def test_a_fatal_condition_is_printed_once_and_token_refreshes_not_at_all(tmp_pa
     assert "67200005" in line and line.count("rerun") == 1
 
 
+@pytest.mark.parametrize("auth", ["oauth", "token"])
+def test_a_wrong_api_path_stops_at_once_naming_the_url(tmp_path, sim_config, threaded_simulator, auth):
+    """HTTP 404 from the API (or its token endpoint) is a wrong --api-base, not an outage: exit 3 within
+    seconds (was 30 s of retries), one line with the full URL, "check --api-base", rerun advice once."""
+    source = write_csv(tmp_path / "in.csv", numbers(3))
+    args = cli_args(threaded_simulator, [source], tmp_path / "out", credentials=auth == "token")
+    base = f"{threaded_simulator.base_url}/wrongpath"
+    args[args.index("--api-base") + 1] = base
+    if auth == "oauth":
+        args += ["--client-id", sim_config.client_id, "--client-secret", sim_config.client_secret]
+    started = time.monotonic()
+    done = run_cli(*args)
+    assert done.returncode == 3 and time.monotonic() - started < 15
+    line = one_clear_line(done.stderr)
+    path = "/oauth/token" if auth == "oauth" else "/basic-patent-data/abstract-image"
+    assert f"HTTP 404 from the {'token endpoint' if auth == 'oauth' else 'API'} at {base}{path}" in line
+    assert "check --api-base" in line and line.count("run the same command") == 1
+    assert threaded_simulator.counters.charged == 0
+
+
+def test_an_outage_line_gives_its_rerun_advice_once(capsys, monkeypatch):
+    """The outage's own hint says to run the same command: the CLI does not add a second rerun."""
+    from downloader.core.outage import OutageDetector
+
+    detector = OutageDetector("the CDN", span=0.0)
+    for now in range(5):
+        detector.failed(float(now), "image download failed: connection refused", "http://127.0.0.1:9")
+    outage = detector.error(10.0)
+    assert outage is not None and outage.hint_says_rerun
+
+    def stop(_args: object) -> int:
+        raise outage
+
+    monkeypatch.setattr(cli, "cmd_status", stop)
+    monkeypatch.setattr(cli, "_sigterm_as_interrupt", lambda: None)
+    assert cli.main(["status", "--out", "x"]) == 3
+    line = one_clear_line(capsys.readouterr().err)
+    assert line.count("run the same command") == 1 and "rerun" not in line
+
+
 def test_simulate_on_a_port_in_use_is_a_usage_error():
     """`simulate --port P` with P taken: exit 2 and "port P is in use; choose another with --port"."""
     with socket.socket() as busy:
@@ -148,6 +189,39 @@ def test_simulate_on_a_port_in_use_is_a_usage_error():
         done = run_cli("simulate", "--port", str(port), timeout=30)
     assert done.returncode == 2
     assert one_clear_line(done.stderr) == f"patent-images: port {port} is in use; choose another with --port"
+
+
+def test_dry_run_plan_reads_right_for_one_call():
+    """The plan said "1 keys … in 1 calls (at most 1 charged results)": singular and plural as they should be."""
+    from downloader.dryrun import describe_plan
+
+    plan = {"rows": 1, "unique": 1, "duplicates": 0, "rejected": 0, "settled": 0, "new": 1, "failed_kept": 0,
+            "to_ask": 1, "api_calls": 1, "max_charged": 1, "reusable_urls": 0}
+    text = describe_plan(plan)
+    assert "would ask the API for 1 key (1 new, 0 left from earlier runs) in 1 call (at most 1 charged result)" in text
+    many = describe_plan({**plan, "rows": 1234, "unique": 1200, "duplicates": 34, "to_ask": 1200, "new": 1200,
+                          "api_calls": 12, "max_charged": 1200})
+    assert "inputs: 1,234 keys read, 1,200 unique, 34 duplicates; 0 rows rejected" in many
+    assert "in 12 calls (at most 1,200 charged results)" in many
+
+
+def test_the_log_end_line_counts_rejected_and_duplicate_rows(tmp_path, threaded_simulator):
+    """--log-file's end line accounts for every input row: statuses, rejected rows and duplicates."""
+    values = numbers(5)
+    source = write_csv(tmp_path / "in.csv", [*values, values[0], "%%%"])
+    log = tmp_path / "run.log"
+    args = cli_args(threaded_simulator, [source], tmp_path / "out", "--log-file", str(log))
+    assert cli.main(args) == 0
+    end = log.read_text(encoding="utf-8").splitlines()[-1]
+    assert " end: exit_code=0, " in end and "rejected=1, duplicates=1, api_calls=1" in end
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_simulate_on_an_impossible_port_is_a_usage_error(port):
+    """`simulate --port 99999` was an internal error (OverflowError): now argparse's usage error, exit 2."""
+    done = run_cli("simulate", "--port", port, timeout=30)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "argument --port:" in done.stderr.strip().splitlines()[-1]
 
 
 def test_status_table_explains_each_status_and_marks_runs():

@@ -61,7 +61,8 @@ def test_dry_run_before_any_run_is_exact_calls_nothing_and_writes_nothing(tmp_pa
     plan = json.loads(capsys.readouterr().out)
     assert plan == {"dry_run": True, "rows": 260, "unique": 250, "duplicates": 10, "new": 250, "settled": 0,
                     "failed_kept": 0, "reusable_urls": 0, "to_ask_numbers": 250, "to_ask_ids": 0, "rejected": 1,
-                    "to_ask": 250, "api_calls": 3, "max_charged": 250, "exit_code": 0}
+                    "to_ask": 250, "api_calls": 3, "max_charged": 250, "exit_code": 0, "drawings": "abstract",
+                    "seconds_at_rate": 0.0}
     assert cli.main(run_args(inputs, out, threaded_simulator, "--dry-run", "--max-charged", "120")) == 0
     text = capsys.readouterr().out
     with capsys.disabled():

@@ -158,6 +158,20 @@ def test_report_in_chromium_shows_counts_runs_failures_and_a_paged_filterable_sh
     print(f"screenshot: {SCREENSHOT_COPY}")
 
 
+def test_report_counts_rejected_and_duplicate_rows(tmp_path, threaded_simulator):
+    """The last run's rejected and duplicate input rows get a card each and a column in the runs table."""
+    values = numbers(20)
+    source = write_csv(tmp_path / "in.csv", [*values, values[0], values[1], "%%%", "not a number!"])
+    out = tmp_path / "out"
+    summary = run([source], out, threaded_simulator)
+    assert (summary["rejected"], summary["duplicates"]) == (2, 2)
+    page = Page(Path(write_report(str(out))).read_text(encoding="utf-8"))
+    assert page.count("rejected") == 2 and page.count("duplicates") == 2
+    assert page.count("total") == 20  # rows that never became patents are not among the patents
+    header = page.text_of["runs"].split("stop", 1)[0]
+    assert "rejected" in header and "duplicates" in header
+
+
 @pytest.fixture(scope="module")
 def big_folder(tmp_path_factory) -> Path:
     """A state store with 100,000 downloaded rows, 1,000 failures in three types, hostile strings, 40 runs."""

@@ -1,8 +1,10 @@
-"""The `ImageSink` contract, run against every sink: S3 (a real moto server) and the local folder.
+"""The `ImageSink` contract, run against every sink: the local folder, and S3 on two real servers:
+moto (a Python model of S3) and SeaweedFS (a real object store with an S3 gateway, authentication on).
 
 What is stored is read back from outside the sink (a plain botocore client, or the file system),
-never through mocks. S3-only behaviour (URL rules, probing the bucket, retries, credentials, error
-messages) follows the contract suite, with faults injected by a loopback proxy in front of moto.
+never through mocks. S3-only behaviour (URL rules, probing the bucket, retries, 503 SlowDown storms,
+missing bucket, refused access, multipart uploads left behind) follows the contract suite, on both
+servers where both can show it, with faults injected by a loopback proxy (tests/s3_proxy.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +25,16 @@ import pytest
 
 from downloader.core.errors import FatalError, OutputError, UsageError
 from downloader.sinks import open_sink
+from downloader.sinks import s3 as s3_module
 from downloader.sinks.base import ImageSink
 from downloader.sinks.local import LocalSink
 from downloader.sinks.s3 import S3Retry, S3Sink
 from downloader.sinks.s3url import S3Location, endpoint_host, parse_s3_url, resolve_endpoint
-from tests.s3_server import ACCESS_KEY, SECRET_KEY, Bucket, FaultProxy, MotoServer
+from tests.s3_proxy import S3Proxy
+from tests.s3_server import ACCESS_KEY, READER_KEY, READER_SECRET, SECRET_KEY, Bucket, MotoServer
 
-FAST = S3Retry(attempts=3, first_backoff=0.0)
+FAST = S3Retry(attempts=3, first_backoff=0.0, patience=0.0)
+SERVERS = {"moto": "s3_bucket", "seaweedfs": "seaweed_bucket"}  # server → its fresh-bucket fixture
 PREFIX = "runs/one"
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -74,11 +80,11 @@ def _local_subject(root: Path) -> Subject:
     return Subject(sink, read, visible, None)
 
 
-@pytest.fixture(params=["s3", "local"])
+@pytest.fixture(params=["local", "moto", "seaweedfs"])
 async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Subject]:
     """Each sink, prepared, and closed after the test."""
-    made = _s3_subject(request.getfixturevalue("s3_bucket")) if request.param == "s3" else _local_subject(
-        tmp_path / "out")
+    made = (_local_subject(tmp_path / "out") if request.param == "local"
+            else _s3_subject(request.getfixturevalue(SERVERS[request.param])))
     await made.sink.prepare()
     try:
         yield made
@@ -235,33 +241,71 @@ def _no_credentials_in(*texts: str) -> None:
         assert ACCESS_KEY not in text and SECRET_KEY not in text and "AKIA" not in text
 
 
-def _s3_temp_dirs() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("patent-images-s3-*"))
+def _our_s3_temp_dirs() -> set[Path]:
+    """This process's staging folders (other xdist workers make and remove theirs meanwhile)."""
+    return set(Path(tempfile.gettempdir()).glob(f"patent-images-s3-{os.getpid()}-*"))
 
 
-async def test_prepare_on_a_missing_bucket_says_so(moto_server: MotoServer) -> None:
-    """prepare() on a missing bucket: one usage error naming bucket and endpoint host; no temp folder left."""
-    sink = S3Sink("s3://no-such-bucket-here/x", endpoint_url=moto_server.endpoint, retry=FAST)
-    temp_dirs = _s3_temp_dirs()
-    with pytest.raises(UsageError) as caught:
+@pytest.fixture(params=list(SERVERS))
+def any_bucket(request: pytest.FixtureRequest) -> Bucket:
+    """A fresh bucket on each S3 server in turn."""
+    bucket: Bucket = request.getfixturevalue(SERVERS[request.param])
+    return bucket
+
+
+async def test_prepare_on_a_missing_bucket_says_so(any_bucket: Bucket) -> None:
+    """prepare() on a missing bucket: at once, one line naming bucket and endpoint host (exit 3); no temp folder.
+
+    It once flaked under xdist: it compared every staging folder of the machine before and after, and
+    another worker's S3 test made one meanwhile. It now looks only at this process's folders.
+    """
+    endpoint = any_bucket.server.endpoint
+    sink = S3Sink("s3://no-such-bucket-here/x", endpoint_url=endpoint, retry=S3Retry())  # no retry would help
+    temp_dirs = _our_s3_temp_dirs()
+    with anyio.fail_after(5), pytest.raises(OutputError) as caught:
         await sink.prepare()
-    assert _s3_temp_dirs() <= temp_dirs  # nothing left that only close() would remove
+    assert _our_s3_temp_dirs() <= temp_dirs  # nothing left that only close() would remove
     message = str(caught.value)
-    assert "no-such-bucket-here" in message and "does not exist" in message
-    assert moto_server.endpoint.removeprefix("http://") in message and "\n" not in message
-    _no_credentials_in(message)
+    assert "'no-such-bucket-here' does not exist" in message and isinstance(caught.value, FatalError)
+    assert endpoint.removeprefix("http://") in message and "\n" not in message
+    _no_credentials_in(message, caught.value.hint)
+
+
+async def test_a_bucket_deleted_mid_run_stops_the_next_commit_at_once(any_bucket: Bucket) -> None:
+    """The bucket removed after prepare: the next commit raises OutputError (exit 3) naming it, without retrying."""
+    sink = S3Sink(f"s3://{any_bucket.name}/{PREFIX}", endpoint_url=any_bucket.server.endpoint, retry=S3Retry())
+    await sink.prepare()
+    any_bucket.client.delete_bucket(Bucket=any_bucket.name)
+    with anyio.fail_after(5), pytest.raises(OutputError, match=rf"S3 bucket '{any_bucket.name}' does not exist"):
+        await _commit(sink, "images/a/b/US9_0001.png", _image(1000, 9))
+    await sink.close()
+
+
+async def test_prepare_when_seaweedfs_refuses_writes(seaweed_bucket: Bucket, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials SeaweedFS knows but only lets read: 403 AccessDenied at the probe, exit 3 naming the bucket."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", READER_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", READER_SECRET)
+    sink = S3Sink(f"s3://{seaweed_bucket.name}/x", endpoint_url=seaweed_bucket.server.endpoint, retry=S3Retry())
+    with anyio.fail_after(5), pytest.raises(OutputError) as caught:
+        await sink.prepare()
+    await sink.close()
+    assert f"access to S3 bucket '{seaweed_bucket.name}' denied" in str(caught.value)
+    assert "AccessDenied" in str(caught.value) and "env" in caught.value.hint
+    assert READER_KEY not in str(caught.value) + caught.value.hint and seaweed_bucket.keys() == set()
 
 
 @pytest.mark.usefixtures("aws_env")
 async def test_prepare_on_an_unreachable_endpoint_names_the_host() -> None:
-    """prepare() against a closed port: a usage error saying the endpoint cannot be reached."""
+    """prepare() against a closed port: after a few quick tries, exit 3 saying the endpoint cannot be reached."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    sink = S3Sink("s3://bucket/x", endpoint_url=f"http://127.0.0.1:{port}", retry=FAST)
-    with pytest.raises(UsageError, match=rf"cannot reach the S3 endpoint 127\.0\.0\.1:{port}") as caught:
+    sink = S3Sink("s3://bucket/x", endpoint_url=f"http://127.0.0.1:{port}",
+                  retry=S3Retry(attempts=3, first_backoff=0.0))  # patience is for stores that answer
+    with anyio.fail_after(10), pytest.raises(OutputError,
+                                             match=rf"cannot reach the S3 endpoint 127\.0\.0\.1:{port}") as caught:
         await sink.prepare()
     await sink.close()
     _no_credentials_in(str(caught.value))
@@ -298,7 +342,7 @@ async def test_endpoint_from_aws_endpoint_url(s3_bucket: Bucket, monkeypatch: py
 
 
 async def test_credentials_come_from_the_shared_credentials_file(
-        s3_bucket: Bucket, s3_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        s3_bucket: Bucket, s3_proxy: S3Proxy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """With AWS_PROFILE and a credentials file (no key in the environment) the file's key signs the requests."""
     credentials = tmp_path / "credentials"
     credentials.write_text("[archive]\naws_access_key_id = AKIAFROMTHEFILE00001\naws_secret_access_key = filesecret\n")
@@ -312,7 +356,7 @@ async def test_credentials_come_from_the_shared_credentials_file(
     assert {key_id for _, _, key_id in s3_proxy.seen} == {"AKIAFROMTHEFILE00001"}
 
 
-async def _prepared_via(proxy: FaultProxy, bucket: Bucket, retry: S3Retry = FAST) -> S3Sink:
+async def _prepared_via(proxy: S3Proxy, bucket: Bucket, retry: S3Retry = FAST) -> S3Sink:
     sink = S3Sink(f"s3://{bucket.name}/{PREFIX}", endpoint_url=proxy.endpoint, retry=retry)
     await sink.prepare()
     proxy.seen.clear()
@@ -325,7 +369,7 @@ async def _commit(sink: S3Sink, name: str, body: bytes) -> None:
     await upload.commit(name, content_type="image/png", sha256=hashlib.sha256(body).hexdigest())
 
 
-async def test_slowdown_is_retried_until_the_put_lands(s3_bucket: Bucket, s3_proxy: FaultProxy) -> None:
+async def test_slowdown_is_retried_until_the_put_lands(s3_bucket: Bucket, s3_proxy: S3Proxy) -> None:
     """Two 503 SlowDown answers, then success: the image is stored, after three PUTs."""
     sink = await _prepared_via(s3_proxy, s3_bucket)
     s3_proxy.fail(503, "SlowDown", times=2, method="PUT")
@@ -335,7 +379,7 @@ async def test_slowdown_is_retried_until_the_put_lands(s3_bucket: Bucket, s3_pro
     assert s3_bucket.keys() == {f"{PREFIX}/images/a/b/US1_0001.png"}
 
 
-async def test_persistent_server_errors_end_in_an_output_error(s3_bucket: Bucket, s3_proxy: FaultProxy) -> None:
+async def test_persistent_server_errors_end_in_an_output_error(s3_bucket: Bucket, s3_proxy: S3Proxy) -> None:
     """5xx on every try: OutputError (a FatalError, exit 3) after the configured attempts, nothing stored."""
     sink = await _prepared_via(s3_proxy, s3_bucket)
     s3_proxy.fail(500, "InternalError", method="PUT")
@@ -347,7 +391,7 @@ async def test_persistent_server_errors_end_in_an_output_error(s3_bucket: Bucket
     assert s3_bucket.keys() == set()
 
 
-async def test_refused_credentials_fail_at_once_without_showing_them(s3_bucket: Bucket, s3_proxy: FaultProxy) -> None:
+async def test_refused_credentials_fail_at_once_without_showing_them(s3_bucket: Bucket, s3_proxy: S3Proxy) -> None:
     """403 InvalidAccessKeyId (whose body names the key id, as S3's does): one PUT, OutputError, no key shown."""
     sink = await _prepared_via(s3_proxy, s3_bucket)
     s3_proxy.fail(403, "InvalidAccessKeyId", method="PUT")
@@ -358,11 +402,11 @@ async def test_refused_credentials_fail_at_once_without_showing_them(s3_bucket: 
     _no_credentials_in(str(caught.value), caught.value.hint, repr(caught.value))
 
 
-async def test_prepare_when_access_is_denied(s3_bucket: Bucket, s3_proxy: FaultProxy) -> None:
-    """prepare() refused with 403: a usage error saying access is denied, naming neither key nor secret."""
+async def test_prepare_when_access_is_denied(s3_bucket: Bucket, s3_proxy: S3Proxy) -> None:
+    """prepare() refused with 403: exit 3 saying access is denied, naming neither key nor secret."""
     s3_proxy.fail(403, "SignatureDoesNotMatch")
     sink = S3Sink(f"s3://{s3_bucket.name}", endpoint_url=s3_proxy.endpoint, retry=FAST)
-    with pytest.raises(UsageError, match="denied") as caught:
+    with pytest.raises(OutputError, match="denied") as caught:
         await sink.prepare()
     await sink.close()
     _no_credentials_in(str(caught.value))
@@ -404,3 +448,105 @@ async def test_prepare_removes_staging_folders_of_dead_processes_only(s3_bucket:
     finally:
         shutil.rmtree(dead, ignore_errors=True)
         shutil.rmtree(alive, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------- throttling, multipart
+
+STORMY = S3Retry(attempts=3, first_backoff=0.05, max_backoff=0.4, patience=10.0)
+PART = 5 * 1024 * 1024  # S3's smallest part: MULTIPART_OVER is lowered to it so a test file needs only 10 MB
+
+
+@pytest.fixture
+def proxy(any_bucket: Bucket) -> Iterator[S3Proxy]:
+    """tests/s3_proxy.py in front of the server of `any_bucket`."""
+    with S3Proxy(any_bucket.server.endpoint) as running:
+        yield running
+
+
+async def test_a_slowdown_storm_is_waited_out_and_loses_nothing(any_bucket: Bucket, proxy: S3Proxy) -> None:
+    """Every request refused with 503 SlowDown for 1 s while 32 commits are under way: each backs off
+    and tries again until the storm passes; every image lands with its own bytes."""
+    sink = await _prepared_via(proxy, any_bucket, STORMY)
+    bodies = {f"images/s/{i:02d}/US{i}_0001.png": _image(3_000 + i, i + 1) for i in range(32)}
+    proxy.storm(1.0)
+    proxy.fail(503, "SlowDown", method="PUT", times=32)  # each first PUT too, should the machine be slow to send it
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        for name, body in bodies.items():
+            tg.start_soon(_commit, sink, name, body)
+    await sink.close()
+    assert time.monotonic() - started >= 0.9 and proxy.stormed > 0  # none could land before the storm passed
+    assert proxy.count("PUT") == proxy.refused + 32  # then sent again until it landed, once
+    for name, body in bodies.items():
+        assert any_bucket.client.get_object(Bucket=any_bucket.name, Key=f"{PREFIX}/{name}")["Body"].read() == body
+
+
+async def test_a_failed_multipart_upload_leaves_no_parts_behind(
+        any_bucket: Bucket, proxy: S3Proxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Part 2 of a big output file refused on every try: exit 3 and no incomplete upload left, although the
+    aborts of the first two tries were refused too (the sink aborts what obstore could not). Then it lands whole."""
+    monkeypatch.setattr(s3_module, "MULTIPART_OVER", PART)
+    sink = await _prepared_via(proxy, any_bucket)
+    body = os.urandom(2 * PART + 1000)
+    proxy.fail(500, "InternalError", query="partNumber=2")
+    proxy.fail(503, "SlowDown", method="DELETE", times=2)
+    with pytest.raises(OutputError, match="after 3 attempts"):
+        await _publish(sink, "manifest.jsonl", body)
+    assert proxy.count("POST") >= 3 and any_bucket.incomplete_uploads() == [] and any_bucket.keys() == set()
+    proxy.calm()
+    await _publish(sink, "manifest.jsonl", body)
+    await sink.close()
+    assert any_bucket.incomplete_uploads() == []
+    assert any_bucket.client.get_object(Bucket=any_bucket.name, Key=f"{PREFIX}/manifest.jsonl")["Body"].read() == body
+
+
+_KILLED_WRITER = """
+import sys, anyio
+import downloader.sinks.s3 as s3
+s3.MULTIPART_OVER = {part}
+
+async def main() -> None:
+    sink = s3.S3Sink(sys.argv[1], endpoint_url=sys.argv[2])
+    await sink.prepare(clean=False)
+    staged = sink.staging("manifest.jsonl")
+    staged.write_bytes(bytes({size}))
+    await sink.publish("manifest.jsonl", staged, content_type="application/x-ndjson")
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.slow
+async def test_an_upload_killed_midway_is_aborted_by_the_next_writer(any_bucket: Bucket, proxy: S3Proxy) -> None:
+    """kill -9 of a process in the middle of a multipart upload leaves an incomplete upload (listed here). The
+    next fleet worker's prepare leaves it (it may be a live worker's, until an hour old); the job's only writer
+    (the lock holder) aborts it, and nothing is left."""
+    url = f"s3://{any_bucket.name}/{PREFIX}"
+    proxy.stall("partNumber", 60)  # the parts hang: the upload is under way when the kill comes
+    script = _KILLED_WRITER.format(part=PART, size=2 * PART + 1000)
+    child = await anyio.open_process([sys.executable, "-c", script, url, proxy.endpoint], stderr=None)
+    try:
+        with anyio.fail_after(30):
+            while not any("partNumber" in path for _, path, _ in list(proxy.seen)):
+                assert child.returncode is None, "the writer ended before its upload was under way"
+                await anyio.sleep(0.05)
+    finally:
+        child.kill()  # SIGKILL
+        await child.wait()
+    proxy.calm()
+    left = any_bucket.incomplete_uploads()
+    assert [key for key, _ in left] == [f"{PREFIX}/manifest.jsonl"]
+    # moto answers every upload's Initiated with a fixed date of 2010, so only SeaweedFS can show the age rule.
+    cases = ((True, []),) if isinstance(any_bucket.server, MotoServer) else ((False, left), (True, []))
+    for only_writer, expected in cases:
+        sink = S3Sink(url, endpoint_url=any_bucket.server.endpoint, retry=FAST)
+        await sink.prepare(clean=only_writer)
+        await sink.close()
+        assert any_bucket.incomplete_uploads() == expected
+    assert any_bucket.keys() == set()
+
+
+async def _publish(sink: S3Sink, name: str, body: bytes) -> None:
+    staged = sink.staging(name)
+    staged.write_bytes(body)
+    await sink.publish(name, staged, content_type="application/x-ndjson")

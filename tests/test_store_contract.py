@@ -35,6 +35,7 @@ from downloader.core.model import (
     Status,
     UrlExpired,
 )
+from downloader.state import pg_schema
 from downloader.state import sqlite as sqlite_module
 from downloader.state.base import Claim, Held, PatentRow, StateStore
 
@@ -722,9 +723,7 @@ async def test_postgres_workers_starting_at_once_create_the_schema_once(postgres
     """Six workers opening a fresh store together all succeed (the migration is serialized)."""
     stores = await asyncio.gather(*(postgres_backend.open() for _ in range(6)))
     runs = await asyncio.gather(*(s.start_run({}) for s in stores))
-    from downloader.state.pg_schema import SCHEMA_VERSION
-
-    assert len(set(runs)) == 6 and await postgres_backend.read_version() == SCHEMA_VERSION
+    assert len(set(runs)) == 6 and await postgres_backend.read_version() == pg_schema.SCHEMA_VERSION
 
 
 async def test_postgres_search_path_option(postgres_backend: Backend) -> None:

@@ -184,6 +184,10 @@ KINDS = {
     "pdf": (lambda p: p.write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n") and p, "PDF document"),
     "docx": (lambda p: _zip(p, {"word/document.xml": b"<w/>", "[Content_Types].xml": b"<x/>"}), "Word document"),
     "gzip": (_gzip, "gzip-compressed file"),
+    # `run /bin/ls` printed 200 characters of the program and advised --column.
+    "elf": (lambda p: p.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(57) + b"\xe0a\x00pG\x02") and p,
+            "compiled program or library (ELF)"),
+    "png": (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(40)) and p, "binary file"),
 }
 
 
@@ -201,6 +205,7 @@ def test_binary_kinds_are_named_with_what_to_do(tmp_path, kind, capsys):
                      "--api-base", "http://127.0.0.1:9"]) == 2
     line = one_clear_line(capsys.readouterr().err)
     assert name in line and "PK\x03" not in line and "\ufffd" not in line and len(line) < 300
+    assert line.isprintable() and "not a CSV or .xlsx file" in line
 
 
 def test_xlsx_without_openpyxl_says_how_to_get_it(tmp_path, monkeypatch):
@@ -216,3 +221,10 @@ def test_text_files_are_still_csv(tmp_path):
     path = tmp_path / "in.csv"
     path.write_text("PK,title\nCN104169186A,x\n", encoding="utf-8")  # "PK" but no zip signature
     assert list(read_inputs([path], column="PK")) == [N("CN104169186A")]
+
+
+def test_unicode_text_with_nul_bytes_is_still_csv(tmp_path):
+    """Excel's "Unicode Text" (UTF-16 with its BOM) is half NUL bytes, yet text: read, not refused as binary."""
+    path = tmp_path / "in.txt"
+    path.write_bytes("patent_number\r\nCN104169186A\r\n".encode("utf-16"))
+    assert list(read_inputs([path])) == [N("CN104169186A")]

@@ -59,7 +59,7 @@ def _report(err: BaseException, code: int, debug: bool) -> None:
         _err(f"patent-images: {err}; {err.hint}{unsaved}")
     elif isinstance(err, FatalError):
         hint = f" — {err.hint}" if err.hint else ""
-        rerun = "" if "rerun" in hint else "; rerun the same command once this is fixed"
+        rerun = "" if err.hint_says_rerun else "; rerun the same command once this is fixed"
         _err(f"patent-images: stopped: {err}{hint}. State and manifest are saved{rerun}.")
     elif isinstance(err, KeyboardInterrupt):
         _err("patent-images: interrupted.")
@@ -109,12 +109,20 @@ def _env(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rate", type=float, default=5.0, help="API requests per second, account-wide (default 5)")
-    p.add_argument("--api-concurrency", type=int, default=4, help="API requests in flight (default 4)")
-    p.add_argument("--download-concurrency", type=int, default=32, help="image downloads in flight (default 32)")
-    p.add_argument("--batch-size", type=int, default=100, help="patents per API request, 1..100 (default 100)")
-    p.add_argument("--retries", type=int, default=5, help="attempts per request on transient faults (default 5)")
+def _add_common(p: argparse.ArgumentParser, rate: float = 5.0) -> None:
+    p.add_argument("--rate", type=float, default=rate, metavar="R",
+                   help=f"API requests per second, account-wide (default {rate:g})")
+    p.add_argument("--api-concurrency", type=int, default=4, metavar="N", help="API requests in flight (default 4)")
+    p.add_argument("--download-concurrency", type=int, default=32, metavar="N",
+                   help="image downloads in flight (default 32)")
+    p.add_argument("--batch-size", type=int, default=100, metavar="N",
+                   help="patents per API request, 1..100 (default 100)")
+    p.add_argument("--drawings", choices=("abstract", "all"), default=_env("PATENT_IMAGES_DRAWINGS") or "abstract",
+                   help="abstract: the front-page drawing of each patent (P021, 100 patents a call); all: every "
+                        "drawing (P042 fulltext-image, one patent a call, pages of 100). One job holds one kind "
+                        "(env PATENT_IMAGES_DRAWINGS; default abstract)")
+    p.add_argument("--retries", type=int, default=5, metavar="N",
+                   help="attempts per request on transient faults (default 5)")
     p.add_argument("--retry-failed", action="store_true", help="also retry patents that failed in earlier runs")
     p.add_argument("--column", metavar="NAME", help="the input column holding patent numbers or ids, when it is not "
                    "patent_number, pn, publication_number or patent_id")
@@ -145,7 +153,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="where the state lives: default DIR/state.sqlite; postgresql://user@host:port/db for a "
                         "store shared by several workers (env PATENT_IMAGES_STATE)")
     p.add_argument("--workers", type=int, metavar="N",
-                   help="processes on this machine that share the job (default: the number of cores)")
+                   help="processes on this machine that share the job (default: one per 5,000 patents left to "
+                        "do, at most the number of cores and 8)")
     p.add_argument("--lease", type=float, default=60.0, metavar="SECONDS",
                    help="how long a worker's claim on a batch lives without renewal; a dead worker's keys are "
                         "taken over after it (default 60)")
@@ -157,10 +166,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "before it is called a spent quota, exit 3 (default 60)")
     p.add_argument("--state-patience", type=_duration, default=300.0, metavar="SECONDS",
                    help="how long a shared state store may stay unreachable (restart, failover) before the run "
-                        "stops with exit 3; within it, workers reconnect and lose nothing (default 300; 90s, 5m)")
+                        "stops with exit 3; within it, workers reconnect and lose nothing (90s, 5m; default 300)")
     p.add_argument("--io", choices=IO_MODES, default="auto",
                    help="how images are written: direct from the event loop (local disks), threads (one "
-                        "worker-thread hop per image, for NFS/SMB/FUSE), auto: threads on such file systems")
+                        "worker-thread hop per image, for NFS/SMB/FUSE), auto: threads on such file systems "
+                        "(default auto)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
 
 
@@ -202,8 +212,8 @@ def _add_demo(sub: Any) -> None:
                    help="use N generated publication numbers instead of the bundled sample list")
     p.add_argument("--input", metavar="FILE",
                    help="read this CSV or .xlsx instead (default: the bundled sample_inputs/patents.csv)")
-    _add_common(p)
-    p.set_defaults(func=cmd_demo, rate=20.0)
+    _add_common(p, rate=20.0)  # no account to spare on the simulator: faster than the real default
+    p.set_defaults(func=cmd_demo)
 
 
 def _add_status(sub: Any) -> None:

@@ -4,7 +4,8 @@ The page works offline and from any copy of DIR: inline CSS, JS and SVG only, no
 inlined image bytes; thumbnails are `<img loading="lazy">` pointing at DIR/images relative to the
 report. It stays small and quick at millions of patents because every list is capped: failures
 (at most `FAILURES_PER_GROUP` keys per error type), the contact sheet (the `SHEET_LIMIT` most
-recent drawings, embedded as a compact JSON array and paged by script), the chart (the last
+recent drawings, embedded as a compact JSON array and paged by script; with --drawings all the
+drawings of the first patents, grouped by patent with its figure count), the chart (the last
 `CHART_RUNS` runs). Rows are streamed from the state store straight into a temporary file,
 which is renamed into place at the end.
 
@@ -88,6 +89,10 @@ details li{break-inside:avoid}details li code{font-size:12px}
 #sheet img{display:block;width:100%;height:130px;object-fit:contain;background:#fff}
 #sheet figcaption{font-size:12px;margin-top:4px;overflow-wrap:anywhere;line-height:1.3}
 #sheet figcaption span{color:var(--muted);margin-left:4px;white-space:nowrap}
+#sheet h3.patent{grid-column:1/-1;margin:10px 0 0;font-size:14px;font-weight:600;border-bottom:1px solid var(--line)}
+#sheet h3.patent span{color:var(--muted);font-weight:400;margin-left:6px}
+table.figures td.bar{width:60%;text-align:left}table.figures td.bar i{display:inline-block;height:10px;
+background:var(--blue);border-radius:2px}
 .card .code{color:var(--muted);font-size:11px}.card .code code{font-size:11px}
 .advice{display:block;margin:4px 0 0 18px;font-weight:400;font-size:13px;max-width:900px}
 ul.files{margin:0;padding-left:20px;columns:2 420px}ul.files li{margin:2px 0}
@@ -107,14 +112,22 @@ _SCRIPT = """
         pn = document.createElement("b"), num = document.createElement("span");
     img.loading = "lazy"; img.alt = row[0] + " drawing " + row[1]; img.src = data.base + row[2];
     link.href = img.src; link.title = row[0] + " #" + row[1]; link.appendChild(img);
-    pn.textContent = row[0]; num.textContent = "#" + row[1]; cap.append(pn, num);
+    pn.textContent = row[0]; num.textContent = (row.length > 3 ? "FIG. " : "#") + row[1]; cap.append(pn, num);
     fig.append(link, cap); return fig;
+  }
+  function heading(row) {  // --drawings all: a patent's drawings follow its name and figure count
+    var h = document.createElement("h3"), n = document.createElement("span");
+    h.className = "patent"; h.textContent = row[0];
+    n.textContent = row[3] + (row[3] === 1 ? " figure" : " figures"); h.appendChild(n); return h;
   }
   function render() {
     var pages = Math.max(1, Math.ceil(rows.length / size));
     page = Math.min(Math.max(page, 0), pages - 1);
-    var frag = document.createDocumentFragment();
-    rows.slice(page * size, (page + 1) * size).forEach(function (r) { frag.appendChild(thumb(r)); });
+    var frag = document.createDocumentFragment(), last = null;
+    rows.slice(page * size, (page + 1) * size).forEach(function (r) {
+      if (r.length > 3 && r[0] !== last) { frag.appendChild(heading(r)); last = r[0]; }
+      frag.appendChild(thumb(r));
+    });
     grid.replaceChildren(frag);
     info.textContent = rows.length ? (page * size + 1) + "\\u2013" + Math.min(rows.length, (page + 1) * size) +
       " of " + rows.length.toLocaleString("en") + " \\u00b7 page " + (page + 1) + " of " + pages : "no drawing matches";
@@ -139,7 +152,9 @@ class ReportData:
     counts: dict[str, int]
     runs: list[dict[str, Any]]
     failures: list[tuple[str, int, str, str, str]]
-    recent: list[tuple[str, str, str, str]]
+    recent: list[tuple[str, str, str, str]] | list[tuple[str, str, str, str, int]]
+    figures: dict[int, int] | None = None  # --drawings all: patents by how many drawings they have
+    drawings: dict[str, int] | None = None  # --drawings all: drawings by status
 
 
 def write_report(out: str, to: Path | None = None, *, state_url: str | None = None,
@@ -172,7 +187,7 @@ async def _write_report(out: str, to: Path | None, state_url: str | None, endpoi
             temp.unlink(missing_ok=True)
         return str(target)
     sink = open_sink(out, endpoint_url=endpoint_url)
-    await sink.prepare()
+    await sink.prepare(clean=False)  # a run may be writing here: leave its uploads be
     try:
         staged = sink.staging(REPORT_FILE)
         with staged.open("w", encoding="utf-8") as page:
@@ -187,9 +202,42 @@ async def _read(store: StateStore) -> ReportData:
     counts = await store.counts()
     runs = [asdict(r) for r in reversed(await store.runs(CHART_RUNS))
             if r.summary and not r.summary.get("nothing_to_do")]
+    failures = await failure_groups(store.rows(status=Status.FAILED))
+    if await store.drawings_kind(None) == "all":
+        return ReportData(counts, runs, failures, await drawing_sheet(store.rows(status=Status.DOWNLOADED)),
+                          await store.figure_counts(), await store.drawing_counts())
     recent = [(r.key, r.pn or "", r.num or "", r.local_file or "")
               for r in await store.latest(Status.DOWNLOADED, SHEET_LIMIT) if r.local_file]
-    return ReportData(counts, runs, await failure_groups(store.rows(status=Status.FAILED)), recent)
+    return ReportData(counts, runs, failures, recent)
+
+
+async def drawing_sheet(rows: AsyncIterator[PatentRow],
+                        limit: int = SHEET_LIMIT) -> list[tuple[str, str, str, str, int]]:
+    """--drawings all: the drawings of the first downloaded patents, whole patents only, at most `limit`
+    drawings: (key, pn, figure, file, the patent's figure count), in input and figure order."""
+    sheet: list[tuple[str, str, str, str, int]] = []
+    patent: list[PatentRow] = []
+
+    def close() -> bool:
+        if patent and len(sheet) + len(patent) > limit:
+            return False
+        sheet.extend((r.key, r.pn or "", str(r.figure), r.local_file or "", len(patent)) for r in patent)
+        patent.clear()
+        return True
+
+    try:
+        async for row in rows:
+            if patent and row.key != patent[0].key and not close():
+                break
+            if row.local_file and row.figure is not None:
+                patent.append(row)
+        else:
+            close()
+    finally:  # a stream left early closes its cursor now, not when collected
+        aclose = getattr(rows, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    return sheet
 
 
 async def failure_groups(rows: AsyncIterator[PatentRow], cap: int = FAILURES_PER_GROUP
@@ -221,9 +269,16 @@ def _write_page(out: TextIO, data: ReportData, folder: Path, target_dir: Path) -
               "img-src 'self' file: data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
               f"<title>patent-images report — {escape(folder.name)}</title><style>{_CSS}</style></head><body>\n")
     out.write(_header(folder, runs))
-    out.write("<main>\n" + _cards(counts) + _files(folder, target_dir) + _runs_section(runs))
+    files = _files(folder, target_dir)
+    if data.drawings is not None:
+        files = files.replace("one row per patent:", "one row per drawing (one for a patent without any):")
+    out.write("<main>\n" + _cards(counts, runs, data.drawings) + files)
+    if data.figures is not None:
+        out.write(_figures_section(data.figures))
+    out.write(_runs_section(runs))
     _write_failures(out, data.failures, counts.get("failed", 0))
-    _write_sheet(out, data.recent, counts.get("downloaded", 0), _relative_base(folder, target_dir))
+    downloaded = counts.get("downloaded", 0) if data.drawings is None else data.drawings.get("downloaded", 0)
+    _write_sheet(out, data.recent, downloaded, _relative_base(folder, target_dir), grouped=data.drawings is not None)
     out.write(f"</main>\n<script>{_SCRIPT}</script>\n</body></html>\n")
 
 
@@ -239,16 +294,38 @@ def _header(folder: Path, runs: list[dict[str, Any]]) -> str:
             f'<span id="last-run">{when}</span> · generated {escape(_when(time.time()))}</p></header>\n')
 
 
-def _cards(counts: dict[str, int]) -> str:
+def _figures_section(figures: dict[int, int]) -> str:
+    """--drawings all: how many drawings patents have, as a table of bars (patents per bucket)."""
+    buckets = ((0, 0, "none"), (1, 1, "1"), (2, 5, "2–5"), (6, 10, "6–10"), (11, 20, "11–20"), (21, 30, "21–30"),
+               (31, 100, "31–100"), (101, 10**9, "over 100"))
+    counted = [(label, sum(n for f, n in figures.items() if low <= f <= high)) for low, high, label in buckets]
+    most = max((n for _, n in counted), default=0) or 1
+    patents, drawings = sum(figures.values()), sum(f * n for f, n in figures.items())
+    rows = "".join(f'<tr><td class="l">{label}</td><td>{n:,}</td><td class="bar"><i style="width:'
+                   f'{100 * n / most:.1f}%"></i></td></tr>' for label, n in counted)
+    mean = f"{drawings / patents:.1f}" if patents else "0"
+    return (f'<section id="figures"><h2>Drawings per patent <span class="muted">({drawings:,} drawings listed for '
+            f'{patents:,} patents, {mean} on average)</span></h2><table class="figures"><tr><th class="l">drawings'
+            f'</th><th>patents</th><th class="l"></th></tr>{rows}</table></section>\n')
+
+
+def _cards(counts: dict[str, int], runs: list[dict[str, Any]], drawings: dict[str, int] | None = None) -> str:
     # `resolved` (URL known, image not yet fetched) only lingers after an interrupted run: shown then.
     shown = [(s, label) for s, label in STATUSES if s != "resolved" or counts.get(s)]
-    cards = [_card("total", "All patents", sum(counts.values()))]
-    cards += [_card(s, label, counts.get(s, 0)) for s, label in shown]
+    cards = [_card("total", "All patents", sum(counts.values()), "")]
+    cards += [_card(s, label, counts.get(s, 0), f"status <code>{escape(s)}</code>") for s, label in shown]
+    # Input rows that never became patents: the last run's (they are counted per run, not kept in the state).
+    last = runs[-1]["summary"] if runs else {}
+    if drawings is not None:  # --drawings all: the drawings themselves, beside their patents
+        cards += [_card("drawings", "Drawings downloaded", drawings.get("downloaded", 0),
+                        f"of {sum(drawings.values()):,} listed")]
+    cards += [_card("rejected", "Rejected rows", last.get("rejected") or 0, "last run; see <code>rejects.csv</code>"),
+              _card("duplicates", "Duplicate rows", last.get("duplicates") or 0, "last run; read once")]
     return '<section class="cards" aria-label="totals by status">' + "".join(cards) + "</section>\n"
 
 
-def _card(key: str, label: str, value: int) -> str:
-    code = "" if key == "total" else f'<div class="code">status <code>{escape(key)}</code></div>'
+def _card(key: str, label: str, value: int, note: str) -> str:
+    code = f'<div class="code">{note}</div>' if note else ""
     return (f'<div class="card {key}"><div class="label">{escape(label)}</div>'
             f'<div class="value"><span id="count-{key}" data-count="{value}">{value:,}</span></div>{code}</div>')
 
@@ -261,7 +338,8 @@ def _runs_section(runs: list[dict[str, Any]]) -> str:
     return (f'<section><h2>Charged results and images per run <span class="muted">({shown})</span></h2>'
             + chart_svg(runs) +
             '<h2 style="margin-top:16px">Last runs</h2><table id="runs"><tr><th>run</th><th class="l">started</th>'
-            "<th>seconds</th><th>exit</th><th>API calls</th><th>charged</th><th>images</th><th>MB</th>"
+            "<th>seconds</th><th>exit</th><th>rejected</th><th>duplicates</th><th>API calls</th><th>charged</th>"
+            "<th>images</th><th>MB</th>"
             f'<th class="l">stop</th></tr>{rows}</table></section>\n')
 
 
@@ -270,6 +348,7 @@ def _run_row(run: dict[str, Any]) -> str:
     code = run["exit_code"]
     return (f"<tr><td>{run['id']}</td><td class=\"l\">{escape(_when(run['started']))}</td>"
             f"<td>{_num(s.get('seconds'), 1)}</td><td><span class=\"exit e{escape(code)}\">{escape(code)}</span></td>"
+            f"<td>{_num(s.get('rejected'))}</td><td>{_num(s.get('duplicates'))}</td>"
             f"<td>{_num(s.get('api_calls'))}</td><td>{_num(s.get('charged'))}</td><td>{_num(s.get('images'))}</td>"
             f"<td>{_num((s.get('bytes') or 0) / 1e6, 1)}</td>"
             f"<td class=\"l\">{escape(stop_words(s))}</td></tr>")
@@ -309,12 +388,20 @@ def _close_group(out: TextIO, group: str | None, shown: int, total: int) -> None
     out.write("</ul></details>\n")
 
 
-def _write_sheet(out: TextIO, rows: Iterable[tuple[str, str, str, str]], downloaded: int, base: str) -> None:
-    """The contact sheet: controls, an empty grid, and its rows as JSON for the script to page."""
+def _write_sheet(out: TextIO, rows: Iterable[tuple[Any, ...]], downloaded: int, base: str,
+                 grouped: bool = False) -> None:
+    """The contact sheet: controls, an empty grid, and its rows as JSON for the script to page
+    (with `grouped`, the drawings of whole patents, each under its name and figure count)."""
     shown = min(downloaded, SHEET_LIMIT)
     scope = (f'<span id="sheet-total">{downloaded:,}</span> downloaded' if shown == downloaded else
              f'<span id="sheet-total">{shown:,}</span> newest of {downloaded:,} downloaded')
-    out.write(f'<section id="contact-sheet"><h2>Most recent drawings <span class="muted">({scope})</span></h2>'
+    title = "Most recent drawings"
+    if grouped:
+        rows = list(rows)
+        patents = len({r[0] for r in rows})
+        title = "Drawings by patent"
+        scope = f'<span id="sheet-total">{len(rows):,}</span> drawings of the first {patents:,} patents downloaded'
+    out.write(f'<section id="contact-sheet"><h2>{title} <span class="muted">({scope})</span></h2>'
               '<div class="tools"><input id="filter" type="search" '
               'placeholder="Filter by publication number" aria-label="filter by publication number">'
               '<button id="prev" type="button">&larr; Prev</button><button id="next" type="button">Next &rarr;'
@@ -322,8 +409,8 @@ def _write_sheet(out: TextIO, rows: Iterable[tuple[str, str, str, str]], downloa
               '<noscript>The contact sheet needs JavaScript.</noscript></section>\n'
               f'<script type="application/json" id="sheet-data">{{"base":{_json(base)},"page":{SHEET_PAGE},'
               '"rows":[')
-    for i, (key, pn, num, local_file) in enumerate(rows):
-        out.write(("," if i else "") + _json([pn or key, num, quote(Path(local_file).as_posix())]))
+    for i, (key, pn, num, local_file, *figures) in enumerate(rows):
+        out.write(("," if i else "") + _json([pn or key, num, quote(Path(local_file).as_posix()), *figures]))
     out.write("]}</script>\n")
 
 

@@ -15,6 +15,7 @@ open-file limit) is still said once on stderr.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -28,7 +29,7 @@ from urllib.parse import urlsplit
 from downloader import __version__
 from downloader.cli.progress import make_progress
 from downloader.cli.runner import err_line
-from downloader.core.errors import DownloaderError
+from downloader.core.errors import DownloaderError, UsageError
 from downloader.core.events import BatchDone, Event, ImageDone, Notice, Problem, Sink, fan_out
 from downloader.core.settings import Settings
 
@@ -133,7 +134,7 @@ def open_sinks(settings: Settings, verbose: bool = False) -> Iterator[RunSink]:
     """The event sink for a run: progress display plus the optional log file (start/end lines)."""
     progress = None if settings.dry_run else make_progress(settings.progress, verbose=verbose)
     # A dry run promises to write nothing, so it leaves the log file alone too.
-    out = open(settings.log_file, "a", encoding="utf-8") if settings.log_file and not settings.dry_run else None  # noqa: SIM115
+    out = _open_log(settings.log_file) if settings.log_file and not settings.dry_run else None
     log = LogFile(out, settings.log_format) if out else None
     said = _say_always if progress is None and not settings.dry_run else None
     sink = RunSink([s for s in (progress, log, said) if s is not None])
@@ -154,6 +155,23 @@ def open_sinks(settings: Settings, verbose: bool = False) -> Iterator[RunSink]:
                 out.close()
             except OSError:
                 pass  # already said by the log
+
+
+# A --log-file that names no writable file (a folder, a path through a file, no permission): a usage error.
+_BAD_LOG_PATH = {errno.EISDIR, errno.ENOTDIR, errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG}
+
+
+def _open_log(path: str) -> TextIO:
+    """The --log-file, opened to append; a path that cannot be a log file is a usage error (exit 2)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--log-file {path}: folder {folder} does not exist")
+    try:
+        return open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by open_sinks
+    except OSError as err:
+        if err.errno not in _BAD_LOG_PATH:
+            raise  # a full or read-only disk: a condition of the machine, named as such by the CLI
+        raise UsageError(f"cannot write --log-file {path}: {err.strerror or err}") from None
 
 
 def _say_always(event: Event) -> None:
@@ -177,7 +195,9 @@ def _options(settings: Settings) -> dict[str, Any]:
 
 
 def _summary_fields(summary: dict[str, Any]) -> dict[str, Any]:
-    keep = ("exit_code", "stop_reason", "by_status", "api_calls", "charged", "recharged", "images", "bytes", "seconds")
+    # Every input row is accounted for: the keys by status, and the rows that were not used (rejected, duplicates).
+    keep = ("exit_code", "stop_reason", "by_status", "rejected", "duplicates", "api_calls", "charged", "recharged",
+            "images", "bytes", "seconds")
     return {k: summary.get(k) for k in keep}
 
 

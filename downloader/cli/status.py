@@ -25,14 +25,21 @@ async def _status_data(out: str, state_url: str | None, runs: int) -> dict[str, 
     store = await open_existing(state_url, state_folder(out) / STATE_FILE)
     try:
         counts = await store.counts()
+        all_drawings = await store.drawings_kind(None) == "all"
+        drawings = await store.drawing_counts() if all_drawings else None
+        figures = await store.figure_counts() if all_drawings else None
         workers = [asdict(w) for w in await store.workers()]
         history = [asdict(r) for r in await store.runs(runs) if not r.summary.get("nothing_to_do")]
     finally:
         await store.close()
     now = time.time()
     live = [w for w in workers if not w["finished"] and w["lease_until"] >= now]
-    return {"folder": out, "state": store.location, "total": sum(counts.values()), "by_status": counts,
+    data = {"folder": out, "state": store.location, "total": sum(counts.values()), "by_status": counts,
             "workers": live, "runs": history}
+    if drawings is not None and figures is not None:  # --drawings all: the drawings, and patents by their count
+        data["drawings"] = {"total": sum(drawings.values()), "by_status": drawings,
+                            "per_patent": {str(n): c for n, c in sorted(figures.items())}}
+    return data
 
 
 def show_status(out: str, state_url: str | None, as_json: bool, runs: int) -> int:
@@ -50,13 +57,26 @@ _LABELS = (("downloaded", "image saved"), ("no_image", "the patent has no abstra
            ("pending", "not asked yet: the next run continues"), ("resolved", "URL known, image not fetched yet"))
 
 
+# --drawings all: a patent is settled when each of its drawings is.
+_ALL_LABELS = (("downloaded", "every drawing saved"), ("no_image", "the patent has no drawings"),
+               *_LABELS[2:5], ("resolved", "drawings listed, not all fetched yet"))
+
+
 def render_status(data: dict[str, Any]) -> str:
     """A person-readable table of the totals (each status with what it means) and the runs."""
     counts = data["by_status"]
     known = [k for k, _ in _LABELS]
     lines = [f"{data['folder']}: {data['total']:,} patents"]
-    lines += [f"  {status:<11} {counts[status]:>10,}  {meaning}" for status, meaning in _LABELS if status in counts]
+    labels = _ALL_LABELS if "drawings" in data else _LABELS
+    lines += [f"  {status:<11} {counts[status]:>10,}  {meaning}" for status, meaning in labels if status in counts]
     lines += [f"  {status:<11} {n:>10,}" for status, n in sorted(counts.items()) if status not in known]
+    if "drawings" in data:
+        drawings = data["drawings"]
+        listed = sum(int(n) * c for n, c in drawings["per_patent"].items())
+        patents = sum(drawings["per_patent"].values())
+        lines.append(f"{drawings['total']:,} drawings (--drawings all), {listed / patents if patents else 0:.1f} "
+                     "per patent on average")
+        lines += [f"  {status:<11} {n:>10,}" for status, n in sorted(drawings["by_status"].items())]
     for w in data.get("workers", []):
         left = max(0.0, w["lease_until"] - time.time())
         lines.append(f"  worker {w['worker']} (run {w['run_id']}): {w['claimed']:,} keys claimed, "

@@ -23,7 +23,8 @@
     └── DownloadError           one image could not be fetched (per patent, data not a stop)
         ├── TransientDownloadError  5xx, reset, timeout, truncated body: retry; spent: deferred
         │   └── NotAnImageError    a 200 whose body is no image: retry; spent: the patent fails
-        ├── UrlExpiredError     the signed URL expired: ask the API again
+        ├── UrlExpiredError     the signed URL expired (or its host moved): ask the API again
+        ├── HostRefusedError    the URL's host refused while a probe finds out whether it moved: wait a moment
         └── BadImageError       not an image, too large, hostile answer: the patent fails
 
 Per-patent problems become `failed` rows with `error` = "ClassName: detail"; only run-level
@@ -61,12 +62,14 @@ class Interrupted(DownloaderError):
 class FatalError(DownloaderError):
     """A condition of the whole run that no retry fixes: stop cleanly, keep state, exit 3.
 
-    `hint` says what to do, in words for the person running the job.
+    `hint` says what to do, in words for the person running the job. `hint_says_rerun`: the hint
+    already tells the person to run the same command again (the CLI then does not say it twice).
     """
 
-    def __init__(self, message: str, *, hint: str = "") -> None:
+    def __init__(self, message: str, *, hint: str = "", hint_says_rerun: bool = False) -> None:
         super().__init__(message)
         self.hint = hint
+        self.hint_says_rerun = hint_says_rerun
 
 
 class OutageError(FatalError):
@@ -83,8 +86,8 @@ class OutputError(FatalError):
     `unsaved` names the output files the run could not write on its way out (the state is intact).
     """
 
-    def __init__(self, message: str, *, hint: str = "") -> None:
-        super().__init__(message, hint=hint)
+    def __init__(self, message: str, *, hint: str = "", hint_says_rerun: bool = False) -> None:
+        super().__init__(message, hint=hint, hint_says_rerun=hint_says_rerun)
         self.unsaved: list[str] = []
 
 
@@ -131,9 +134,10 @@ class FatalApiError(ApiError, FatalError):
     """Nothing this run can fix (credentials, quota, balance, expired client): stop, exit 3."""
 
     def __init__(self, message: str, *, hint: str = "", code: int | None = None, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, hint_says_rerun: bool = False) -> None:
         ApiError.__init__(self, message, code=code, status=status, retry_after=retry_after)
         self.hint = hint
+        self.hint_says_rerun = hint_says_rerun
 
 
 class DownloadError(DownloaderError):
@@ -151,6 +155,11 @@ class NotAnImageError(TransientDownloadError):
 
 class UrlExpiredError(DownloadError):
     """The signed URL is expired or about to: the patent goes back for a fresh URL."""
+
+
+class HostRefusedError(DownloadError):
+    """The URL's host refused the connection while one of its keys asks the API whether the host
+    moved (`core/moved.py`): not retried, the key is deferred a moment and decided then."""
 
 
 class BadImageError(DownloadError):

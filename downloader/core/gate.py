@@ -10,15 +10,9 @@ Pacing. Requests are spaced `interval` seconds apart (1 / --rate at first), acco
 is handed out only when it is due within GRANT_AHEAD; a caller asking earlier is told when to ask
 again and reserves nothing. So no request is ever scheduled far ahead: when a throttling answer
 arrives, nothing else is about to go out (requests already sent are in flight, not queued).
-A request can leave later than its slot (the store's answer takes time, a busy machine wakes the
-sender late), and late requests bunch up at the server. So the record also keeps the last
-⌊rate⌋ slots, and a new one comes at least 1 s + `guard` after the ⌊rate⌋-th last: the server
-never sees more than --rate requests in a second as long as no request is later than `guard`.
-The guard is never below MIN_GUARD (0.15 s): measured with three workers sharing two busy cores,
-0.05 s let 10 requests into one second at --rate 8, 0.15 s kept it at 7–8. It costs up to 13% of
-the nominal rate when requests come back to back (⌊rate⌋ requests per 1.15 s), nothing otherwise.
-A sender that finds its grant later than that drops it (the slot goes unused) and asks again;
-the lateness it measured, reported with its next `acquire`, widens the guard for everyone.
+The server never sees more than ⌊rate⌋ requests in any second: the gate counts them by the time
+they were written, which the senders report, and a request that could not be written within its
+slot's guard is not sent at all (see `pacing`, which keeps that schedule).
 
 Throttling (67200002, 67200007, HTTP 429). The first throttling answer starts an episode: the
 spacing doubles (it climbs back by 10% per RECOVER_AFTER quiet successes) and the whole run is
@@ -41,18 +35,20 @@ starts at its own rate and is not stopped by an earlier run's verdict.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from downloader.core import pacing
+from downloader.core.pacing import Entry, Sent
+
 PAUSES = (1.0, 2.0, 8.0, 30.0)  # before each single probe while throttled
+CATCH_UP = 0.25  # a schedule this late is caught up by the following slots
 GRANT_AHEAD = 0.02  # a slot is handed out at most this long before it is due
 POLL = 1.0  # the longest a waiting caller sleeps before asking the gate again
 MIN_RATE = 0.2  # requests per second never drop below this while throttled
 RECOVER_AFTER = 10  # quiet successes before the spacing shrinks by 10%
 HOLD_SECONDS = 60.0  # a credential check that did not conclude by then is given up
-MIN_GUARD, MAX_GUARD = 0.15, 2.0  # bounds of the allowance for requests that leave after their slot
-GUARD_DECAY = 0.002  # the guard shrinks by this much per grant when no one reports lateness
-MAX_WINDOW = 200  # slots remembered for the sliding second (rates above this are only spaced)
 PROBE_LOST = 120.0  # a probe that never reported (its worker died) is replaced after this
 
 Record = dict[str, Any]
@@ -89,8 +85,8 @@ class GateState:
     next: float = 0.0
     quiet: int = 0
     calm_since: float = 0.0  # the slot of the probe that ended the last episode
-    recent: list[float] = field(default_factory=list)  # the last ⌊rate⌋ slots handed out
-    guard: float = MIN_GUARD  # seconds a request may leave after its slot
+    recent: list[Entry] = field(default_factory=list)  # requests that may share a second with the next
+    guard: float = pacing.MIN_GUARD  # seconds a request may be written after its slot
     episode: Episode | None = None
     hold: Hold | None = None
     verdict: Verdict | None = None
@@ -102,8 +98,9 @@ class Grant:
     """What `acquire` decided: a slot (send after `wait` seconds), or ask again after `wait`.
 
     `report`: the caller must tell the gate how the request went (a probe, a checker, or a
-    spacing that is still recovering). `guard`: the most a request may leave after its slot (a
-    later one is dropped). `fatal`: the run is stopped (spent quota, refused credentials): raise it.
+    spacing that is still recovering). `guard`: the most a request may be written after its slot
+    (a later one is not sent). `fatal`: the run is stopped (spent quota, refused credentials):
+    raise it. `now`: the store's clock when it decided.
     """
 
     slot: float | None
@@ -111,7 +108,8 @@ class Grant:
     report: bool = False
     probe: bool = False
     fatal: Verdict | None = None
-    guard: float = MAX_GUARD
+    guard: float = pacing.MAX_GUARD
+    now: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +128,13 @@ def load(record: Record | None, run: int, rate: float) -> GateState:
     base = 1.0 / rate
     if not record or record.get("run") != run:  # a new run keeps the pace of the account's last requests
         old = record or {}
-        return GateState(run=run, interval=base, next=float(old.get("next", 0.0)), recent=list(old.get("recent", [])),
-                         guard=float(old.get("guard", MIN_GUARD)))
+        guard = float(old.get("guard", pacing.MIN_GUARD))
+        return GateState(run=run, interval=base, next=float(old.get("next", 0.0)),
+                         recent=pacing.loaded(old.get("recent", []), guard), guard=guard)
     data = dict(record)
     episode, hold = data.pop("episode", None), data.pop("hold", None)
     state = GateState(**data)
+    state.recent = pacing.loaded(state.recent, state.guard)
     state.episode = Episode(**episode) if episode else None
     state.hold = Hold(**hold) if hold else None
     return state
@@ -146,43 +146,57 @@ def dump(state: GateState) -> Record:
 
 
 def acquire(record: Record | None, now: float, *, run: int, rate: float, owner: str | None = None,
-            late: float = 0.0) -> tuple[Record, Grant]:
+            sent: Iterable[Sent] = ()) -> tuple[Record, Grant]:
     """Hand out the next slot if it is due within GRANT_AHEAD, else say when to ask again.
 
-    `late`: how long after its slot the caller's previous request left, at most (it widens the guard).
+    `sent`: the caller's reports since its last call: when each of its requests was written (None:
+    it missed its slot and was not sent).
     """
     state = load(record, run, rate)
-    state.guard = min(MAX_GUARD, max(MIN_GUARD, late, state.guard - GUARD_DECAY))
+    _settle(state, sent, now)
     if state.verdict is not None:
-        return dump(state), Grant(None, 0.0, fatal=state.verdict)
+        return _granted(state, now, Grant(None, 0.0, fatal=state.verdict))
     holder = _held_by(state, now, owner)
     if state.hold is not None and not holder:
-        return dump(state), Grant(None, min(POLL, state.hold.until - now))
+        return _granted(state, now, Grant(None, min(POLL, state.hold.until - now)))
     if state.episode is not None and not holder:
         return _probe(state, now, rate)
-    slot = max(now, state.next, _window_opens(state, rate))
+    slot = max(now, state.next, pacing.opens(state.recent, rate))
     if slot - now > GRANT_AHEAD:
-        return dump(state), Grant(None, min(POLL, slot - now - GRANT_AHEAD / 2))
+        return _granted(state, now, Grant(None, _retry_in(state, now, rate, slot)))
     _take(state, slot, rate)
     recovering = state.interval > 1.0 / rate * 1.001
-    return dump(state), Grant(slot, slot - now, report=holder or recovering, guard=state.guard)
+    return _granted(state, now, Grant(slot, slot - now, report=holder or recovering, guard=state.guard))
 
 
-def _window_opens(state: GateState, rate: float) -> float:
-    """The earliest slot that keeps ⌊rate⌋ requests within any second, allowing `guard` lateness."""
-    count = _window(rate)
-    if count > MAX_WINDOW or len(state.recent) < count:
-        return 0.0
-    return state.recent[-count] + 1.0 + state.guard
+def _granted(state: GateState, now: float, grant: Grant) -> tuple[Record, Grant]:
+    return dump(state), replace(grant, now=now)
+
+
+def _retry_in(state: GateState, now: float, rate: float, slot: float) -> float:
+    """When to ask again: when the slot would open if every pending request is written on time."""
+    hoped = max(state.next, pacing.opens(state.recent, rate, hopeful=True)) - now - GRANT_AHEAD / 2
+    return min(POLL, slot - now - GRANT_AHEAD / 2, max(hoped, pacing.RETRY_FLOOR))
+
+
+def _settle(state: GateState, sent: Iterable[Sent], now: float) -> None:
+    """Take in a sender's reports; a missed probe is offered again."""
+    state.recent, state.guard, missed = pacing.settle(state.recent, sent, state.guard)
+    if missed and all(e[0] < max(missed) for e in state.recent):
+        state.next = min(state.next, max(missed))  # the last slot went unused: the next may take its place
+    episode = state.episode
+    if episode is not None and episode.probe_slot in missed:
+        episode.probe_slot, episode.probe_at = None, now
 
 
 def _take(state: GateState, slot: float, rate: float) -> None:
-    state.next = slot + state.interval
-    state.recent = [*state.recent, slot][-min(_window(rate), MAX_WINDOW):]
-
-
-def _window(rate: float) -> int:
-    return max(1, int(rate))
+    # A slot asked for late (the store was slow, the asker woke late) by less than CATCH_UP keeps the
+    # schedule: the next ones may come sooner until it is caught up (the window still holds). After
+    # a longer pause the schedule starts again from this slot: no burst.
+    state.next = (state.next if state.next >= slot - CATCH_UP else slot) + state.interval
+    state.guard = pacing.narrowed(state.guard)
+    if pacing.counted(rate):
+        state.recent = pacing.take(state.recent, slot, state.guard)
 
 
 def _held_by(state: GateState, now: float, owner: str | None) -> bool:
@@ -201,14 +215,16 @@ def _probe(state: GateState, now: float, rate: float) -> tuple[Record, Grant]:
     assert episode is not None
     if episode.probe_slot is not None:
         if now - episode.probe_slot < PROBE_LOST:
-            return dump(state), Grant(None, POLL)  # the probe is out: wait for its answer
+            return _granted(state, now, Grant(None, POLL))  # the probe is out: wait for its answer
         episode.probe_slot, episode.probe_at = None, now
     if episode.probe_at - now > GRANT_AHEAD:
-        return dump(state), Grant(None, min(POLL, episode.probe_at - now - GRANT_AHEAD / 2))
-    slot = max(now, episode.probe_at)
+        return _granted(state, now, Grant(None, min(POLL, episode.probe_at - now - GRANT_AHEAD / 2)))
+    slot = max(now, episode.probe_at, pacing.opens(state.recent, rate))
+    if slot - now > GRANT_AHEAD:
+        return _granted(state, now, Grant(None, _retry_in(state, now, rate, slot)))
     episode.probe_slot = slot
     _take(state, slot, rate)
-    return dump(state), Grant(slot, slot - now, report=True, probe=True)
+    return _granted(state, now, Grant(slot, slot - now, report=True, probe=True, guard=state.guard))
 
 
 def throttled(record: Record | None, now: float, *, run: int, rate: float, slot: float, what: str,
@@ -257,14 +273,17 @@ def spent_quota(episode: Episode, now: float, asked: float | None, patience: flo
     return {"kind": "quota", "code": episode.code, "status": episode.status,
             "message": f"{episode.what} (throttling) answered for {now - episode.since:.0f} s{spaced}{longer}: "
                        "not a rate limit, the quota or daily limit is probably used up",
+            "hint_says_rerun": True,
             "hint": f"wait for it to renew (or raise it with PatSnap), then run the same command; "
                     f"--throttle-patience (now {patience:g} s) sets how long to probe"}
 
 
 def succeeded(record: Record | None, now: float, *, run: int, rate: float, slot: float,
-              owner: str | None = None) -> tuple[Record, None]:
-    """Take in a normal answer to the request sent in `slot` (a probe's ends its episode)."""
+              owner: str | None = None, sent: Iterable[Sent] = ()) -> tuple[Record, None]:
+    """Take in a normal answer to the request sent in `slot` (a probe's ends its episode), and the
+    caller's reports of when its requests were written."""
     state = load(record, run, rate)
+    _settle(state, sent, now)
     if owner is not None and state.hold is not None and state.hold.owner == owner:
         state.hold = None  # the checker's retry went through: the credentials are good
     episode = state.episode

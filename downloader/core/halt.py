@@ -23,6 +23,7 @@ def record(err: FatalError, run_id: int, worker: str) -> Change:
         if old and old.get("run_id") == run_id:
             return old, None
         return {"run_id": run_id, "worker": worker, "at": now, "message": str(err), "hint": err.hint,
+                "hint_says_rerun": err.hint_says_rerun,
                 "code": getattr(err, "code", None), "status": getattr(err, "status", None),
                 "kind": type(err).__name__}, None
     return change
@@ -33,10 +34,12 @@ def error_from(data: dict[str, Any] | None, run_id: int) -> FatalError | None:
     if not data or data.get("run_id") != run_id:
         return None
     message = f"{data.get('message', 'halted')} (seen by worker {data.get('worker', '?')})"
+    hint, rerun = data.get("hint") or "", bool(data.get("hint_says_rerun"))
     if data.get("kind") == "FatalApiError":
-        return FatalApiError(message, hint=data.get("hint") or "", code=data.get("code"), status=data.get("status"))
+        return FatalApiError(message, hint=hint, code=data.get("code"), status=data.get("status"),
+                             hint_says_rerun=rerun)
     if data.get("kind") == "OutputError":  # the other workers stop as gently as the one that met it
-        return OutputError(message, hint=data.get("hint") or "")
+        return OutputError(message, hint=hint, hint_says_rerun=rerun)
     if data.get("kind") == "OutageError":
-        return OutageError(message, hint=data.get("hint") or "")
-    return FatalError(message, hint=data.get("hint") or "")
+        return OutageError(message, hint=hint, hint_says_rerun=rerun)
+    return FatalError(message, hint=hint, hint_says_rerun=rerun)

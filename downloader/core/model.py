@@ -41,6 +41,21 @@ class PatentKey:
 
 
 @dataclass(frozen=True, slots=True)
+class FigureKey(PatentKey):
+    """One drawing of a patent (`--drawings all`): the patent's key and its 1-based figure, in the
+    API's order. Results of a drawing carry it; the state store files them under the patent."""
+
+    figure: int
+
+
+class Drawings(enum.StrEnum):
+    """Which drawings a job fetches; one job (output folder or state store) holds one kind."""
+
+    ABSTRACT = "abstract"  # the front-page drawing, P021 abstract-image, 100 patents a call
+    ALL = "all"  # every drawing, P042 fulltext-image, one patent a call, pages of 100
+
+
+@dataclass(frozen=True, slots=True)
 class Reject:
     """An input row that cannot be used, and why. Goes to rejects.csv; never stops the run."""
 
@@ -63,7 +78,8 @@ class Batch:
 @dataclass(frozen=True, slots=True)
 class Resolved:
     """The API gave a signed image URL for this key; `signed_at` is when it was signed (read from
-    the URL, else the answer's time), so `expires_at - signed_at` is the URL's lifetime."""
+    the URL, else the answer's time), so `expires_at - signed_at` is the URL's lifetime.
+    A drawing of `--drawings all` has a FigureKey and the API's `image_type` (e.g. "drawings")."""
 
     key: PatentKey
     pn: str
@@ -72,6 +88,18 @@ class Resolved:
     url: str
     expires_at: float
     signed_at: float | None = None
+    image_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """P042 listed `figures` (≥ 1) drawings of this patent; its drawings' Resolved events follow in
+    the same record. The patent is settled once each of its drawings is."""
+
+    key: PatentKey
+    pn: str
+    patent_id: str
+    figures: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +126,7 @@ class Failed:
     error: str
 
 
-Outcome = Resolved | NoImage | NotFound | Failed
+Outcome = Resolved | Listed | NoImage | NotFound | Failed
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,8 @@
 """Where an image lives under images/: a pure function of pn, drawing number and type.
 
-Layout: `images/<h0h1>/<h2>/<PN>_<NUM>.<ext>`, where h is the SHA-1 of the safe file stem.
+Layout: `images/<h0h1>/<h2>/<PN>_<NUM>.<ext>`, where h is the SHA-1 of the safe file stem; with
+`--drawings all`, `images/<h0h1>/<h2>/<PN>/<figure>.<ext>`, h the SHA-1 of the safe pn (a patent's
+drawings share one folder).
 4,096 leaf folders keep every folder under ~2,500 files even at ten million patents, and the
 hash spreads patents of one office evenly. Names keep only `[A-Za-z0-9_-]`, so no answer from the
 API (`../../x`, slashes, NUL, 10,000 characters) can escape `images/` or make an invalid name.
@@ -55,3 +57,10 @@ def image_path(pn: str, num: str, ext: str) -> str:
     stem = f"{safe_part(pn)}_{safe_part(num, '0')}"
     shard = hashlib.sha1(stem.encode()).hexdigest()
     return f"{IMAGES_DIR}/{shard[:2]}/{shard[2]}/{stem}.{ext}"
+
+
+def figure_path(pn: str, figure: int, ext: str) -> str:
+    """Drawing `figure` (1-based) of a patent, relative to the output folder, always inside images/."""
+    stem = safe_part(pn)
+    shard = hashlib.sha1(stem.encode()).hexdigest()
+    return f"{IMAGES_DIR}/{shard[:2]}/{shard[2]}/{stem}/{int(figure)}.{ext}"

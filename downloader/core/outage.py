@@ -90,4 +90,4 @@ class OutageDetector:
             text = f"cannot reach {self.what} at {self.host}: {self.reason} ({tries})"
         else:
             text = f"{self.what} at {self.host} failed every call: {self.reason} ({tries})"
-        return OutageError(text, hint="run the same command when it is back")
+        return OutageError(text, hint="run the same command when it is back", hint_says_rerun=True)

@@ -81,6 +81,7 @@ class Summary:
     duplicates: int = 0
     rejected: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
+    drawings: dict[str, int] = field(default_factory=dict)  # --drawings all: this run's drawings by status
     # what the run did (summed over its workers)
     api_calls: int = 0
     asked: int = 0

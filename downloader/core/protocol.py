@@ -35,7 +35,7 @@ _HINTS = {
     67200002: "quota or call rate exceeded; lower --rate or wait for the quota to renew",
     67200003: "the token expired or the key/secret is wrong; check --client-id/--client-secret or --token",
     67200004: "no permission or the API package quota is used up; check the subscription",
-    67200005: "the account balance is insufficient; top it up, then rerun the same command",
+    67200005: "the account balance is insufficient; top it up",
     67200006: "the client has expired; renew it in the PatSnap console",
     67200008: "the apikey is missing or wrong; pass --api-key (with OAuth it defaults to the client id)",
     67200009: "the token is invalid; check the credentials",
@@ -75,9 +75,12 @@ def error_for_code(code: int, message: str = "") -> ApiError:
     return cls(text, code=code)
 
 
-def error_for_http(status: int, retry_after: float | None = None) -> ApiError:
-    """The exception for an HTTP error status from the API host."""
-    text = f"HTTP {status} from the API"
+def error_for_http(status: int, retry_after: float | None = None, url: str = "") -> ApiError:
+    """The exception for an HTTP error status from the API host (`url`: the endpoint, no query).
+
+    A 404 is a wrong --api-base, not an outage: fatal at once, naming the URL that was not found.
+    """
+    text = f"HTTP {status} from the API" + (f" at {url}" if url and status == 404 else "")
     if status == 429:
         return ThrottledError(text, status=status, retry_after=retry_after)
     if status == 401:
@@ -243,22 +246,22 @@ def _match_by_base(unmatched: list[str], left: dict[str, Mapping[str, Any]],
 
 def outcome_for_item(key: PatentKey, item: Mapping[str, Any], answered_at: float) -> Outcome:
     """Classify one matched result: an image URL, no image, or a hostile answer that fails."""
-    pn = _text(item.get("pn"))
-    patent_id = _text(item.get("patent_id"))
+    pn = field_text(item.get("pn"))
+    patent_id = field_text(item.get("patent_id"))
     if pn is None or patent_id is None:
         return Failed(key, "HostileAnswer: pn or patent_id is not a short plain string")
     drawing = item.get("abstract_drawing")
     if not isinstance(drawing, Mapping) or not drawing.get("path"):
         return NoImage(key, pn, patent_id)
     path = drawing.get("path")
-    num = _text(drawing.get("num")) or "0"
+    num = field_text(drawing.get("num")) or "0"
     if not isinstance(path, str) or not path.lower().startswith(("http://", "https://")) or len(path) > 8192:
         return Failed(key, "HostileAnswer: abstract_drawing.path is not an http(s) URL")
     signed_at, expires_at = url_window(path, answered_at=answered_at)
     return Resolved(key, pn, patent_id, num, path, expires_at, signed_at)
 
 
-def _text(value: Any) -> str | None:
+def field_text(value: Any) -> str | None:
     """A field as a plain string, or None when it is not one we are willing to store."""
     if value is None:
         return ""

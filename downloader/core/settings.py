@@ -10,6 +10,7 @@ from downloader.core.errors import UsageError
 
 DEFAULT_API_BASE = "https://connect.patsnap.com"
 IO_MODES = ("auto", "direct", "threads")  # --io: see sinks/local.py and sinks/filesystems.py
+DRAWINGS = ("abstract", "all")  # --drawings: see core.model.Drawings
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class Settings:
     # before the run stops as an outage (exit 3); deferred patents are retried after a third of it.
     outage_seconds: float = 30.0
     max_charged: int | None = None
+    # Which drawings: "abstract" (P021, the front-page drawing) or "all" (P042, every drawing).
+    drawings: str = "abstract"
     max_runtime: float | None = None
     recheck_after_days: float | None = None
     dry_run: bool = False
@@ -91,6 +94,8 @@ class Settings:
             raise UsageError(f"--io must be auto, direct or threads, got {self.io!r}")
         if self.outage_seconds <= 0:
             raise UsageError("outage_seconds must be positive")
+        if self.drawings not in DRAWINGS:
+            raise UsageError(f"--drawings must be abstract or all, got {self.drawings!r}")
         if self.log_format not in ("text", "json"):
             raise UsageError("--log-format must be text or json")
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import anyio
@@ -41,10 +41,11 @@ from downloader.core.errors import (
 )
 from downloader.core.model import Batch, Counters, Deferred, Failed, Outcome, PatentKey
 from downloader.core.outage import SPAN, OutageDetector, origin
+from downloader.core.ports import Answer, BatchResult
 from downloader.net.auth import TokenProvider
 from downloader.net.httperrors import map_client_errors
 from downloader.net.proxies import proxy_for
-from downloader.net.ratelimit import ApiGate
+from downloader.net.ratelimit import ApiGate, SlotMissed, Ticket
 from downloader.net.retrying import RetryPolicy
 
 
@@ -61,17 +62,17 @@ API_PATH = "/basic-patent-data/abstract-image"
 HEADERS = {"X-PatSnap-Version": "1.0", "Content-Type": "application/json", "Accept": "application/json"}
 _MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
-Answer = Outcome | Deferred
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class BatchResult:
-    """Outcomes for the keys that were asked (Deferred ones in an outage), and the keys left
-    unasked (budget spent)."""
+class ApiRequest:
+    """One call: a path under the API base, its query (the apikey is added), and a JSON body for a
+    POST (None: a GET)."""
 
-    outcomes: list[Answer]
-    unasked: tuple[PatentKey, ...] = ()
-    charged: int = 0
+    path: str
+    params: dict[str, str]
+    body: dict[str, Any] | None = None
 
 
 @dataclass
@@ -89,9 +90,9 @@ class PatsnapClient:
                  budget: BudgetLike, log: Callable[[str, dict[str, object]], None] | None = None, *,
                  apikey_is_client_id: bool = False, worker: str = "", outage_seconds: float = SPAN) -> None:
         self._session = session
-        self._url = URL(api_base.rstrip("/") + API_PATH)
-        self._proxy = proxy_for(self._url)
-        self._api_key = api_key
+        self._base = api_base.rstrip("/")
+        self._proxy = proxy_for(URL(self._base + API_PATH))  # one host: one proxy for every path
+        self.api_key = api_key
         self._tokens = tokens
         self.gate = gate
         self._policy = policy
@@ -129,22 +130,34 @@ class PatsnapClient:
             first, charged_left = await self._resolve_splitting(left)
             second, charged_right = await self._resolve_splitting(right)
             return first + second, charged_left + charged_right
-        except TokenExpiredError as err:  # refused over and over, past every check: stop the run
+        except (TokenExpiredError, TransientApiError) as err:
+            return self.unanswered(err, [PatentKey(batch.kind, k) for k in batch.keys]), 0
+
+    def unanswered(self, err: TokenExpiredError | TransientApiError, keys: Sequence[PatentKey]) -> list[Answer]:
+        """Keys whose call failed past its retries: refused credentials stop the run; a transport
+        failure defers them (they wait and are asked again), or stops the run when every call fails."""
+        if isinstance(err, TokenExpiredError):  # refused over and over, past every check
             raise refused_error(err, static_token=not self._tokens.refreshable,
                                 apikey_is_client_id=self._apikey_is_client_id) from err
-        except TransientApiError as err:
-            # Retries are spent: not this batch's fault. Its keys wait and are asked again.
-            outage = self.outage.error(time.monotonic())
-            if outage is not None:
-                raise outage from err
-            retry_at = time.time() + self.outage.defer_seconds
-            return [Deferred(PatentKey(batch.kind, k), describe(err), retry_at) for k in batch.keys], 0
+        outage = self.outage.error(time.monotonic())
+        if outage is not None:
+            raise outage from err
+        retry_at = time.time() + self.outage.defer_seconds
+        return [Deferred(key, describe(err), retry_at) for key in keys]
 
     async def _call(self, batch: Batch) -> tuple[list[Outcome], int]:
-        call = _Call()
-        return await self._policy().call(lambda: self._once(batch, call))
+        request = ApiRequest(API_PATH, protocol.request_params(batch, self.api_key))
+        items, answered_at = await self.exchange(request, _abstract_items)
+        self._counters.charged += len(items)
+        return protocol.map_answer(batch, items, answered_at), len(items)
 
-    async def _once(self, batch: Batch, call: _Call) -> tuple[list[Outcome], int]:
+    async def exchange(self, request: ApiRequest, decode: Callable[[object], T]) -> tuple[T, float]:
+        """One request through the gate, with retries and the credential check: `decode` turns the
+        answer's JSON into a value or raises its ApiError. Returns the value and when it was answered."""
+        call = _Call()
+        return await self._policy().call(lambda: self._once(request, decode, call))
+
+    async def _once(self, request: ApiRequest, decode: Callable[[object], T], call: _Call) -> tuple[T, float]:
         outage = self.outage.error(time.monotonic())
         if outage is not None:
             raise outage
@@ -155,41 +168,41 @@ class PatsnapClient:
         except TransientApiError as err:  # the token endpoint out of reach is an outage of the API too
             self.outage.failed(time.monotonic(), str(err), self._host)
             raise
-        ticket = await self.gate.acquire(call.holder)
-        token = ""
-        try:
-            token = await self._tokens.get()  # cached unless it aged while waiting for the slot
-            body = await self._get(protocol.request_params(batch, self._api_key), token)
-            answered_at = time.time()
-            answer = protocol.decode_answer(body)
-            if answer.error is not None:
-                raise answer.error
-        except ThrottledError as err:
-            self.outage.succeeded()
-            self._counters.throttled += 1
-            await self.gate.throttled(ticket, err)
-            raise
-        except TokenExpiredError as err:
-            self.outage.succeeded()
-            await self._refused(err, token, call)
-            raise
-        except InvalidParameterError:
+        while True:  # until a request is written within its slot
+            ticket = await self.gate.acquire(call.holder)
+            token = ""
+            try:
+                token = await self._tokens.get()  # cached unless it aged while waiting for the slot
+                body = await self._send(request, token, ticket)
+                answered_at = time.time()
+                value = decode(body)
+            except SlotMissed:
+                continue  # nothing was sent: ask for a new slot
+            except ThrottledError as err:
+                self.outage.succeeded()
+                self._counters.throttled += 1
+                await self.gate.throttled(ticket, err)
+                raise
+            except TokenExpiredError as err:
+                self.outage.succeeded()
+                await self._refused(err, token, call)
+                raise
+            except InvalidParameterError:
+                self.outage.succeeded()
+                await self.gate.succeeded(ticket, call.holder)
+                call.holder = None
+                raise
+            except TransientApiError as err:
+                await self.gate.unanswered(ticket)
+                self.outage.failed(time.monotonic(), str(err), self._host)
+                outage = self.outage.error(time.monotonic())
+                if outage is not None:
+                    raise outage from err
+                raise
             self.outage.succeeded()
             await self.gate.succeeded(ticket, call.holder)
             call.holder = None
-            raise
-        except TransientApiError as err:
-            await self.gate.unanswered(ticket)
-            self.outage.failed(time.monotonic(), str(err), self._host)
-            outage = self.outage.error(time.monotonic())
-            if outage is not None:
-                raise outage from err
-            raise
-        self.outage.succeeded()
-        await self.gate.succeeded(ticket, call.holder)
-        call.holder = None
-        self._counters.charged += len(answer.items)
-        return protocol.map_answer(batch, answer.items, answered_at), len(answer.items)
+            return value, answered_at
 
     async def _refused(self, err: TokenExpiredError, token: str, call: _Call) -> None:
         """A refusal: become the fleet's checker (refresh once; the caller retries once) or wait
@@ -218,22 +231,38 @@ class PatsnapClient:
             await self.gate.release(me)
             raise
 
-    async def _get(self, params: dict[str, str], token: str) -> object:
+    async def _send(self, request: ApiRequest, token: str, ticket: Ticket) -> object:
         headers = {**HEADERS, "Authorization": f"Bearer {token}"}
+        url = URL(self._base + request.path)
+        params = {**request.params, "apikey": self.api_key}
+        method = "GET" if request.body is None else "POST"
         with map_client_errors(TransientApiError, "API request"):
-            async with self._session.get(self._url, params=params, headers=headers, proxy=self._proxy) as resp:
+            async with self._session.request(method, url, params=params, json=request.body, headers=headers,
+                                             proxy=self._proxy, trace_request_ctx=ticket) as resp:
                 self._counters.api_calls += 1  # it reached the API (a call that never did is no call)
                 if resp.status != 200:
                     retry_after = protocol.parse_retry_after(resp.headers.get("Retry-After"), time.time())
-                    raise protocol.error_for_http(resp.status, retry_after)
+                    raise protocol.error_for_http(resp.status, retry_after, str(url.with_user(None)))
                 raw = await resp.content.read(_MAX_ANSWER_BYTES + 1)
                 if len(raw) > _MAX_ANSWER_BYTES:
                     raise TransientApiError("the API answer is larger than 16 MB")
                 return _json(raw)
 
+    def count_charged(self, charged: int) -> None:
+        """Add results charged by a call made through `exchange` (the caller knows what was billed)."""
+        self._counters.charged += charged
+
     def outage_error(self) -> OutageError | None:
         """The OutageError to stop with when every call failed for a while (checked on a timer too)."""
         return self.outage.error(time.monotonic())
+
+
+def _abstract_items(body: object) -> tuple[Any, ...]:
+    """P021's items, or the error its answer carries."""
+    answer = protocol.decode_answer(body)
+    if answer.error is not None:
+        raise answer.error
+    return answer.items
 
 
 def _json(raw: bytes) -> object:

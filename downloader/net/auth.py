@@ -142,6 +142,9 @@ class OAuthToken:
                         f"the token endpoint refused the client credentials (HTTP {resp.status})",
                         hint="the suspect is the client id and secret: check --client-id and --client-secret",
                         status=resp.status)
+                if resp.status == 404:  # a wrong --api-base, not an outage: no retry helps
+                    raise FatalApiError(f"HTTP 404 from the token endpoint at {self._url.with_user(None)}",
+                                        hint="the API path was not found; check --api-base", status=404)
                 if resp.status != 200:
                     raise TransientApiError(f"HTTP {resp.status} from the token endpoint", status=resp.status)
                 body = await resp.json(content_type=None)

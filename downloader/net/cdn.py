@@ -13,6 +13,9 @@ A download starts only while its URL has more than a margin left: --expiry-margi
 more than a quarter of the URL's own lifetime (`expiry.margin`), so short-lived URLs are used.
 A transport failure whose retries are spent defers the patent (it keeps its URL; tried again
 later), and when every download fails that way for a while the CDN is out of reach: OutageError.
+A URL whose host refuses the connection while the API gives URLs on another host (the host moved:
+`core/moved.py` tells it from a host that is down, with one probe) is asked again at once, as an
+expired one is: charged once more and counted in `recharged`, never waited for until it expires.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from downloader.core.errors import (
     BadImageError,
     DownloadError,
     FatalError,
+    HostRefusedError,
     LeaseLostError,
     LocalResourceError,
     NotAnImageError,
@@ -38,10 +42,11 @@ from downloader.core.errors import (
     describe,
 )
 from downloader.core.expiry import is_expired_403, is_usable, margin, parse_url_signed_at
-from downloader.core.model import Counters, Deferred, Downloaded, Failed, ImageJob, UrlExpired
-from downloader.core.naming import CONTENT_TYPES, MAGIC_BYTES_NEEDED, image_path, sniff_image_type
+from downloader.core.model import Counters, Deferred, Downloaded, Failed, FigureKey, ImageJob, PatentKey, UrlExpired
+from downloader.core.moved import MovedHosts
+from downloader.core.naming import CONTENT_TYPES, MAGIC_BYTES_NEEDED, figure_path, image_path, sniff_image_type
 from downloader.core.outage import SPAN, OutageDetector, origin
-from downloader.net.httperrors import map_client_errors
+from downloader.net.httperrors import cause, map_client_errors
 from downloader.net.proxies import proxy_for
 from downloader.net.retrying import RetryPolicy
 from downloader.sinks.base import ImageSink, Upload
@@ -49,6 +54,7 @@ from downloader.sinks.base import ImageSink, Upload
 _ERROR_BODY_BYTES = 64 * 1024
 # Waiting for file descriptors to be freed (by the downloads that hold them): first pause, cap, patience.
 _FD_PAUSE, _FD_PAUSE_MAX, _FD_PATIENCE = 0.05, 2.0, 120.0
+_PROBE_WAIT = 1.0  # a refused URL waits this long while its host's probe is out (see core/moved.py)
 
 
 class ImageFetcher:
@@ -65,6 +71,7 @@ class ImageFetcher:
         self._margin = expiry_margin
         self._max_bytes = max_bytes
         self.outage = OutageDetector("the CDN", outage_seconds)
+        self.moves: MovedHosts[PatentKey] = MovedHosts(patience=self.outage.defer_seconds)
 
     async def fetch(self, job: ImageJob) -> Downloaded | UrlExpired | Failed | Deferred:
         """Download `job` with retries on transient faults.
@@ -93,6 +100,8 @@ class ImageFetcher:
         except UrlExpiredError as err:
             self._counters.expired_urls += 1
             return UrlExpired(job.key, describe(err))
+        except HostRefusedError as err:
+            return Deferred(job.key, describe(err), time.time() + _PROBE_WAIT)
         except NotAnImageError as err:  # every try got a page that is no image: the patent's problem
             return Failed(job.key, describe(err))
         except TransientDownloadError as err:  # not the patent's fault: it keeps its URL, tried again later
@@ -111,13 +120,21 @@ class ImageFetcher:
             raise outage
         if not self.usable(job, time.time()):
             raise UrlExpiredError("the URL expires too soon to start the download")
+        if self.moves.probing:
+            self.moves.arrived(origin(job.url), job.key)
         try:
             done = await self._attempt(job)
         except NotAnImageError:
             self.outage.succeeded()
             raise
         except TransientDownloadError as err:
-            self.outage.failed(time.monotonic(), str(err), origin(job.url))
+            host = origin(job.url)
+            verdict = self.moves.refused(host, job.key, time.monotonic()) if _refused(err) else "down"
+            if verdict == "ask":
+                raise UrlExpiredError(f"{host} refused the connection: asking the API for a fresh URL") from err
+            self.outage.failed(time.monotonic(), str(err), host)
+            if verdict == "wait":
+                raise HostRefusedError(f"{host} refused the connection; waiting to learn whether it moved") from err
             outage = self.outage.error(time.monotonic())
             if outage is not None:
                 raise outage from err
@@ -179,7 +196,9 @@ class ImageFetcher:
             if declared is not None and size != declared:
                 raise TransientDownloadError(f"body cut short: {size} of {declared} bytes")
             ext = sniff_image_type(head) or "bin"
-            relative = image_path(job.pn or job.key.value, job.num, ext)
+            pn = job.pn or job.key.value
+            key = job.key
+            relative = figure_path(pn, key.figure, ext) if isinstance(key, FigureKey) else image_path(pn, job.num, ext)
             sha = digest.hexdigest()
             if self._holds is not None and not self._holds(job.lease):  # checked last: nothing may wait after it
                 raise LeaseLostError(job.key.value)
@@ -198,3 +217,8 @@ class ImageFetcher:
             # CDNs do answer 200 with an HTML error page now and then: worth another try.
             raise NotAnImageError(f"not an image: the body starts with {head[:16]!r}")
         return self._sink.begin()
+
+
+def _refused(err: TransientDownloadError) -> bool:
+    """True when the host refused the connection (nothing listens there), not a timeout, reset or 5xx."""
+    return err.__cause__ is not None and cause(err.__cause__) == "connection refused"

@@ -11,6 +11,12 @@ slot and the others do not poll it; a credential checker skips that queue (the o
 on its verdict). A throttling answer or a refusal pauses this process's senders at once, before
 its report reaches the store (which may be busy with other writes): a slot granted meanwhile is
 dropped and asked for again, so nothing goes out on a stale view of the gate.
+
+The slot is taken at the moment the request is written: the API session's trace hook
+(`on_request_headers_sent`, which aiohttp awaits just before it writes the request) calls
+`Ticket.writing`, which lets the request go only within its slot's guard, else raises SlotMissed
+and nothing is sent. When it was written (or that it was not) reaches the gate with this
+process's next call to it (see `core/pacing.py`).
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Protocol, TypeVar
 
+import aiohttp
 import anyio
 
-from downloader.core import gate
+from downloader.core import gate, pacing
 from downloader.core.errors import ApiError, FatalApiError
 
 T = TypeVar("T")
@@ -38,19 +46,61 @@ class SharedRecords(Protocol):
     async def update_shared(self, name: str, change: Callable[[Shared | None, float], tuple[Shared, T]]) -> T: ...
 
 
-@dataclass(frozen=True, slots=True)
+class SlotMissed(Exception):
+    """The request could not be written within its slot's guard: it was not sent (ask for a new slot)."""
+
+
+@dataclass(slots=True)
 class Ticket:
-    """A granted slot: which one (to tell the gate how it went) and whether the gate wants to hear."""
+    """A granted slot: which one (to tell the gate how it went), whether the gate wants to hear,
+    and until when (our monotonic clock) its request may be written."""
 
     slot: float
     report: bool
     probe: bool = False
+    deadline: float = float("inf")
+    written: float | None = field(default=None, repr=False)  # the store time it was written, at most
+    _gate: ApiGate | None = field(default=None, repr=False)
+
+    def writing(self) -> None:
+        """Called just before the request's bytes go out: let it go, or raise SlotMissed."""
+        if self._gate is not None:
+            self.written = self._gate.writing(self)
+
+
+def trace_config() -> aiohttp.TraceConfig:
+    """The API session's hooks: a request that carries a Ticket (`trace_request_ctx`) is checked
+    against its slot at the moment it is written. aiohttp awaits `on_request_headers_sent` just
+    before it writes a request without a body (nothing awaits in between), and buffers the headers
+    of one with a body, which go out with its first chunk, right after `on_request_chunk_sent`."""
+    config = aiohttp.TraceConfig()
+    config.on_request_headers_sent.append(_on_headers)
+    config.on_request_chunk_sent.append(_on_chunk)
+    return config
+
+
+async def _on_headers(session: aiohttp.ClientSession, context: SimpleNamespace,
+                      params: aiohttp.TraceRequestHeadersSentParams) -> None:
+    ticket = getattr(context, "trace_request_ctx", None)
+    if isinstance(ticket, Ticket) and params.method in BODILESS:
+        ticket.writing()
+
+
+async def _on_chunk(session: aiohttp.ClientSession, context: SimpleNamespace,
+                    params: aiohttp.TraceRequestChunkSentParams) -> None:
+    ticket = getattr(context, "trace_request_ctx", None)
+    if isinstance(ticket, Ticket) and ticket.written is None:
+        ticket.writing()
+
+
+BODILESS = frozenset({"GET", "HEAD"})  # requests we send without a body
 
 
 def fatal_from(verdict: dict[str, Any]) -> FatalApiError:
     """The error a gate verdict stops the run with."""
     return FatalApiError(verdict.get("message", "the run was stopped at the API gate"), hint=verdict.get("hint", ""),
-                         code=verdict.get("code"), status=verdict.get("status"))
+                         code=verdict.get("code"), status=verdict.get("status"),
+                         hint_says_rerun=bool(verdict.get("hint_says_rerun")))
 
 
 class ApiGate:
@@ -58,7 +108,7 @@ class ApiGate:
 
     def __init__(self, records: SharedRecords, run_id: int, rate: float, patience: float, *,
                  log: Callable[[str, dict[str, object]], None] | None = None,
-                 pauses: tuple[float, ...] = gate.PAUSES) -> None:
+                 pauses: tuple[float, ...] = gate.PAUSES, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.patience = patience
         self.pauses = pauses
@@ -68,7 +118,11 @@ class ApiGate:
         self._local = anyio.Lock()
         self._reporting = 0  # throttles and refusals of this process on their way to the store
         self._reported = anyio.Event()
-        self._late = 0.0  # how long after its slot this process's last request left, at most
+        self._now = clock  # this process's monotonic clock (a test's loop clock)
+        self._clock = pacing.StoreClock()
+        self._sent: list[pacing.Sent] = []  # when this process's requests were written, for the gate
+        self._missing = anyio.Event()  # set when a slot is missed
+        self.missed = 0  # slots this process could not write in time (for tests and the bench)
 
     def __repr__(self) -> str:
         return f"<ApiGate run {self._run}, {self.rate:g}/s, patience {self.patience:g} s>"
@@ -76,6 +130,30 @@ class ApiGate:
     async def _update(self, change: Callable[..., tuple[Shared, T]], **kwargs: Any) -> T:
         step = functools.partial(change, run=self._run, rate=self.rate, **kwargs)
         return await self._records.update_shared(RECORD, step)
+
+    async def _reporting_update(self, change: Callable[..., tuple[Shared, T]], **kwargs: Any) -> T:
+        """`_update`, carrying this process's reports of when its requests were written."""
+        sent, self._sent = self._sent, []
+        try:
+            return await self._update(change, sent=sent, **kwargs)
+        except BaseException:
+            self._sent[:0] = sent
+            raise
+
+    def writing(self, ticket: Ticket) -> float:
+        """The request of `ticket` is being written now: the latest store time that is, or SlotMissed."""
+        now = self._now()
+        if now > ticket.deadline:
+            late = now - ticket.deadline
+            self._sent.append((ticket.slot, None))
+            self.missed += 1
+            self._missing.set()
+            self._missing = anyio.Event()
+            ticket.deadline = float("-inf")  # a retried write (a new connection) is no better
+            raise SlotMissed(f"the request could not be written until {late:.3f} s after its slot's guard")
+        written = self._clock.latest(now)
+        self._sent.append((ticket.slot, written))
+        return written
 
     async def acquire(self, holder: str | None = None) -> Ticket:
         """Wait for this request's slot (a probe's, while throttled); raise the run's verdict if there is one."""
@@ -88,19 +166,22 @@ class ApiGate:
         while True:
             while self._reporting and holder is None:
                 await self._reported.wait()
-            asked = time.monotonic()
-            grant: gate.Grant = await self._update(gate.acquire, owner=holder, late=self._late)
+            asked = self._now()
+            grant: gate.Grant = await self._reporting_update(gate.acquire, owner=holder)
+            if grant.now is not None:
+                self._clock.observe(asked, grant.now, self._now())
             if grant.fatal is not None:
                 raise fatal_from(grant.fatal)
-            if grant.wait > 0:
-                await anyio.sleep(grant.wait)
-            if grant.slot is None or (self._reporting and holder is None):
+            if grant.slot is None:
+                with anyio.move_on_after(grant.wait):
+                    await self._missing.wait()  # a miss of this process frees its slot: ask at once
                 continue
-            # The store's clock read the slot's time after `asked`: this bounds how late we are. A
-            # grant later than the guard is dropped (unless nothing is ever that quick: best effort).
-            self._late = max(0.0, time.monotonic() - asked - grant.wait)
-            if self._late <= grant.guard or self._late >= gate.MAX_GUARD or grant.probe:
-                return Ticket(grant.slot, grant.report, grant.probe)
+            await anyio.sleep(max(0.0, self._clock.not_before(grant.slot) - self._now()))
+            if self._reporting and holder is None:  # a throttle or refusal came meanwhile: not this slot
+                self._sent.append((grant.slot, None))
+                continue
+            deadline = self._clock.not_after(grant.slot + grant.guard)
+            return Ticket(grant.slot, grant.report, grant.probe, deadline, _gate=self)
 
     @asynccontextmanager
     async def _reporting_now(self) -> AsyncIterator[None]:
@@ -128,9 +209,11 @@ class ApiGate:
                                     "episode": "new" if verdict.started else "continues"})
 
     async def succeeded(self, ticket: Ticket, holder: str | None = None) -> None:
-        """A normal answer (only sent to the store when the gate wants to hear it)."""
-        if ticket.report or holder is not None:
-            await self._update(gate.succeeded, slot=ticket.slot, owner=holder)
+        """A normal answer (sent to the store when the gate wants to hear it, or when no later call
+        of this process to the gate has told it yet when this request was written)."""
+        unheard = (ticket.slot, ticket.written) in self._sent and not self._local.locked()  # no one asks soon
+        if ticket.report or holder is not None or unheard:
+            await self._reporting_update(gate.succeeded, slot=ticket.slot, owner=holder)
 
     async def unanswered(self, ticket: Ticket) -> None:
         """No answer (a transport failure): a probe is offered again."""

@@ -1,4 +1,4 @@
-"""A faithful, seeded fake of the PatSnap Open API (P021 abstract image) and its image CDN.
+"""A faithful, seeded fake of the PatSnap Open API (P021 abstract image, P042 fulltext image) and its image CDN.
 
 It backs `patent-images demo` and `simulate`, the integration tests and the benchmarks.
 
@@ -14,6 +14,15 @@ Routes
                                            (67200002), random faults, ids (68300004). Coded errors
                                            are HTTP 200 with status false. patent_id wins over
                                            patent_number; unknown patents are omitted.
+    POST /basic-patent-data/fulltext-image P042 ?apikey=K, Bearer token, JSON {patent_id|patent_number,
+                                           limit 1..100, offset}: one page of a patent's drawings
+                                           {pn, patent_id, result_count, total_search_result_count,
+                                           fulltext_image: [{path, image_type}]}; same checks and
+                                           faults as P021; unknown → data null or []. See `fulltext`.
+    GET  /basic-patent-data/fulltext-inline-image ?patent_number=…|patent_id=…: every drawing with its
+                                           stable image_id, unpaged.
+    GET  /fulltext-image/{office}/{pn}/{image_id}.{ext}?<signature>   a drawing of P042 ("FIG. n"),
+                                           signed for 7 days; otherwise as /cdn/ below.
     GET  /cdn/{office}/{pn}/{pn}_{num}.{ext}?<signature>
                                            the drawing, streamed in 64 KB chunks; 403 XML
                                            AccessDenied "Request has expired" / SignatureDoesNotMatch,

@@ -1,4 +1,4 @@
-"""Handlers of the fake OAuth endpoint and the P021 abstract-image API."""
+"""Handlers of the fake OAuth endpoint and the P021 abstract-image API; the checks every API request passes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import socket
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -96,6 +96,14 @@ def _client_credentials(request: web.Request, form: Mapping[str, Any]) -> tuple[
 
 async def abstract_image_handler(request: web.Request) -> web.StreamResponse:
     """GET /basic-patent-data/abstract-image: the P021 answer, faults and all."""
+    return await guarded_api_request(request, _answer)
+
+
+async def guarded_api_request(request: web.Request,
+                              answer: Callable[[Simulator, web.Request], Awaitable[web.Response]]
+                              ) -> web.StreamResponse:
+    """An API request of any endpoint: counted, then the outage, account checks and random faults
+    (the same for P021 and P042), and only then `answer`."""
     sim = request.app[SIM_KEY]
     counters = sim.counters
     counters.requests += 1
@@ -112,7 +120,7 @@ async def abstract_image_handler(request: web.Request) -> web.StreamResponse:
         refusal = _refusal(sim, request)
         if refusal is None:
             refusal = await _injected_fault(sim, request)
-        return refusal if refusal is not None else _answer(sim, request)
+        return refusal if refusal is not None else await answer(sim, request)
 
 
 def _has_client_headers(request: web.Request) -> bool:
@@ -180,7 +188,7 @@ async def _injected_fault(sim: Simulator, request: web.Request) -> web.StreamRes
     return None
 
 
-def _answer(sim: Simulator, request: web.Request) -> web.Response:
+async def _answer(sim: Simulator, request: web.Request) -> web.Response:
     keys = _identifiers(request.query, sim.config.max_batch)
     if keys is None:
         sim.counters.invalid_requests += 1

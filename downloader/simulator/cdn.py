@@ -1,6 +1,7 @@
 """Handler of the fake image CDN: signed, expiring URLs, streamed bodies, body faults.
 
-Paths are `/cdn/{office}/{pn}/{pn}_{num}.{ext}` (office = first two letters of the pn).
+Paths are `/cdn/{office}/{pn}/{pn}_{num}.{ext}` (office = first two letters of the pn), and for the
+drawings of P042 `/fulltext-image/{office}/{pn}/{image_id}.{ext}` (figure n: `num` n, zero-padded).
 Only a path this simulator signed verifies, so there is no per-path existence check:
 a verified path always has bytes, unless its pn is listed in `config.missing_images`.
 """
@@ -20,6 +21,8 @@ from downloader.simulator.signing import verify
 
 CHUNK = 64 * 1024
 _PATH = re.compile(r"^/cdn/[A-Z]{2}/(?P<pn>[A-Z0-9]+)/(?P=pn)_(?P<num>\d{4})\.(?P<ext>png|jpg)$")
+# A drawing of P042: the file name is its stable image id, whose last four digits are the figure.
+_FULLTEXT_PATH = re.compile(r"^/fulltext-image/[A-Z]{2}/(?P<pn>[A-Z0-9]+)/HDA\d{15}(?P<num>\d{4})\.(?P<ext>png|jpg)$")
 _CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
 _HTML_PAGE = "<!DOCTYPE html><html><head><title>Access check</title></head><body>Please wait…</body></html>"
 _XML = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{}</Code><Message>{}</Message></Error>'
@@ -40,7 +43,7 @@ async def image_handler(request: web.Request) -> web.StreamResponse:
         down = sim.down("cdn")
         if down is not None:
             return down_answer(sim, request, down, "cdn")
-        match = _PATH.match(request.path)
+        match = _PATH.match(request.path) or _FULLTEXT_PATH.match(request.path)
         if match is None:
             return _not_found(sim)
         refusal = _signature_refusal(sim, request)
@@ -89,8 +92,10 @@ async def _serve(sim: Simulator, request: web.Request, pn: str, num: str) -> web
         headers["Content-Disposition"] = request.query["response-content-disposition"]
     response = web.StreamResponse(headers=headers)
     response.content_length = size
-    await response.prepare(request)
     try:
+        # A client that went away (a stopped run) before the headers went out is no server error:
+        # aiohttp would log it with a traceback on stderr, under the demo's own output.
+        await response.prepare(request)
         if await _write_body(sim, request, response, body, size, fault):
             sim.counters.images_served += 1
             sim.counters.image_bytes_served += size

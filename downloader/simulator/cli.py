@@ -23,12 +23,23 @@ def _kinds(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _port(text: str) -> int:
+    """A TCP port for argparse: out of 0..65535 is a usage error (exit 2), not an internal one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range: give 0..65535 (0: any free port)")
+    return port
+
+
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `simulate` command's options (defaults are SimulatorConfig's)."""
     d = SimulatorConfig()
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    add("--port", type=int, default=8080, help="port to listen on, 0 for any (default %(default)s)")
+    add("--port", type=_port, default=8080, help="port to listen on, 0 for any (default %(default)s)")
     add("--seed", type=int, default=d.seed, help="seed of the patent universe and fault dice")
     add("--api-key", default=d.api_key, help="accepted apikey (the client id is accepted too)")
     add("--token", default=d.static_token, help="static bearer token accepted; '' for none")
@@ -36,6 +47,8 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     add("--client-secret", default=d.client_secret, help="OAuth client secret")
     add("--token-lifetime", type=float, default=d.token_lifetime, help="OAuth token lifetime, seconds")
     add("--url-lifetime", type=float, default=d.url_lifetime, help="signed image URL lifetime, seconds")
+    add("--fulltext-url-lifetime", type=float, default=d.fulltext_url_lifetime,
+        help="signed URL lifetime of P042 drawings, seconds (default 7 days)")
     add("--url-style", choices=("cos", "sigv4"), default=d.url_style, help="signed URL shape")
     add("--qps-limit", type=float, default=None, help="API requests per second allowed (default none)")
     add("--throttle-mode", choices=THROTTLE_MODES, default=d.throttle_mode,
@@ -74,6 +87,7 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
         client_secret=ns.client_secret,
         token_lifetime=ns.token_lifetime,
         url_lifetime=ns.url_lifetime,
+        fulltext_url_lifetime=ns.fulltext_url_lifetime,
         url_style=ns.url_style,
         qps_limit=ns.qps_limit,
         throttle_mode=ns.throttle_mode,

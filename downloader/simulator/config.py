@@ -32,6 +32,7 @@ class SimulatorConfig:
     client_secret: str = "demo-secret"
     token_lifetime: float = 1799.0
     url_lifetime: float = 3 * 3600.0
+    fulltext_url_lifetime: float = 7 * 86400.0  # P042's sample URL is signed for 7 days
     url_style: str = "cos"
     qps_limit: float | None = None
     throttle_mode: str = "code"
@@ -140,6 +141,8 @@ class Counters:
     quota_refused: int = 0
     fatal_answers: int = 0
     invalid_requests: int = 0
+    fulltext_pages: int = 0
+    drawings_listed: int = 0
     image_requests: int = 0
     images_served: int = 0
     image_bytes_served: int = 0

@@ -22,6 +22,9 @@ from downloader.simulator import images
 UNKNOWN_SHARE = 0.07
 NO_DRAWING_SHARE = 0.08
 JPEG_SHARE = 0.15
+# Drawings of a patent (P042): none when it has no abstract drawing; a few have over 100 (paging).
+MANY_DRAWINGS_SHARE = 0.01
+MAX_FEW_DRAWINGS = 30
 DEFAULT_KIND = {"US": "B2", "CN": "A", "EP": "B1", "JP": "A", "KR": "B1", "WO": "A1"}
 
 _KIND_RE = re.compile(r"^(.*\d)([A-Z]\d?)$")
@@ -94,6 +97,20 @@ class Universe:
     def image_bytes(self, pn: str, num: str) -> bytes:
         """The drawing's bytes: a valid PNG or JPEG (per `ext_for`), cached."""
         return _image_bytes(self.seed, pn, num, self.ext_for(pn))
+
+    def figures(self, record: Record) -> int:
+        """How many drawings P042 lists for a patent: 0 without an abstract drawing, else mostly 1..30
+        (about 8 on average, as the front pages of real filings), and about 1% with 101..160."""
+        if record.num is None:
+            return 0
+        roll = _unit(self.seed, "figures", record.pn)
+        if roll < MANY_DRAWINGS_SHARE:
+            return 101 + _hash_int(self.seed, "many", record.pn) % 60
+        return 1 + int(MAX_FEW_DRAWINGS * _unit(self.seed, "few", record.pn) ** 2.2)
+
+    def image_id(self, pn: str, figure: int) -> str:
+        """The stable name of a drawing (as P042's `HDA…` file names): a per-patent stem and the figure."""
+        return f"HDA{_hash_int(self.seed, 'hda', pn) % 10**15:015d}{figure:04d}"
 
     def patent_id_for(self, pn: str) -> str:
         """The reversible, deterministic UUID for a full publication number."""

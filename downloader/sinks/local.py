@@ -68,7 +68,7 @@ class LocalSink:
         except OSError as err:
             if err.errno in machine.FULL:
                 raise machine.output_error(err, self._root) from None
-            raise UsageError(f"cannot write to --out {self._root}: {err.strerror or err}") from None
+            raise UsageError(machine.out_refusal(self._root, err)) from None
         self._identity = (info.st_dev, info.st_ino)
         if clean:
             self._reserve = machine.hold_reserve(self._root)

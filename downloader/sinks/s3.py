@@ -6,7 +6,8 @@ PutObject with its Content-Type and `x-amz-meta-sha256`. An S3 object appears wh
 so no object exists before its bytes were verified and a killed run leaves no partial object.
 Images always go in a single PUT (S3 takes up to 5 GB that way). Output files (manifest, summary,
 report) are written to a private local temp folder and `publish` uploads them; files over
-`MULTIPART_OVER` go as a multipart upload, which also becomes visible only when it completes.
+`MULTIPART_OVER` go as a multipart upload, which also becomes visible only when it completes. An
+upload left incomplete (a kill, a failed abort) is aborted later (see `s3uploads`).
 
 The client is obstore (Rust's `object_store` under Python; bench/results/s3-libs.md measured it at
 about a quarter of aiobotocore's CPU per PUT). It is made once per sink and keeps a pool of
@@ -16,9 +17,12 @@ to obstore through a credential provider; no credential is ever put in a message
 leaves this module passes through `_ChainCredentials.scrub`.
 
 Retries are ours, not obstore's (its own are turned off), so the policy is one visible loop:
-network faults, timeouts, 5xx (SlowDown included) and 429 are retried with exponential backoff
-up to `S3Retry.attempts`; 4xx answers (denied, no such bucket) fail at once. A failure while
-storing raises `OutputError` (exit 3); a failure in `prepare` raises `UsageError` (exit 2).
+network faults, timeouts, 5xx (503 SlowDown included) and 429 are retried with full-jitter exponential
+backoff for at least `S3Retry.attempts` tries and `S3Retry.patience` seconds, so a throttling storm or
+a restart of the store loses nothing; 4xx answers (denied, no such bucket) fail at once. A bucket
+that is missing, refuses us or stays unreachable raises `OutputError` (exit 3, naming the bucket),
+in `prepare` as while storing; a configuration that cannot work (no credentials, an unreadable CA
+bundle) raises `UsageError` (exit 2).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,20 +41,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import obstore
-from obstore.exceptions import (
-    AlreadyExistsError,
-    GenericError,
-    InvalidPathError,
-    NotSupportedError,
-    PermissionDeniedError,
-    PreconditionError,
-    UnauthenticatedError,
-    UnknownConfigurationKeyError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 from obstore.store import S3Store
 
 from downloader.core.errors import OutputError, UsageError
 from downloader.net.retrying import backoff
+from downloader.sinks.s3errors import Failure, classify
+from downloader.sinks.s3uploads import UploadSweeper
 from downloader.sinks.s3url import S3Location, endpoint_host, parse_s3_url, resolve_endpoint
 
 if TYPE_CHECKING:
@@ -60,45 +58,26 @@ MULTIPART_OVER = 16 * 1024 * 1024  # publish: bigger files go in parts of this s
 POOL_PER_HOST = 64  # idle connections kept: the fetcher runs 32–64 commits at once
 PROBE_PREFIX = ".patent-images-probe-"
 STAGING_PREFIX = "patent-images-s3-"  # + pid + "-" + random, in the system temp folder
-_PERMANENT = (PermissionDeniedError, UnauthenticatedError, FileNotFoundError, InvalidPathError, NotSupportedError,
-              UnknownConfigurationKeyError, AlreadyExistsError, PreconditionError)
-_STATUS = re.compile(r"status code: (\d{3})")
-_CODE = re.compile(r"<Code>([^<]{1,64})</Code>")
-_NETWORK_CAUSES = (("connection refused", "connection refused"), ("dns error", "host name not found (DNS)"),
-                   ("certificate", "TLS certificate not accepted"), ("timed out", "timed out"),
-                   ("connection reset", "connection reset"), ("tls", "TLS error"))
 _KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b")
 
 
 @dataclass(frozen=True)
 class S3Retry:
-    """How storing operations are retried: attempts in all, and full-jitter exponential backoff."""
+    """How a transient failure is retried: full-jitter exponential backoff until both `attempts` tries
+    were made and `patience` seconds passed since the first failure (a 503 SlowDown storm, a restart)."""
 
     attempts: int = 5
     first_backoff: float = 0.25
-    max_backoff: float = 10.0
+    max_backoff: float = 3.0  # a storm's end is noticed within seconds; 64 calls waiting are ~40 requests/s
+    patience: float = 120.0
 
     def delay(self, failures: int) -> float:
         """Seconds to wait after the n-th failure (1-based)."""
         return backoff(failures, self.first_backoff, self.max_backoff)
 
-
-@dataclass(frozen=True)
-class _Failure:
-    """What went wrong in one S3 call, in words safe to show (no credentials, no debug dump)."""
-
-    transient: bool
-    status: int | None
-    code: str
-    text: str
-
-    @property
-    def missing_bucket(self) -> bool:
-        return self.code == "NoSuchBucket"
-
-    @property
-    def denied(self) -> bool:
-        return self.status in (401, 403) or self.code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+    def spent(self, failures: int, elapsed: float) -> bool:
+        """Whether a call that failed `failures` times over `elapsed` seconds should give up."""
+        return failures >= self.attempts and elapsed >= self.patience
 
 
 class _ChainCredentials:
@@ -126,11 +105,13 @@ class _ChainCredentials:
 
 @dataclass(frozen=True)
 class _Chain:
-    """What the standard AWS chain gave: credentials, region, extra trusted CA certificates (PEM)."""
+    """What the standard AWS chain gave: credentials, region, extra trusted CA certificates, the session."""
 
     credentials: _ChainCredentials | None
     region: str | None
-    ca_pem: bytes | None
+    ca_bundle: str | None  # the file
+    ca_pem: bytes | None  # its content
+    session: Any  # botocore's, for the multipart-upload sweeper
 
 
 def _chain() -> _Chain:
@@ -151,10 +132,10 @@ def _chain() -> _Chain:
     credentials = session.get_credentials()
     region = session.get_config_variable("region")
     if credentials is None:
-        return _Chain(None, region, ca_pem)
+        return _Chain(None, region, bundle, ca_pem, session)
     provider = _ChainCredentials(credentials, str(getattr(credentials, "method", "") or "unknown"))
     provider()  # resolve now, off the event loop, so their values are known to `scrub` from the start
-    return _Chain(provider, region, ca_pem)
+    return _Chain(provider, region, bundle, ca_pem, session)
 
 
 class S3Sink:
@@ -171,6 +152,7 @@ class S3Sink:
         self._creds: _ChainCredentials | None = None
         self._region = "us-east-1"
         self._tmp: Path | None = None
+        self._sweeper: UploadSweeper | None = None
 
     @property
     def host(self) -> str:
@@ -178,12 +160,13 @@ class S3Sink:
         return endpoint_host(self._endpoint, self._region)
 
     async def prepare(self, *, clean: bool = True) -> None:
-        """Find credentials, open the client, and check the bucket exists and takes a write.
+        """Find credentials, open the client, check the bucket exists and takes a write, clear what dead runs left.
 
         A killed run leaves no partial object (one PUT per image, and a multipart upload is invisible
-        until complete), so there is nothing to clean in the bucket. Staging folders are per process
-        and named by pid: those of dead processes are removed whatever `clean` says, since no live
-        worker can be using them.
+        until complete); it may leave an incomplete multipart upload of an output file: with `clean`
+        (this process is the job's only writer) every one under the prefix is aborted, else those
+        older than an hour (s3uploads). Staging folders are per process and named by pid: those of
+        dead processes are removed whatever `clean` says, since no live worker can be using them.
         """
         chain = await anyio.to_thread.run_sync(_chain)
         if chain.credentials is None:
@@ -193,6 +176,9 @@ class S3Sink:
         self._region = chain.region or os.environ.get("AWS_REGION") or "us-east-1"
         self._store = self._open_store(chain.credentials, chain.ca_pem)
         await self._probe()
+        self._sweeper = UploadSweeper(chain.session, bucket=self._where.bucket, prefix=self._where.prefix,
+                                      endpoint=self._endpoint, region=self._region, ca_bundle=chain.ca_bundle)
+        await self._abort_dead_uploads(only_writer=clean)
         await anyio.to_thread.run_sync(_remove_dead_staging)
         # Only now: a failed prepare (which the caller need not close) leaves nothing behind.
         self._tmp = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
@@ -210,22 +196,24 @@ class S3Sink:
                        client_options=options, retry_config={"max_retries": 0}, credential_provider=creds, **extra)
 
     async def _probe(self) -> None:
+        """One PUT and DELETE: a missing bucket, refused credentials or an unreachable endpoint stop here (exit 3)."""
         probe = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
         try:
-            await self._call(lambda store: obstore.put_async(store, probe, b"probe", use_multipart=False))
-            await self._call(lambda store: obstore.delete_async(store, probe))
+            await self._call(lambda store: obstore.put_async(store, probe, b"probe", use_multipart=False), probing=True)
+            await self._call(lambda store: obstore.delete_async(store, probe), probing=True)
         except _Fatal as fatal:
-            raise UsageError(self._prepare_message(fatal.failure)) from None
+            raise self._output_error("write", None, fatal) from None
 
-    def _prepare_message(self, failure: _Failure) -> str:
-        if failure.missing_bucket:
-            return f"S3 bucket '{self._where.bucket}' does not exist at {self.host}"
-        if failure.denied:
-            return (f"access to {self.location} denied at {self.host} ({failure.status} {failure.code}; credentials "
-                    f"from the AWS chain: {self._credential_source()})")
-        if failure.transient and failure.status is None:
-            return f"cannot reach the S3 endpoint {self.host}: {failure.text}"
-        return f"cannot write to {self.location} at {self.host}: {failure.text}"
+    async def _abort_dead_uploads(self, *, only_writer: bool, key: str | None = None) -> int:
+        """Abort incomplete multipart uploads no live process will finish; best effort (a lifecycle rule is the
+        fallback): a store that refuses to list them (no s3:ListBucketMultipartUploads) or is down is left be."""
+        if self._sweeper is None:
+            return 0
+        sweeper = self._sweeper
+        try:
+            return await anyio.to_thread.run_sync(lambda: sweeper.sweep(only_writer=only_writer, key=key))
+        except (BotoCoreError, ClientError):
+            return 0
 
     def _credential_source(self) -> str:
         return self._creds.method if self._creds else "none"
@@ -235,8 +223,11 @@ class S3Sink:
         return _S3Upload(self)
 
     async def close(self) -> None:
-        """Drop the client (its pool closes with it) and remove the local temp folder."""
+        """Drop the clients (their pools close with them) and remove the local temp folder."""
         self._store = None
+        if self._sweeper is not None:
+            self._sweeper.close()
+            self._sweeper = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -253,9 +244,15 @@ class S3Sink:
         """Upload `staged` as `name` (multipart when big: visible only once complete), then delete it."""
         path = anyio.Path(staged)
         multipart = (await path.stat()).st_size > MULTIPART_OVER
-        await self._store_call(name, lambda store: obstore.put_async(
-            store, name, staged, attributes={"Content-Type": content_type}, use_multipart=multipart,
-            chunk_size=MULTIPART_OVER, max_concurrency=4))
+        try:
+            await self._store_call(name, lambda store: obstore.put_async(
+                store, name, staged, attributes={"Content-Type": content_type}, use_multipart=multipart,
+                chunk_size=MULTIPART_OVER, max_concurrency=4))
+        except BaseException:  # failed for good, or cancelled (Ctrl-C) mid-upload
+            if multipart:  # obstore aborts a failed upload, unless that abort failed too: leave no parts
+                with anyio.CancelScope(shield=True):
+                    await self._abort_dead_uploads(only_writer=True, key=self._where.key(name))
+            raise
         await path.unlink(missing_ok=True)
 
     async def read_bytes(self, name: str) -> bytes | None:
@@ -269,7 +266,7 @@ class S3Sink:
         except _Fatal as fatal:
             if fatal.failure.status == 404 and not fatal.failure.missing_bucket:
                 return None
-            raise self._output_error("read", name, fatal.failure) from None
+            raise self._output_error("read", name, fatal) from None
 
     def url_of(self, name: str) -> str:
         """`s3://bucket/prefix/name`."""
@@ -285,41 +282,50 @@ class S3Sink:
         try:
             await self._call(op)
         except _Fatal as fatal:
-            raise self._output_error("write", name, fatal.failure) from None
+            raise self._output_error("write", name, fatal) from None
 
-    async def _call(self, op: Callable[[S3Store], Awaitable[T]]) -> T:
-        """Run `op` on the store, retrying transient faults; a final failure raises `_Fatal`."""
+    async def _call(self, op: Callable[[S3Store], Awaitable[T]], *, probing: bool = False) -> T:
+        """Run `op` on the store, retrying transient faults (see S3Retry); a final failure raises `_Fatal`.
+
+        While `probing`, an endpoint that never answered gets only `attempts` tries: at start that is
+        most likely a wrong URL or port, worth saying at once rather than after `patience`.
+        """
         if self._store is None:
             raise RuntimeError("S3Sink used before prepare() or after close()")
-        failures = 0
+        failures, first = 0, 0.0
         while True:
             try:
                 return await op(self._store)
             except Exception as err:  # noqa: BLE001 - classified right below; anything unknown is fatal
-                failure = self._classify(err)
+                failure = classify(err, self._scrub)
             failures += 1
-            if not failure.transient or failures >= self.retry.attempts:
-                raise _Fatal(failure)
+            now = time.monotonic()
+            first = first or now
+            if not failure.transient or self.retry.spent(failures, now - first) or (
+                    probing and not failure.answered and failures >= self.retry.attempts):
+                raise _Fatal(failure, failures, now - first)
             await anyio.sleep(self.retry.delay(failures))
-
-    def _classify(self, err: Exception) -> _Failure:
-        text = self._scrub(str(err))
-        status = int(m.group(1)) if (m := _STATUS.search(text)) else None
-        code = m.group(1) if (m := _CODE.search(text)) else ""
-        summary = _summary(text, status, code)
-        if isinstance(err, _PERMANENT):
-            return _Failure(False, status, code, summary)
-        transient = isinstance(err, GenericError) and (status is None or status >= 500 or status in (408, 429))
-        return _Failure(transient, status, code, summary)
 
     def _scrub(self, text: str) -> str:
         return self._creds.scrub(text) if self._creds else _KEY_ID.sub("***", text)
 
-    def _output_error(self, action: str, name: str, failure: _Failure) -> OutputError:
-        tries = f" after {self.retry.attempts} attempts" if failure.transient else ""
-        hint = ("check the bucket policy and the credentials the AWS chain found "
-                f"({self._credential_source()})") if failure.denied else ""
-        return OutputError(f"could not {action} {self.url_of(name)} at {self.host}{tries}: {failure.text}", hint=hint)
+    def _output_error(self, action: str, name: str | None, fatal: _Fatal) -> OutputError:
+        """One line naming the bucket (and the object), what the store said, and what to do."""
+        failure, bucket = fatal.failure, self._where.bucket
+        if failure.missing_bucket:
+            return OutputError(f"S3 bucket '{bucket}' does not exist at {self.host}",
+                               hint="create it, or correct --out (and --s3-endpoint-url)")
+        if failure.denied:
+            return OutputError(f"access to S3 bucket '{bucket}' denied at {self.host} ({failure.text})",
+                               hint="check the bucket policy and the credentials the AWS chain found "
+                                    f"({self._credential_source()})")
+        tries = f" after {fatal.attempts} attempts in {fatal.seconds:.0f} s" if failure.transient else ""
+        what = self.url_of(name) if name is not None else self.location
+        if not failure.answered:
+            return OutputError(f"cannot reach the S3 endpoint {self.host} for bucket '{bucket}'{tries}: {failure.text}",
+                               hint="check --s3-endpoint-url (or AWS_ENDPOINT_URL) and the network")
+        return OutputError(f"could not {action} {what} in S3 bucket '{bucket}' at {self.host}{tries}: {failure.text}",
+                           hint="run the same command once the store answers again")
 
 
 def _remove_dead_staging() -> None:
@@ -345,23 +351,13 @@ def _alive(pid: int) -> bool:
 
 
 class _Fatal(Exception):
-    """Internal: an S3 call failed for good (carries the classified failure)."""
+    """Internal: an S3 call failed for good (the classified failure, after how many tries and seconds)."""
 
-    def __init__(self, failure: _Failure) -> None:
+    def __init__(self, failure: Failure, attempts: int, seconds: float) -> None:
         super().__init__(failure.text)
         self.failure = failure
-
-
-def _summary(text: str, status: int | None, code: str) -> str:
-    """One short line: the status and S3 error code, else the network cause found in obstore's dump."""
-    if status is not None:
-        return f"HTTP {status} {code}".strip()
-    lowered = text.lower()
-    for needle, words in _NETWORK_CAUSES:
-        if needle in lowered:
-            return words
-    first = text.split("\n", 1)[0]
-    return " ".join(first.rsplit(" - ", 1)[-1].split())[:200] or "unknown error"
+        self.attempts = attempts
+        self.seconds = seconds
 
 
 class _S3Upload:

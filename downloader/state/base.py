@@ -71,6 +71,8 @@ class PatentRow:
     sha256: str | None = None
     error: str | None = None
     updated_at: float | None = None
+    figure: int | None = None  # --drawings all: a row per drawing (None: the patent has none, or not yet)
+    image_type: str | None = None
 
 
 _KINDS = {k.value: k for k in Kind}  # a dict lookup is ~15x cheaper than Kind(value), once per manifest row
@@ -224,6 +226,20 @@ class StateStore(Protocol):
 
     async def latest(self, status: Status, limit: int) -> list[PatentRow]:
         """The most recently updated rows in `status`, newest first."""
+        ...
+
+    # --- drawings (--drawings all) ---
+    async def drawings_kind(self, wanted: str | None) -> str | None:
+        """The kind of drawings the job holds ("abstract" or "all"), recording `wanted` on first use
+        (a store with patents from before holds "abstract"); None when not recorded and `wanted` None."""
+        ...
+
+    async def drawing_counts(self, run_id: int | None = None) -> dict[str, int]:
+        """Drawings by status, for one run's patents or for the whole store."""
+        ...
+
+    async def figure_counts(self, run_id: int | None = None) -> dict[int, int]:
+        """Patents by how many drawings they have (0: no_image)."""
         ...
 
     # --- workers and shared records ---

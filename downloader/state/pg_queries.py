@@ -66,17 +66,29 @@ _FREE = "(claimed_by IS NULL OR lease_until < %(now)s)"
 _UNSETTLED = "seen_run = %(run)s AND status IN ('pending', 'resolved')"
 # A Deferred event sets `retry_at` without changing the status: such a key is claimed by nobody before then.
 _DUE = "(retry_at IS NULL OR retry_at <= %(now)s)"
-_NEEDS_API = f"""((status = 'pending' OR (status = 'resolved' AND (expires_at IS NULL OR expires_at <= %(usable)s)))
-    AND {_DUE})"""
+# (A patent of --drawings all that is resolved has drawings waiting for downloads, not for the API.)
+_NEEDS_API = f"""((status = 'pending' OR (status = 'resolved' AND figures IS NULL
+    AND (expires_at IS NULL OR expires_at <= %(usable)s))) AND {_DUE})"""
 _TAKE = """UPDATE patents p SET claimed_by = %(worker)s, lease_until = %(lease_until)s, lease_gen = %(gen)s
     FROM c WHERE p.kind = c.kind AND p.key = c.key"""
 NEXT_GENERATION = "SELECT nextval('lease_generations')"
 # A claim retried after its connection broke: the first try may have committed before its answer was lost.
-RELEASE_TRIED = "UPDATE patents SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s AND lease_gen = ANY(%s)"
+RELEASE_TRIED = "UPDATE {} SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s AND lease_gen = ANY(%s)"
 
 CLAIM_DOWNLOADS = f"""WITH c AS (SELECT kind, key FROM patents WHERE {_UNSETTLED} AND status = 'resolved'
         AND expires_at > %(usable)s AND {_DUE} AND {_FREE} ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
     {_TAKE} RETURNING p.seq, p.kind, p.key, p.pn, p.num, p.url, p.expires_at"""
+# Listed drawings (--drawings all) of this run nobody holds (their asker died or stopped): downloaded, no call.
+CLAIM_DRAWINGS = """WITH c AS (SELECT d.kind, d.key, d.figure FROM drawings d JOIN patents p ON p.kind = d.kind
+        AND p.key = d.key WHERE d.status = 'resolved' AND p.seen_run = %(run)s
+        AND (d.claimed_by IS NULL OR d.lease_until < %(now)s) AND (d.retry_at IS NULL OR d.retry_at <= %(now)s)
+        LIMIT %(limit)s FOR UPDATE OF d SKIP LOCKED)
+    UPDATE drawings d SET claimed_by = %(worker)s, lease_until = %(lease_until)s, lease_gen = %(gen)s FROM c
+    WHERE d.kind = c.kind AND d.key = c.key AND d.figure = c.figure
+    RETURNING d.kind, d.key, d.figure, d.pn, d.num, d.url, d.expires_at"""
+WAITING_DRAWINGS = """SELECT count(*) FILTER (WHERE claimed_by IS NOT NULL AND lease_until >= %(now)s),
+        count(*) FILTER (WHERE retry_at > %(now)s), min(retry_at) FILTER (WHERE retry_at > %(now)s)
+    FROM drawings WHERE status = 'resolved'"""
 # The first free key that needs the API sets the batch's kind; locking it (SKIP LOCKED) means the
 # batch has at least that key, even when other workers are claiming the first keys of that kind.
 FIRST_TO_ASK = f"""SELECT kind FROM patents WHERE {_UNSETTLED} AND {_NEEDS_API} AND {_FREE}
@@ -92,18 +104,24 @@ _DEFERRED = "coalesce(retry_at > %(now)s AND NOT coalesce(lease_until >= %(now)s
 WAITING = f"""SELECT count(*) FILTER (WHERE NOT deferred), count(*) FILTER (WHERE deferred),
         min(retry_at) FILTER (WHERE deferred)
     FROM (SELECT retry_at, ({_DEFERRED}) AS deferred FROM patents WHERE {_UNSETTLED}) u"""
-# Only claims whose lease has not run out: keys of a lapsed one may have been taken (then the whole
-# generation is lost to this worker; its other keys come back to the pool when their lease lapses).
-RENEW = f"""WITH r AS (UPDATE patents SET lease_until = {NOW_SQL} + %(lease)s WHERE claimed_by = %(worker)s
+# Claims live on patents and on drawings: each of these runs on both tables ({} is the table).
+# Renewed: only claims whose lease has not run out, since keys of a lapsed one may have been taken
+# (then the whole generation is lost to this worker; its other keys come back when their lease lapses).
+RENEW = f"""WITH r AS (UPDATE {{}} SET lease_until = {NOW_SQL} + %(lease)s WHERE claimed_by = %(worker)s
         AND lease_gen = ANY(%(gens)s) AND lease_until >= {NOW_SQL} RETURNING lease_gen)
     SELECT DISTINCT lease_gen FROM r"""
-RELEASE = "UPDATE patents SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s"
-RELEASE_ALL = "UPDATE patents SET claimed_by = NULL, lease_until = NULL WHERE claimed_by IS NOT NULL"
+RELEASE = "UPDATE {} SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s"
+RELEASE_ALL = "UPDATE {} SET claimed_by = NULL, lease_until = NULL WHERE claimed_by IS NOT NULL"
+TABLES_WITH_CLAIMS = ("patents", "drawings")
 
 # --- results (the per-event UPDATEs are `transitions.update_for`, shared with SQLite) ----------
 
-GENERATIONS = """SELECT p.kind, p.key, p.lease_gen FROM patents p
-    JOIN unnest(%s::text[], %s::text[]) AS w(kind, key) ON p.kind = w.kind AND p.key = w.key"""
+# The current generation of the rows some held writes were meant for (patents: figure 0).
+GENERATIONS = """SELECT 'patents', p.kind, p.key, 0, p.lease_gen FROM patents p
+        JOIN unnest(%(kinds)s::text[], %(keys)s::text[]) AS w(kind, key) ON p.kind = w.kind AND p.key = w.key
+    UNION ALL SELECT 'drawings', d.kind, d.key, d.figure, d.lease_gen FROM drawings d
+        JOIN unnest(%(dkinds)s::text[], %(dkeys)s::text[], %(figures)s::int[]) AS w(kind, key, figure)
+        ON d.kind = w.kind AND d.key = w.key AND d.figure = w.figure"""
 
 _SETTLE = "claimed_by = NULL, lease_until = NULL, retry_at = NULL"
 FAIL_EXPIRED = f"""UPDATE patents SET status = 'failed', {_SETTLE}, updated_at = {NOW_SQL},
@@ -119,6 +137,21 @@ _FILTERS = {(False, False): "", (True, False): "WHERE seen_run = %(run)s", (Fals
             (True, True): "WHERE seen_run = %(run)s AND status = %(status)s"}
 # Keyed by (a run is given, a status is given): one plain query each, so each gets its own plan.
 ROWS = {has: f"SELECT {_ROW} FROM patents {where} ORDER BY seq" for has, where in _FILTERS.items()}
+_DRAWING_ROW = """p.kind, p.key, coalesce(d.status, p.status), p.pn, p.patent_id, d.num, d.url, d.expires_at,
+    d.local_file, d.bytes, d.sha256, coalesce(d.error, p.error), coalesce(d.updated_at, p.updated_at), d.figure,
+    d.image_type"""
+_P_FILTERS = {has: where.replace("seen_run", "p.seen_run").replace("status =", "p.status =")
+              for has, where in _FILTERS.items()}
+# --drawings all: each patent's drawings in figure order; one row with no figure for a patent without any.
+DRAWING_ROWS = {has: f"""SELECT {_DRAWING_ROW} FROM patents p LEFT JOIN drawings d ON d.kind = p.kind AND d.key = p.key
+    {where} ORDER BY p.seq, d.figure""" for has, where in _P_FILTERS.items()}
+DRAWINGS_KIND = "SELECT value FROM meta WHERE key = 'drawings'"
+ANY_PATENT = "SELECT 1 FROM patents LIMIT 1"
+SET_DRAWINGS_KIND = "INSERT INTO meta VALUES ('drawings', %s) ON CONFLICT (key) DO NOTHING"
+DRAWING_COUNTS = """SELECT d.status, count(*) FROM drawings d JOIN patents p ON p.kind = d.kind AND p.key = d.key
+    WHERE %(run)s::bigint IS NULL OR p.seen_run = %(run)s GROUP BY d.status"""
+FIGURE_COUNTS = """SELECT coalesce(figures, 0), count(*) FROM patents WHERE (figures IS NOT NULL OR status = 'no_image')
+    AND (%(run)s::bigint IS NULL OR seen_run = %(run)s) GROUP BY 1"""
 LATEST = f"SELECT {_ROW} FROM patents WHERE status = %s ORDER BY updated_at DESC, seq DESC LIMIT %s"
 
 # --- workers and shared records -----------------------------------------------------------

@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from downloader.core.errors import StateError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Index n holds the statements that take a store from version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -71,8 +71,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE shared (name text PRIMARY KEY, value jsonb)",
     ),
     (
+        # --drawings all: every drawing of a patent, one row each under its patent (`figures`: how many
+        # the API listed). A store from before holds abstract drawings (meta `drawings`, set on first use).
+        "ALTER TABLE patents ADD COLUMN figures integer",
+        """CREATE TABLE drawings (
+            kind text NOT NULL,
+            key text NOT NULL,
+            figure integer NOT NULL,
+            status text NOT NULL DEFAULT 'resolved'
+                CHECK (status IN ('pending','resolved','downloaded','failed')),
+            pn text, num text, url text, expires_at double precision, image_type text,
+            local_file text, bytes bigint, sha256 text, error text,
+            updated_at double precision,
+            claimed_by text,
+            lease_until double precision,
+            retry_at double precision,
+            expiries integer NOT NULL DEFAULT 0,
+            PRIMARY KEY (kind, key, figure))""",
+        "CREATE INDEX drawings_waiting ON drawings (kind, key) WHERE status = 'resolved'",
+        "CREATE INDEX drawings_claimed ON drawings (claimed_by) WHERE claimed_by IS NOT NULL",
+    ),
+    (
         # Lease fencing: each claim's generation on its keys; results are written only under it.
         "ALTER TABLE patents ADD COLUMN lease_gen bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE drawings ADD COLUMN lease_gen bigint NOT NULL DEFAULT 0",
         "CREATE SEQUENCE lease_generations",
     ),
 )

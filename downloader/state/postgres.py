@@ -42,7 +42,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from downloader.core.errors import StateError, StateOutageError
 from downloader.core.leases import LeaseBook
-from downloader.core.model import Batch, ImageJob, Kind, PatentKey, Status
+from downloader.core.model import Batch, FigureKey, ImageJob, Kind, PatentKey, Status
 from downloader.state import pg_queries as q
 from downloader.state.base import (
     Claim,
@@ -57,7 +57,7 @@ from downloader.state.base import (
 )
 from downloader.state.pg_patience import Patience, is_lost
 from downloader.state.pg_schema import StateUrl, migrate, parse_url
-from downloader.state.transitions import fenced_update, refused
+from downloader.state.transitions import Fence, fence_of, fenced_statement, refused, settle_patent, settles_patent
 
 # psycopg_pool says what it does about broken connections as log warnings; without a handler of our own,
 # Python's last-resort handler would print them on stderr in the middle of a run (the application's
@@ -68,6 +68,7 @@ T = TypeVar("T")
 CHUNK = 5000  # keys per ingest statement: memory stays flat however long the input
 PAGE = 2000  # rows per round trip when streaming
 _RETRIES = 5
+_DRAWINGS_A_CLAIM = 100  # drawings (--drawings all) a claim may take at once for download
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 IDLE_IN_TRANSACTION_MS = 10_000
 DEFAULT_PATIENCE = 300.0  # --state-patience: a restart or a failover takes seconds to a minute or two
@@ -270,7 +271,7 @@ class PostgresStore:
             nonlocal sent
             sent = time.monotonic()
             if tried:
-                await conn.execute(q.RELEASE_TRIED, [worker, tried])
+                await _each_table(q.RELEASE_TRIED, [worker, tried], conn)
             gen = int((await (await conn.execute(q.NEXT_GENERATION)).fetchone() or (0,))[0])
             tried.append(gen)
             return await _claim(conn, run_id, worker, gen, limit, usable_after, lease)
@@ -290,8 +291,11 @@ class PostgresStore:
         async def renew(conn: AsyncConnection) -> set[int]:
             nonlocal sent
             sent = time.monotonic()
-            cur = await conn.execute(q.RENEW, {"lease": lease, "worker": worker, "gens": asked})
-            return {int(gen) for gen, in await cur.fetchall()}
+            extended: set[int] = set()
+            for table in q.TABLES_WITH_CLAIMS:
+                cur = await conn.execute(q.RENEW.format(table), {"lease": lease, "worker": worker, "gens": asked})
+                extended.update(int(gen) for gen, in await cur.fetchall())
+            return extended
 
         extended = await self._write(renew)
         self._leases.renewed(asked, extended, sent, lease)
@@ -303,9 +307,9 @@ class PostgresStore:
     async def release(self, worker: str | None) -> None:
         """Give back every key `worker` still holds; None: every worker's (only when none can be alive)."""
         if worker is None:
-            await self._write(lambda conn: conn.execute(q.RELEASE_ALL))
+            await self._write(partial(_each_table, q.RELEASE_ALL, []))
         else:
-            await self._write(lambda conn: conn.execute(q.RELEASE, [worker]))
+            await self._write(partial(_each_table, q.RELEASE, [worker]))
 
     async def apply(self, events: Sequence[StateEvent | Held]) -> list[Held]:
         """Write a batch of results in one transaction, in order (one executemany per run of alike events);
@@ -317,15 +321,21 @@ class PostgresStore:
             async with conn.cursor() as cur:
                 now = (await (await cur.execute(q.NOW)).fetchone() or (0.0,))[0]
                 grouped: list[tuple[str, list[tuple[Any, ...]]]] = []
+                patents: dict[tuple[Any, ...], None] = {}  # whose drawings settled: the patent may settle too
                 for event in events:
-                    query, params = fenced_update(event, "%s", now)
+                    query, params = fenced_statement(event, "%s", now)
                     if not grouped or grouped[-1][0] != query:
                         grouped.append((query, []))
                     grouped[-1][1].append(params)
+                    if settles_patent(event.event if isinstance(event, Held) else event):
+                        key = event.event.key if isinstance(event, Held) else event.key
+                        patents[(now, key.kind.value, key.value)] = None
                 written = 0
                 for query, rows in grouped:
                     await cur.executemany(query, rows)
                     written += max(cur.rowcount, 0)
+                if patents:
+                    await cur.executemany(settle_patent("%s"), list(patents))
                 if written == len(events):
                     return []
                 return refused(events, await _generations(cur, events))
@@ -349,14 +359,40 @@ class PostgresStore:
         return {status: int(n) for status, n in rows}
 
     async def rows(self, run_id: int | None = None, status: Status | None = None) -> AsyncIterator[PatentRow]:
-        """Rows in input order, from a server-side cursor (PAGE rows per round trip)."""
-        query = q.ROWS[(run_id is not None, status is not None)]
+        """Rows in input order, from a server-side cursor (PAGE rows per round trip); with
+        --drawings all, a row per drawing."""
+        queries = q.DRAWING_ROWS if await self.drawings_kind(None) == "all" else q.ROWS
+        query = queries[(run_id is not None, status is not None)]
         async with self._connection() as conn, conn.transaction():
             async with conn.cursor(name="patent_rows") as cur:
                 cur.itersize = PAGE
                 await cur.execute(query, {"run": run_id, "status": status.value if status else None})
                 async for row in cur:
                     yield patent_row(row)
+
+    async def drawings_kind(self, wanted: str | None) -> str | None:
+        """The kind of drawings this job holds ("abstract" or "all"), recorded on first use: a store
+        with patents from before holds abstract drawings. None: not recorded yet, and `wanted` None."""
+        async def record(conn: AsyncConnection) -> str | None:
+            row = await (await conn.execute(q.DRAWINGS_KIND)).fetchone()
+            if row is not None or wanted is None:
+                return None if row is None else str(row[0])
+            old = await (await conn.execute(q.ANY_PATENT)).fetchone() is not None
+            await conn.execute(q.SET_DRAWINGS_KIND, ["abstract" if old else wanted])
+            row = await (await conn.execute(q.DRAWINGS_KIND)).fetchone()
+            return None if row is None else str(row[0])
+        if wanted is None:
+            rows = await self._fetch(q.DRAWINGS_KIND)
+            return str(rows[0][0]) if rows else None
+        return await self._write(record)
+
+    async def drawing_counts(self, run_id: int | None = None) -> dict[str, int]:
+        """Drawings by status (--drawings all), for one run's patents or the whole store."""
+        return {status: int(n) for status, n in await self._fetch(q.DRAWING_COUNTS, {"run": run_id})}
+
+    async def figure_counts(self, run_id: int | None = None) -> dict[int, int]:
+        """How many patents have how many drawings (listed ones, and 0 for no_image)."""
+        return {int(n): int(c) for n, c in await self._fetch(q.FIGURE_COUNTS, {"run": run_id})}
 
     async def latest(self, status: Status, limit: int) -> list[PatentRow]:
         """The most recently updated rows in `status`, newest first."""
@@ -406,12 +442,15 @@ async def _connect(conninfo: str, target: StateUrl, patience: Patience) -> Async
             await anyio.sleep(patience.failed(err, time.monotonic()))
 
 
-async def _generations(cur: psycopg.AsyncCursor[Any],
-                       events: Sequence[StateEvent | Held]) -> dict[tuple[str, str], int]:
-    """The current generation of each held write's key (the rare path: some write did not apply)."""
-    keys = {(w.event.key.kind.value, w.event.key.value) for w in events if isinstance(w, Held)}
-    await cur.execute(q.GENERATIONS, [[kind for kind, _ in keys], [key for _, key in keys]])
-    return {(kind, key): int(gen) for kind, key, gen in await cur.fetchall()}
+async def _generations(cur: psycopg.AsyncCursor[Any], events: Sequence[StateEvent | Held]) -> dict[Fence, int]:
+    """The current generation of each held write's row (the rare path: some write did not apply)."""
+    fences = {fence_of(w) for w in events if isinstance(w, Held)}
+    patents = [f for f in fences if f[0] == "patents"]
+    drawings = [f for f in fences if f[0] == "drawings"]
+    await cur.execute(q.GENERATIONS, {"kinds": [f[1] for f in patents], "keys": [f[2] for f in patents],
+                                      "dkinds": [f[1] for f in drawings], "dkeys": [f[2] for f in drawings],
+                                      "figures": [f[3] for f in drawings]})
+    return {(table, kind, key, int(figure)): int(gen) for table, kind, key, figure, gen in await cur.fetchall()}
 
 
 async def _claim(conn: AsyncConnection, run_id: int, worker: str, gen: int, limit: int, usable_after: float,
@@ -420,6 +459,11 @@ async def _claim(conn: AsyncConnection, run_id: int, worker: str, gen: int, limi
     now = (await (await conn.execute(q.NOW)).fetchone() or (0.0,))[0]
     params = {"run": run_id, "worker": worker, "limit": limit, "usable": usable_after, "now": now,
               "lease_until": now + lease, "gen": gen}
+    cur = await conn.execute(q.CLAIM_DRAWINGS, {**params, "limit": max(limit, _DRAWINGS_A_CLAIM)})
+    if drawings := sorted(await cur.fetchall()):
+        return Claim(to_download=tuple(ImageJob(FigureKey(Kind(kind), key, figure), pn, num, url, expires_at,
+                                                lease=gen)
+                                       for kind, key, figure, pn, num, url, expires_at in drawings))
     cur = await conn.execute(q.CLAIM_DOWNLOADS, params)
     if jobs := sorted(await cur.fetchall()):
         return Claim(to_download=tuple(ImageJob(PatentKey(Kind(kind), key), pn, num, url, expires_at, lease=gen)
@@ -431,7 +475,15 @@ async def _claim(conn: AsyncConnection, run_id: int, worker: str, gen: int, limi
             return Claim(to_ask=Batch(Kind(first[0]), tuple(key for _seq, key, _repeat in keys), gen),
                          repeats=tuple(key for _seq, key, repeat in keys if repeat))
     waiting, deferred, next_retry = await (await conn.execute(q.WAITING, params)).fetchone() or (0, 0, None)
-    return Claim(waiting=int(waiting), deferred=int(deferred), next_retry=next_retry)
+    held, later, first_later = await (await conn.execute(q.WAITING_DRAWINGS, params)).fetchone() or (0, 0, None)
+    soonest = min((t for t in (next_retry, first_later) if t is not None), default=None)
+    return Claim(waiting=int(waiting) + int(held), deferred=int(deferred) + int(later), next_retry=soonest)
+
+
+async def _each_table(query: str, params: list[Any], conn: AsyncConnection) -> None:
+    """A claims statement on the patents and on the drawings (claims live on both)."""
+    for table in q.TABLES_WITH_CLAIMS:
+        await conn.execute(query.format(table), params)
 
 
 async def _execute(query: str, params: Mapping[str, Any], conn: AsyncConnection) -> None:

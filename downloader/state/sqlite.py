@@ -17,6 +17,11 @@ Status transitions (anything else is ignored, so a late or repeated event cannot
        ├─no_image/not_found
        └─failed (also from resolved)
     failed ──(--retry-failed)──▶ pending;  no_image/not_found ──(--recheck-after)──▶ pending
+
+With --drawings all a patent's answer is `Listed` (→ resolved, `figures` set) and a row per drawing in
+`drawings` (resolved → downloaded | failed, or pending when its URL expired), held by the patent's claim.
+Once none of its drawings waits for a download the patent follows them (`transitions.settle_patent`):
+pending again if a URL expired (asked again), failed if one failed, else downloaded.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any, TypeVar
 import anyio
 
 from downloader.core.leases import LeaseBook
-from downloader.core.model import Batch, ImageJob, Kind, PatentKey, Status
+from downloader.core.model import Batch, FigureKey, ImageJob, Kind, PatentKey, Status
 from downloader.machine import state_error
 from downloader.state import sqlite_schema as schema
 from downloader.state.base import (
@@ -47,7 +52,16 @@ from downloader.state.base import (
     WorkerRecord,
     patent_row,
 )
-from downloader.state.transitions import ALLOWED_FROM, fenced_update, refused, transition_allowed
+from downloader.state.transitions import (
+    ALLOWED_FROM,
+    Fence,
+    fence_of,
+    fenced_statement,
+    refused,
+    settle_patent,
+    settles_patent,
+    transition_allowed,
+)
 
 T = TypeVar("T")
 STATE_FILE = "state.sqlite"
@@ -56,6 +70,11 @@ _ROW_COLUMNS = ("kind, key, status, pn, patent_id, num, url, expires_at, local_f
                 "updated_at")
 _FREE = "(claimed_by IS NULL OR lease_until < :now)"
 _DUE = "(retry_at IS NULL OR retry_at<=:now)"
+# Drawings (--drawings all) a claim may take at once for download: one patent asked gives ~10.
+_DRAWINGS_A_CLAIM = 100
+_DRAWING_COLUMNS = ("p.kind, p.key, COALESCE(d.status, p.status), p.pn, p.patent_id, d.num, d.url, d.expires_at, "
+                    "d.local_file, d.bytes, d.sha256, COALESCE(d.error, p.error), "
+                    "COALESCE(d.updated_at, p.updated_at), d.figure, d.image_type")
 
 __all__ = ["ALLOWED_FROM", "STATE_FILE", "SqliteStore", "connect", "transition_allowed"]
 
@@ -204,6 +223,9 @@ class SqliteStore:
             args["gen"] = gen = int(self._conn.execute(
                 "UPDATE meta SET value=CAST(value AS INTEGER)+1 WHERE key='lease_generation' RETURNING value"
             ).fetchone()[0])
+            drawings = self._claim_drawings({**args, "limit": max(limit, _DRAWINGS_A_CLAIM)})
+            if drawings:
+                return Claim(to_download=drawings)
             jobs = self._claim_rows(f"status='resolved' AND expires_at>:usable AND {_DUE}", args,
                                     "seq, kind, key, pn, num, url, expires_at")
             if jobs:
@@ -220,6 +242,18 @@ class SqliteStore:
                                  repeats=tuple(key for _, key, repeat in rows if repeat))
             return self._nothing_free(args)
 
+    def _claim_drawings(self, args: dict[str, Any]) -> tuple[ImageJob, ...]:
+        """Listed drawings of this run nobody holds (their asker died or stopped): download them, no call.
+        One whose URL is too close to expiry comes back from the fetcher as expired: its patent is asked again."""
+        rows = self._conn.execute(
+            "UPDATE drawings SET claimed_by=:worker, lease_until=:until, lease_gen=:gen WHERE rowid IN "
+            "(SELECT d.rowid FROM drawings d "
+            "JOIN patents p ON p.kind=d.kind AND p.key=d.key WHERE d.status='resolved' AND p.seen_run=:run "
+            "AND (d.claimed_by IS NULL OR d.lease_until < :now) AND (d.retry_at IS NULL OR d.retry_at<=:now) "
+            "LIMIT :limit) RETURNING kind, key, figure, pn, num, url, expires_at", args).fetchall()
+        return tuple(ImageJob(FigureKey(Kind(k), v, figure), pn, num, url, exp, lease=args["gen"])
+                     for k, v, figure, pn, num, url, exp in sorted(rows))
+
     def _claim_rows(self, condition: str, args: dict[str, Any], columns: str) -> list[Any]:
         rows = self._conn.execute(
             "UPDATE patents SET claimed_by=:worker, lease_until=:until, lease_gen=:gen WHERE seq IN "
@@ -234,7 +268,11 @@ class SqliteStore:
             "COALESCE(SUM(retry_at>:now), 0), MIN(CASE WHEN retry_at>:now THEN retry_at END) "
             "FROM patents WHERE seen_run=:run AND status IN ('pending','resolved')",
             args).fetchone()
-        return Claim(waiting=int(waiting), deferred=int(deferred), next_retry=next_retry)
+        held, later, first_later = self._conn.execute(
+            "SELECT COALESCE(SUM(claimed_by IS NOT NULL AND lease_until>=:now), 0), COALESCE(SUM(retry_at>:now), 0), "
+            "MIN(CASE WHEN retry_at>:now THEN retry_at END) FROM drawings WHERE status='resolved'", args).fetchone()
+        soonest = min((t for t in (next_retry, first_later) if t is not None), default=None)
+        return Claim(waiting=int(waiting) + int(held), deferred=int(deferred) + int(later), next_retry=soonest)
 
     async def renew(self, worker: str, lease: float) -> None:
         """Extend the lease on the keys `worker` holds under claims still live (not run out)."""
@@ -247,11 +285,14 @@ class SqliteStore:
     def _renew(self, worker: str, lease: float, generations: list[int]) -> set[int]:
         now = time.time()
         marks = ",".join("?" * len(generations))
+        extended: set[int] = set()
         with self._transaction():
-            rows = self._conn.execute(f"UPDATE patents SET lease_until=? WHERE claimed_by=? AND lease_until>=? "
-                                      f"AND lease_gen IN ({marks}) RETURNING lease_gen",
-                                      (now + lease, worker, now, *generations)).fetchall()
-        return {gen for gen, in rows}
+            for table in ("patents", "drawings"):
+                rows = self._conn.execute(f"UPDATE {table} SET lease_until=? WHERE claimed_by=? AND lease_until>=? "
+                                          f"AND lease_gen IN ({marks}) RETURNING lease_gen",
+                                          (now + lease, worker, now, *generations)).fetchall()
+                extended.update(gen for gen, in rows)
+        return extended
 
     def holds(self, lease: int) -> bool:
         """Whether the claim of generation `lease` is still provably this process's."""
@@ -260,15 +301,21 @@ class SqliteStore:
     async def release(self, worker: str | None) -> None:
         """Give back every key `worker` (None: anyone) still holds."""
         if worker is None:
-            await self._run(self._write, "UPDATE patents SET claimed_by=NULL, lease_until=NULL "
+            await self._run(self._write_both, "UPDATE {} SET claimed_by=NULL, lease_until=NULL "
                             "WHERE claimed_by IS NOT NULL", ())
         else:
-            await self._run(self._write, "UPDATE patents SET claimed_by=NULL, lease_until=NULL WHERE claimed_by=?",
+            await self._run(self._write_both, "UPDATE {} SET claimed_by=NULL, lease_until=NULL WHERE claimed_by=?",
                             (worker,))
 
     def _write(self, sql: str, params: Sequence[Any]) -> int:
         with self._transaction():
             return self._conn.execute(sql, params).rowcount
+
+    def _write_both(self, sql: str, params: Sequence[Any]) -> None:
+        """One statement on the patents and on the drawings (claims live on both), in one transaction."""
+        with self._transaction():
+            for table in ("patents", "drawings"):
+                self._conn.execute(sql.format(table), params)
 
     async def apply(self, events: Sequence[StateEvent | Held]) -> list[Held]:
         """Write a batch of results in one transaction, in order (one executemany per run of alike events);
@@ -282,24 +329,31 @@ class SqliteStore:
     def _apply(self, events: Sequence[StateEvent | Held]) -> list[Held]:
         now = time.time()
         grouped: list[tuple[str, list[tuple[Any, ...]]]] = []
+        patents: dict[tuple[Any, ...], None] = {}  # whose drawings settled: the patent may settle too
         for event in events:
-            sql, params = fenced_update(event, "?", now)
+            sql, params = fenced_statement(event, "?", now)
             if not grouped or grouped[-1][0] != sql:
                 grouped.append((sql, []))
             grouped[-1][1].append(params)
+            plain = event.event if isinstance(event, Held) else event
+            if settles_patent(plain):
+                patents[(now, plain.key.kind.value, plain.key.value)] = None
         written = 0
         with self._transaction():
             for sql, rows in grouped:
                 written += self._conn.executemany(sql, rows).rowcount
+            if patents:
+                self._conn.executemany(settle_patent("?"), list(patents))
             if written == len(events):
                 return []
             return refused(events, self._generations(events))
 
-    def _generations(self, events: Sequence[StateEvent | Held]) -> dict[tuple[str, str], int]:
-        """The current generation of each held write's key (the rare path: some write did not apply)."""
-        keys = {(w.event.key.kind.value, w.event.key.value) for w in events if isinstance(w, Held)}
-        return {(kind, key): gen for kind, key in keys for gen, in self._conn.execute(
-            "SELECT lease_gen FROM patents WHERE kind=? AND key=?", (kind, key))}
+    def _generations(self, events: Sequence[StateEvent | Held]) -> dict[Fence, int]:
+        """The current generation of each held write's row (the rare path: some write did not apply)."""
+        fences = {fence_of(w) for w in events if isinstance(w, Held)}
+        return {fence: gen for fence in fences for gen, in self._conn.execute(
+            f"SELECT lease_gen FROM {fence[0]} WHERE kind=? AND key=?" + (" AND figure=?" if fence[3] else ""),
+            fence[1:] if fence[3] else fence[1:3])}
 
     async def fail_expired_repeatedly(self, run_id: int, max_expiries: int) -> int:
         """Give up on keys whose fresh URLs kept expiring before their download."""
@@ -317,7 +371,11 @@ class SqliteStore:
         return {status: n for status, n in rows}
 
     async def rows(self, run_id: int | None = None, status: Status | None = None) -> AsyncIterator[PatentRow]:
-        """Rows in input order, a page per thread hop."""
+        """Rows in input order, a page per thread hop (with --drawings all, a row per drawing)."""
+        if await self.drawings_kind(None) == "all":
+            async for row in self._drawing_rows(run_id, status):
+                yield row
+            return
         conditions, params = ["seq>?"], list[Any]()
         if run_id is not None:
             # With the run alone, a unary + keeps SQLite off the patents_work index: through it each page
@@ -337,6 +395,57 @@ class SqliteStore:
             if len(page) < _PAGE:
                 return
             last = page[-1][0]
+
+    async def _drawing_rows(self, run_id: int | None, status: Status | None) -> AsyncIterator[PatentRow]:
+        """Each patent's drawings in figure order (one row with no figure for a patent without any), a
+        page of patents per thread hop."""
+        conditions, params = ["seq>?"], list[Any]()
+        if run_id is not None:
+            conditions.append("+seen_run=?")
+            params.append(run_id)
+        if status is not None:
+            conditions.append("status=?")
+            params.append(status.value)
+        sql = (f"SELECT p.seq, {_DRAWING_COLUMNS} FROM patents p LEFT JOIN drawings d ON d.kind=p.kind AND "
+               f"d.key=p.key WHERE p.seq IN (SELECT seq FROM patents WHERE {' AND '.join(conditions)} ORDER BY seq "
+               f"LIMIT {_PAGE}) ORDER BY p.seq, d.figure")
+        last = -1
+        while True:
+            page = await self._run(self._read_all, sql, (last, *params))
+            for row in page:
+                yield patent_row(row[1:])
+            if not page:
+                return
+            last = page[-1][0]
+
+    async def drawings_kind(self, wanted: str | None) -> str | None:
+        """The kind of drawings this job holds ("abstract" or "all"), recorded on first use: a store
+        with patents from before holds abstract drawings. None: not recorded yet, and `wanted` None."""
+        return await self._run(self._drawings_kind, wanted)
+
+    def _drawings_kind(self, wanted: str | None) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key='drawings'").fetchone()
+        if row is not None or wanted is None:
+            return None if row is None else str(row[0])
+        with self._transaction():
+            old = self._conn.execute("SELECT 1 FROM patents LIMIT 1").fetchone() is not None
+            kind = "abstract" if old else wanted
+            self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('drawings', ?)", (kind,))
+            return str(self._conn.execute("SELECT value FROM meta WHERE key='drawings'").fetchone()[0])
+
+    async def drawing_counts(self, run_id: int | None = None) -> dict[str, int]:
+        """Drawings by status (--drawings all), for one run's patents or the whole store."""
+        where, params = ("WHERE p.seen_run=?", (run_id,)) if run_id is not None else ("", ())
+        rows = await self._run(self._read_all, "SELECT d.status, COUNT(*) FROM drawings d JOIN patents p ON "
+                               f"p.kind=d.kind AND p.key=d.key {where} GROUP BY d.status", params)
+        return {status: n for status, n in rows}
+
+    async def figure_counts(self, run_id: int | None = None) -> dict[int, int]:
+        """How many patents have how many drawings (listed ones, and 0 for no_image)."""
+        where, params = ("AND seen_run=?", (run_id,)) if run_id is not None else ("", ())
+        rows = await self._run(self._read_all, "SELECT COALESCE(figures, 0), COUNT(*) FROM patents WHERE "
+                               f"(figures IS NOT NULL OR status='no_image') {where} GROUP BY 1", params)
+        return {int(n): int(c) for n, c in rows}
 
     async def latest(self, status: Status, limit: int) -> list[PatentRow]:
         """The most recently updated rows in `status`, newest first."""

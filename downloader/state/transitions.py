@@ -7,7 +7,7 @@ repeated event never undoes progress.
 Fencing: a result written under a claim (`Held`) also names the claim's generation, and its UPDATE
 matches only while the key's `lease_gen` is still that generation. A worker whose lease lapsed
 (cut off from the database, paused) and whose keys another worker claimed since writes nothing:
-the store counts such results as refused (`refused_query` tells them from late events).
+the store counts such results as refused (`refused` tells them from late events).
 """
 
 from __future__ import annotations
@@ -15,7 +15,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from downloader.core.model import Deferred, Downloaded, Failed, NoImage, NotFound, Resolved, Status, UrlExpired
+from downloader.core.model import (
+    Deferred,
+    Downloaded,
+    Failed,
+    FigureKey,
+    Listed,
+    NoImage,
+    NotFound,
+    Resolved,
+    Status,
+    UrlExpired,
+)
 from downloader.state.base import Held, StateEvent
 
 # Which statuses each new status may be reached from (UrlExpired leads back to pending; Deferred
@@ -39,24 +50,45 @@ def transition_allowed(current: Status, new: Status) -> bool:
     return current in ALLOWED_FROM.get(new, ())
 
 
-def fenced_update(write: StateEvent | Held, mark: str, updated_at: float) -> tuple[str, tuple[Any, ...]]:
-    """The whole UPDATE of one result and all of its parameters: `update_for`, plus the fence for a Held."""
-    if isinstance(write, Held):
-        query, params = update_for(write.event, mark)
-        key = write.event.key
-        return f"{query} AND lease_gen={mark}", (*params, updated_at, key.kind.value, key.value, write.lease)
-    query, params = update_for(write, mark)
-    return query, (*params, updated_at, write.key.kind.value, write.key.value)
+def statement_for(event: StateEvent, mark: str, now: float) -> tuple[str, tuple[Any, ...]]:
+    """The guarded statement for one event and all its parameters (`now` is updated_at)."""
+    if isinstance(event.key, FigureKey):
+        return drawing_update(event, event.key, mark, now)
+    sql, params = update_for(event, mark)
+    return sql, (*params, now, event.key.kind.value, event.key.value)
 
 
-def refused(writes: Sequence[StateEvent | Held], current: dict[tuple[str, str], int]) -> list[Held]:
-    """The held writes whose key now has another generation (`current`: (kind, key) → lease_gen)."""
-    return [w for w in writes if isinstance(w, Held)
-            and current.get((w.event.key.kind.value, w.event.key.value), w.lease) != w.lease]
+def fenced_statement(write: StateEvent | Held, mark: str, now: float) -> tuple[str, tuple[Any, ...]]:
+    """`statement_for`, and for a Held write the fence: its row (or, for a drawing being listed, its
+    patent's row) must still have the write's generation. The generation is the last parameter."""
+    if not isinstance(write, Held):
+        return statement_for(write, mark, now)
+    sql, params = statement_for(write.event, mark, now)
+    if sql.startswith("INSERT"):  # a listed drawing, inserted from its patent's row: fenced there
+        sql = sql.replace(" ON CONFLICT", f" AND p.lease_gen={mark} ON CONFLICT", 1)
+    else:
+        sql = f"{sql} AND lease_gen={mark}"
+    return sql, (*params, write.lease)
+
+
+Fence = tuple[str, str, str, int]  # table, kind, key, figure (0 for a patent's row)
+
+
+def fence_of(write: Held) -> Fence:
+    """The row whose generation decides whether `write` applies."""
+    event, key = write.event, write.event.key
+    if isinstance(key, FigureKey) and not isinstance(event, Resolved):
+        return "drawings", key.kind.value, key.value, key.figure
+    return "patents", key.kind.value, key.value, 0
+
+
+def refused(writes: Sequence[StateEvent | Held], current: dict[Fence, int]) -> list[Held]:
+    """The held writes whose row now has another generation (`current`: fence → lease_gen)."""
+    return [w for w in writes if isinstance(w, Held) and current.get(fence_of(w), w.lease) != w.lease]
 
 
 def update_for(event: StateEvent, mark: str) -> tuple[str, tuple[Any, ...]]:
-    """The guarded UPDATE for one event, with `mark` as placeholder ('?' or '%s').
+    """The guarded UPDATE of a patent's row for one event, with `mark` as placeholder ('?' or '%s').
 
     Its trailing parameters, appended by the caller, are updated_at, kind, key (`fenced_update` does).
     """
@@ -74,6 +106,9 @@ def update_for(event: StateEvent, mark: str) -> tuple[str, tuple[Any, ...]]:
         case Resolved(_, pn, pid, num, url, expires_at):
             return guarded(Status.RESOLVED, f"pn={m}, patent_id={m}, num={m}, url={m}, expires_at={m}, error=NULL, "
                                             "retry_at=NULL, attempts=attempts+1"), (pn, pid, num, url, expires_at)
+        case Listed(_, pn, pid, figures):  # its drawings' rows follow (drawing_update); it keeps its claim
+            return guarded(Status.RESOLVED, f"pn={m}, patent_id={m}, figures={m}, url=NULL, expires_at=NULL, "
+                                            "error=NULL, retry_at=NULL, attempts=attempts+1"), (pn, pid, figures)
         case NoImage(_, pn, pid):
             return guarded(Status.NO_IMAGE, f"pn={m}, patent_id={m}, url=NULL, error=NULL, retry_at=NULL, "
                                             f"attempts=attempts+1, {_RELEASE}"), (pn, pid)
@@ -95,3 +130,66 @@ def update_for(event: StateEvent, mark: str) -> tuple[str, tuple[Any, ...]]:
         case Deferred(_, error, retry_at):
             return guarded(None, f"error={m}, retry_at={m}, {_RELEASE}", _DEFERRED_FROM), (error, retry_at)
     raise TypeError(f"not a state event: {event!r}")
+
+
+# --- drawings (--drawings all): one row per drawing under its patent ------------------------------
+
+_DRAWING_WHERE = "WHERE kind={m} AND key={m} AND figure={m} AND status IN ({sources})"
+
+
+def drawing_update(event: StateEvent, key: FigureKey, mark: str, now: float) -> tuple[str, tuple[Any, ...]]:
+    """The guarded statement for an event of one drawing, and its parameters.
+
+    A listed drawing is inserted under its patent, held by the patent's claim (the worker that asked
+    downloads it), or given a fresh URL unless it is already downloaded. The patent's own row follows
+    its drawings through `SETTLE_PATENT`, run after them in the same transaction.
+    """
+    m, where = mark, (now, key.kind.value, key.value, key.figure)
+    match event:
+        case Resolved(_, _, _, num, url, expires_at, _, image_type):
+            return (f"INSERT INTO drawings (kind, key, figure, pn, num, url, expires_at, image_type, status, "
+                    f"claimed_by, lease_until, lease_gen, updated_at) SELECT p.kind, p.key, {m}, p.pn, {m}, {m}, {m}, "
+                    f"{m}, 'resolved', p.claimed_by, p.lease_until, p.lease_gen, {m} FROM patents p WHERE p.kind={m} "
+                    f"AND p.key={m} ON CONFLICT (kind, key, figure) DO UPDATE SET pn=excluded.pn, num=excluded.num, "
+                    "url=excluded.url, expires_at=excluded.expires_at, image_type=excluded.image_type, "
+                    "status='resolved', error=NULL, retry_at=NULL, claimed_by=excluded.claimed_by, "
+                    "lease_until=excluded.lease_until, lease_gen=excluded.lease_gen, updated_at=excluded.updated_at "
+                    "WHERE drawings.status IN ('pending','resolved','failed')",
+                    (key.figure, num, url, expires_at, image_type, now, key.kind.value, key.value))
+        case Downloaded(_, local_file, size, sha):
+            return _drawing(f"status='downloaded', local_file={m}, bytes={m}, sha256={m}, error=NULL, {_RELEASE}",
+                            ("resolved",), m), (local_file, size, sha, *where)
+        case UrlExpired(_, reason):  # the patent is asked again (SETTLE_PATENT) for fresh URLs
+            gave_up = f"expiries+1>={MAX_EXPIRIES}"
+            return _drawing(f"status=CASE WHEN {gave_up} THEN 'failed' ELSE 'pending' END, url=NULL, "
+                            f"expires_at=NULL, expiries=expiries+1, error=CASE WHEN {gave_up} THEN 'UrlExpiredError: "
+                            f"the URL expired before the download {MAX_EXPIRIES} times' ELSE {m} END, {_RELEASE}",
+                            ("resolved",), m), (reason, *where)
+        case Failed(_, error):
+            return _drawing(f"status='failed', error={m}, {_RELEASE}", ("resolved", "pending"), m), (error, *where)
+        case Deferred(_, error, retry_at):
+            return _drawing(f"error={m}, retry_at={m}, {_RELEASE}", ("resolved",), m), (error, retry_at, *where)
+    raise TypeError(f"not an event of a drawing: {event!r}")
+
+
+def _drawing(assignments: str, sources: tuple[str, ...], m: str) -> str:
+    listed = ",".join(f"'{s}'" for s in sources)
+    return f"UPDATE drawings SET {assignments}, updated_at={m} " + _DRAWING_WHERE.format(m=m, sources=listed)
+
+
+def settles_patent(event: StateEvent) -> bool:
+    """Whether this event may settle its patent or send it back to the API (see `SETTLE_PATENT`)."""
+    return isinstance(event.key, FigureKey) and isinstance(event, Downloaded | UrlExpired | Failed)
+
+
+def settle_patent(mark: str) -> str:
+    """A listed patent none of whose drawings waits for a download any more: pending again when a
+    URL expired (asked again: one call, fresh URLs), else failed if a drawing failed, else downloaded.
+    Parameters: updated_at, kind, key."""
+    m = mark
+    left = "FROM drawings d WHERE d.kind=patents.kind AND d.key=patents.key AND d.status="
+    return (f"UPDATE patents SET status=CASE WHEN EXISTS (SELECT 1 {left}'pending') THEN 'pending' "
+            f"WHEN EXISTS (SELECT 1 {left}'failed') THEN 'failed' ELSE 'downloaded' END, "
+            f"error=(SELECT MIN(d.error) {left}'failed'), {_RELEASE}, updated_at={m} "
+            f"WHERE kind={m} AND key={m} AND status='resolved' AND figures IS NOT NULL "
+            f"AND NOT EXISTS (SELECT 1 {left}'resolved')")

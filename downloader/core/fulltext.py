@@ -1,0 +1,145 @@
+"""The sans-IO core of P042 fulltext-image (`--drawings all`): every drawing of one patent, in pages.
+
+One patent a call: `{patent_id | patent_number, limit ≤ 100, offset}` as a JSON body. The answer's
+`data` holds `pn`, `patent_id`, `total_search_result_count` and a page of `fulltext_image` items
+(`path`, `image_type`); the client pages with `offset += limit` while `offset < total`.
+
+`Paging` is the flow of one patent as values: `next_body()` says what to send (None: done),
+`receive(answer)` takes each decoded page. Its `outcomes()` are what the state store records:
+`NotFound` (data null, an empty list, or no pn), `NoImage` (no drawings), else `Listed` followed by
+one `Resolved` per drawing under a `FigureKey` (1-based, in the API's order). Pages that listed at
+least one drawing are charged (PatSnap bills per successful result); `charged` counts them.
+
+Nothing here touches the network, the disk or the clock; callers pass `answered_at`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from downloader.core.errors import ApiError, TransientApiError
+from downloader.core.expiry import url_window
+from downloader.core.model import Failed, FigureKey, Listed, NoImage, NotFound, Outcome, PatentKey, Resolved
+from downloader.core.protocol import error_for_code, field_text
+
+PAGE_SIZE = 100
+# A hostile or broken total must not make a patent page forever: no patent has 10,000 drawings.
+MAX_DRAWINGS = 10_000
+_MAX_URL = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One decoded page: the patent as the API names it, its drawing total, and this page's items."""
+
+    pn: Any
+    patent_id: Any
+    total: int
+    items: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PageAnswer:
+    """A decoded 200 answer: a page, no patent (`page` None and no error), or the error it carries."""
+
+    page: Page | None
+    error: ApiError | None = None
+
+
+def request_body(key: PatentKey, offset: int, limit: int = PAGE_SIZE) -> dict[str, Any]:
+    """The JSON body of one call: the patent under its kind, the page size and where it starts."""
+    return {key.kind.value: key.value, "limit": limit, "offset": offset}
+
+
+def decode_page(body: Any) -> PageAnswer:
+    """Turn the parsed JSON of a 200 response into a page, "no such patent", or its error."""
+    if not isinstance(body, Mapping):
+        return PageAnswer(None, TransientApiError("the API answer is not a JSON object"))
+    if body.get("status") is not True:
+        code = body.get("error_code")
+        if not isinstance(code, int) or isinstance(code, bool):
+            return PageAnswer(None, TransientApiError("the API answered status false without a code"))
+        return PageAnswer(None, error_for_code(code, str(body.get("error_msg") or "")))
+    data = body.get("data")
+    if isinstance(data, list):  # an empty list for an unknown patent; tolerate the object wrapped in one
+        data = next((d for d in data if isinstance(d, Mapping)), None)
+    if data is None:
+        return PageAnswer(None)
+    if not isinstance(data, Mapping):
+        return PageAnswer(None, TransientApiError("the API answer's data is not an object"))
+    raw_items = data.get("fulltext_image")
+    items = tuple(i for i in raw_items if isinstance(i, Mapping)) if isinstance(raw_items, list) else ()
+    total = data.get("total_search_result_count")
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+        total = len(items)
+    return PageAnswer(Page(data.get("pn"), data.get("patent_id"), min(total, MAX_DRAWINGS), items))
+
+
+@dataclass
+class Paging:
+    """The pages of one patent, as a flow of values (see the module docstring)."""
+
+    key: PatentKey
+    limit: int = PAGE_SIZE
+    pages: list[Page] = field(default_factory=list)
+    unknown: bool = False
+    charged: int = 0
+
+    def next_body(self) -> dict[str, Any] | None:
+        """The body of the next call, or None when every page is in (or the patent is unknown)."""
+        if not self.pages:
+            return None if self.unknown else request_body(self.key, 0, self.limit)
+        offset = len(self.pages) * self.limit
+        last = self.pages[-1]
+        if offset >= self.pages[0].total or not last.items:  # an empty page ends it even below the total
+            return None
+        return request_body(self.key, offset, self.limit)
+
+    def receive(self, page: Page | None) -> None:
+        """Take the decoded page of the last call (None: the API does not know the patent)."""
+        if page is None:
+            self.unknown = self.unknown or not self.pages
+            return
+        self.pages.append(page)
+        if page.items:
+            self.charged += 1
+
+    def outcomes(self, answered_at: float) -> list[Outcome]:
+        """What the state store records for this patent once `next_body()` is None."""
+        if self.unknown or not self.pages:
+            return [NotFound(self.key)]
+        first = self.pages[0]
+        pn, patent_id = field_text(first.pn), field_text(first.patent_id)
+        if pn is None or patent_id is None:
+            return [Failed(self.key, "HostileAnswer: pn or patent_id is not a short plain string")]
+        if not pn and not patent_id:
+            return [NotFound(self.key)]
+        items = [item for page in self.pages for item in page.items][:MAX_DRAWINGS]
+        if not items:
+            return [NoImage(self.key, pn, patent_id)]
+        drawings: list[Outcome] = []
+        for figure, item in enumerate(items, start=1):
+            drawing = _drawing(FigureKey(self.key.kind, self.key.value, figure), pn, patent_id, item, answered_at)
+            if drawing is None:
+                return [Failed(self.key, f"HostileAnswer: fulltext_image[{figure - 1}].path is not an http(s) URL")]
+            drawings.append(drawing)
+        return [Listed(self.key, pn, patent_id, len(drawings)), *drawings]
+
+
+def _drawing(key: FigureKey, pn: str, patent_id: str, item: Mapping[str, Any], answered_at: float) -> Resolved | None:
+    path = item.get("path")
+    if not isinstance(path, str) or not path.lower().startswith(("http://", "https://")) or len(path) > _MAX_URL:
+        return None
+    signed_at, expires_at = url_window(path, answered_at=answered_at)
+    image_type = field_text(item.get("image_type")) or ""
+    return Resolved(key, pn, patent_id, image_id(path), path, expires_at, signed_at, image_type)
+
+
+def image_id(url: str) -> str:
+    """The drawing's stable name: the file name of its URL without the extension (e.g. HDA…0011)."""
+    name = urlsplit(url).path.rsplit("/", 1)[-1]
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return field_text(stem) or ""

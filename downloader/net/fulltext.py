@@ -1,0 +1,90 @@
+"""FulltextResolver: `--drawings all`, every drawing of each patent through P042 fulltext-image.
+
+The second implementation of the pipeline's resolver (the first is `PatsnapClient.resolve`, P021,
+100 patents a call). This one asks one patent a call and pages with `offset` while
+`offset < total_search_result_count` (`core.fulltext.Paging`); every call goes through the same
+machinery as P021's (`PatsnapClient.exchange`: the account-wide gate, retries, the credential
+check, the outage detector), and failures past the retries are settled by the same rules
+(`PatsnapClient.unanswered`: refused credentials stop the run, transport failures defer).
+
+A patent's outcomes are returned only once all its pages are in, so a kill between pages leaves it
+pending: it is asked once more, from its first page. Budget (--max-charged): each page reserves
+one charge before its call (a page that lists drawings is charged) and gives it back when the page
+listed none; a patent whose next page finds the budget spent is left for the next run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import anyio
+
+from downloader.core.errors import InvalidParameterError, OutageError, TokenExpiredError, TransientApiError, describe
+from downloader.core.fulltext import Page, Paging, decode_page
+from downloader.core.model import Batch, Failed, PatentKey
+from downloader.core.ports import Answer, BatchResult
+from downloader.net.api import ApiRequest, PatsnapClient
+
+FULLTEXT_PATH = "/basic-patent-data/fulltext-image"
+
+
+@dataclass
+class _Asked:
+    """What asking one patent came to: its outcomes (None: the budget could not pay for it) and charges."""
+
+    outcomes: list[Answer] | None
+    charged: int = 0
+
+
+@dataclass
+class FulltextResolver:
+    """Resolves batches of patents into per-drawing outcomes, one patent a call (see the module docstring)."""
+
+    client: PatsnapClient
+    _asked: int = field(default=0, init=False)
+
+    async def resolve(self, batch: Batch) -> BatchResult:
+        """Ask each patent of `batch` in turn; those the budget cannot pay for are returned unasked."""
+        outcomes: list[Answer] = []
+        charged = 0
+        for index, value in enumerate(batch.keys):
+            asked = await self._patent(PatentKey(batch.kind, value))
+            charged += asked.charged
+            if asked.outcomes is None:
+                return BatchResult(outcomes, tuple(PatentKey(batch.kind, v) for v in batch.keys[index:]), charged)
+            outcomes += asked.outcomes
+        return BatchResult(outcomes, (), charged)
+
+    def outage_error(self) -> OutageError | None:
+        """The OutageError to stop with when every call failed for a while."""
+        return self.client.outage_error()
+
+    async def _patent(self, key: PatentKey) -> _Asked:
+        paging = Paging(key)
+        answered_at = 0.0
+        try:
+            while (body := paging.next_body()) is not None:
+                if await self.client.budget.reserve(1) == 0:
+                    return _Asked(None, paging.charged)
+                charged_before = paging.charged
+                try:
+                    page, answered_at = await self.client.exchange(ApiRequest(FULLTEXT_PATH, {}, body), _page)
+                    paging.receive(page)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self.client.budget.settle(1, paging.charged - charged_before)
+        except InvalidParameterError as err:
+            return _Asked([Failed(key, describe(err))], paging.charged)
+        except (TokenExpiredError, TransientApiError) as err:
+            return _Asked(self.client.unanswered(err, [key]), paging.charged)
+        finally:
+            self.client.count_charged(paging.charged)
+        return _Asked(list(paging.outcomes(answered_at)), paging.charged)
+
+
+def _page(body: object) -> Page | None:
+    """A decoded page (None: no such patent), or the error its answer carries."""
+    answer = decode_page(body)
+    if answer.error is not None:
+        raise answer.error
+    return answer.page

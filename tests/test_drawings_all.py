@@ -1,0 +1,262 @@
+"""`--drawings all` end to end on the simulator over loopback: every drawing of each patent through
+P042, pages, files and their hashes, manifest rows, calls and charges, resume, budget, one kind per job."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from downloader.simulator import Simulator
+
+from .support import leftovers, manifest, numbers, run, run_cli, sha256, write_csv
+from .test_fleet import fleet_env  # noqa: F401 - the fixture
+from .test_postgres_job import pg_url  # noqa: F401 - the fixture
+
+_FILE = re.compile(r"^images/[0-9a-f]{2}/[0-9a-f]/(?P<pn>[A-Za-z0-9_-]+)/(?P<figure>\d+)\.(png|jpg)$")
+
+
+def figures_of(sim: Simulator, values: list[str]) -> dict[str, int | None]:
+    """Each number's drawing count in the simulator (None: unknown patent)."""
+    found: dict[str, int | None] = {}
+    for value in values:
+        record = sim.universe.lookup_number(value)
+        found[value] = None if record is None else sim.universe.figures(record)
+    return found
+
+
+def with_many(sim: Simulator, values: list[str], pool: list[str]) -> list[str]:
+    """`values` plus one number of `pool` whose patent has more than 100 drawings (paging)."""
+    many = next(n for n in pool if (figures_of(sim, [n])[n] or 0) > 100)
+    return [*values, many]
+
+
+def expected_calls(figures: dict[str, int | None]) -> tuple[int, int]:
+    """(API calls, charged calls): a page per 100 drawings and at least one per patent; listing pages charged."""
+    calls = sum(max(1, math.ceil((n or 0) / 100)) for n in figures.values())
+    return calls, sum(math.ceil(n / 100) for n in figures.values() if n)
+
+
+def check_drawings(out: Path, sim: Simulator, figures: dict[str, int | None]) -> int:
+    """The manifest has a row per drawing (figures 1..n in order), one row without figure for a patent with
+    none; every downloaded file is the CDN's drawing, named images/…/<PN>/<figure>.<ext>; returns the files."""
+    rows = manifest(out)
+    by_patent: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_patent.setdefault(row["patent_number"], []).append(row)
+    assert set(by_patent) == set(figures)
+    for number, count in figures.items():
+        got = by_patent[number]
+        if not count:
+            assert [(r["figure"], r["status"]) for r in got] == [("", "not_found" if count is None else "no_image")]
+            continue
+        assert [int(r["figure"]) for r in got] == list(range(1, count + 1)), number
+        assert {r["image_type"] for r in got} == {"drawings"} and {r["status"] for r in got} == {"downloaded"}
+    checked = 0
+    for row in rows:
+        if row["status"] != "downloaded":
+            continue
+        match = _FILE.match(row["local_file"])
+        assert match and match["pn"] == row["pn"] and match["figure"] == row["figure"], row
+        data = (out / row["local_file"]).read_bytes()
+        assert sha256(data) == row["sha256"] and int(row["bytes"]) == len(data)
+        assert data == sim.expected_image(row["pn"], f"{int(row['figure']):04d}"), row
+        checked += 1
+    assert checked == len(list((out / "images").rglob("*.*")))
+    return checked
+
+
+def check_status_and_report(out: Path, figures: dict[str, int | None]) -> None:
+    """`status` counts drawings and patents; the report groups each patent's drawings under its figure count
+    and shows how many drawings patents have."""
+    from downloader.cli.htmlreport import write_report
+    from downloader.cli.status import render_status, status_data
+
+    data = status_data(str(out))
+    listed = sum(n or 0 for n in figures.values())
+    assert data["drawings"]["by_status"] == {"downloaded": listed} and data["total"] == len(figures)
+    per_patent = Counter(str(n) for n in figures.values() if n is not None)
+    assert data["drawings"]["per_patent"] == dict(per_patent)
+    assert f"{listed:,} drawings" in render_status(data)
+    page = Path(write_report(str(out))).read_text()
+    sheet = json.loads(page.split('id="sheet-data">', 1)[1].split("</script>", 1)[0])
+    by_pn = {row["pn"]: row["patent_number"] for row in manifest(out)}
+    for pn, figure, path, count in sheet["rows"]:
+        assert count == figures[by_pn[pn]] and 1 <= int(figure) <= count and f"/{figure}." in path
+    assert len(sheet["rows"]) == listed  # every drawing of this small job
+    assert 'id="figures"' in page and f"{listed:,} drawings listed for" in page and "over 100" in page
+
+
+@pytest.mark.slow
+def test_every_drawing_with_pages_then_reruns_ask_only_for_new_patents(tmp_path, threaded_simulator):
+    """Pages past 100 drawings, a call per patent, charges per listing page; a rerun asks nothing and a
+    grown list asks only for its new patents."""
+    sim = threaded_simulator
+    values = with_many(sim, numbers(40), numbers(3000, seed=9))
+    figures = figures_of(sim, values)
+    assert max(n or 0 for n in figures.values()) > 100 and None in figures.values() and 0 in figures.values()
+    source = write_csv(tmp_path / "in.csv", values)
+    out = tmp_path / "out"
+
+    summary = run([source], out, sim, drawings="all")
+
+    calls, charged = expected_calls(figures)
+    assert summary["exit_code"] == 0, summary
+    assert summary["api_calls"] == sim.counters.api_requests == sim.counters.fulltext_pages == calls
+    assert summary["charged"] == sim.counters.charged == charged
+    assert max(sim.counters.asks.values()) == 1 and len(sim.counters.asks) == len(values)
+    assert check_drawings(out, sim, figures) == summary["images"] == sum(n or 0 for n in figures.values())
+    assert summary["drawings"] == {"downloaded": summary["images"]}
+    assert not leftovers(out)
+    check_status_and_report(out, figures)
+
+    again = run([source], out, sim, drawings="all")
+    assert again["api_calls"] == 0 and sim.counters.api_requests == calls and again["exit_code"] == 0
+
+    new = [n for n in numbers(60) if n not in values][:10]
+    grown = write_csv(tmp_path / "grown.csv", values + new)
+    third = run([grown], out, sim, drawings="all")
+    assert third["exit_code"] == 0 and third["api_calls"] == expected_calls(figures_of(sim, new))[0]
+    assert max(sim.counters.asks.values()) == 1
+    check_drawings(out, sim, figures_of(sim, values + new))
+
+
+def test_the_budget_caps_charged_calls_and_the_next_run_finishes(tmp_path, threaded_simulator):
+    """--max-charged 5: at most 5 charged calls, exit 4; the next run continues and no patent is asked twice
+    except the one whose later page the budget could not pay."""
+    sim = threaded_simulator
+    values = numbers(30)
+    source = write_csv(tmp_path / "in.csv", values)
+    out = tmp_path / "out"
+
+    capped = run([source], out, sim, drawings="all", max_charged=5)
+
+    assert capped["exit_code"] == 4 and capped["stop_reason"] == "budget"
+    assert capped["charged"] == sim.counters.charged <= 5
+    done = run([source], out, sim, drawings="all")
+    assert done["exit_code"] == 0
+    check_drawings(out, sim, figures_of(sim, values))
+    asked_twice = [k for k, n in sim.counters.asks.items() if n > 1]
+    assert len(asked_twice) <= 1, asked_twice
+
+
+@pytest.mark.slow
+def test_one_job_holds_one_kind_of_drawings(tmp_path, threaded_simulator):
+    """Asking the other kind of an existing job (option or environment) is exit 2 with one line."""
+    sim = threaded_simulator
+    source = write_csv(tmp_path / "in.csv", numbers(5))
+    out = tmp_path / "out"
+    first = run([source], out, sim, drawings="all")
+    assert first["exit_code"] == 0
+    asked = sim.counters.api_requests
+    base = ["run", str(source), "--out", str(out), "--api-base", str(sim.base_url), "--token", "demo-token",
+            "--api-key", "demo-key", "--no-progress"]
+    refused = run_cli(*base, "--drawings", "abstract")
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 2 and len(lines) == 1 and "--drawings all job" in lines[0], refused.stderr
+    import os
+
+    by_env = run_cli(*base, env={**os.environ, "PATENT_IMAGES_DRAWINGS": "abstract"})
+    assert by_env.returncode == 2 and "--drawings abstract" in by_env.stderr
+    assert run_cli(*base).returncode == 2  # the default is abstract
+    assert sim.counters.api_requests == asked
+    abstract_out = tmp_path / "abstract"
+    assert run([source], abstract_out, sim)["exit_code"] == 0
+    assert run_cli(*base[:3], str(abstract_out), *base[4:], "--drawings", "all").returncode == 2
+    assert Counter(r["status"] for r in manifest(abstract_out))  # the abstract job's manifest stands
+
+
+def test_dry_run_says_calls_and_hours_and_calls_nothing(tmp_path, threaded_simulator, capsys):
+    """A call per patent at least, hours at --rate; no request; the other kind of an existing job is exit 2."""
+    from downloader.cli import app as cli
+    from downloader.dryrun import describe_plan
+
+    sim = threaded_simulator
+    source = write_csv(tmp_path / "in.csv", numbers(40))
+    out = tmp_path / "out"
+    args = ["run", str(source), "--out", str(out), "--api-base", str(sim.base_url), "--token", "demo-token",
+            "--api-key", "demo-key", "--no-progress", "--rate", "5", "--drawings", "all", "--dry-run"]
+    assert cli.main([*args, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["api_calls"] == plan["to_ask"] == 40 and plan["seconds_at_rate"] == 8.0
+    assert cli.main(args) == 0
+    assert "at least 40 calls" in capsys.readouterr().out
+    assert sim.counters.api_requests == 0 and sim.counters.image_requests == 0
+    assert "at least 5.6 h at --rate" in describe_plan({**plan, "api_calls": 100_000, "seconds_at_rate": 100_000 / 5})
+    run([source], out, sim, drawings="all", max_charged=10)
+    assert cli.main([*args, "--json"]) == 0
+    left = json.loads(capsys.readouterr().out)
+    assert 0 < left["api_calls"] < 40 and left["settled"] >= 10 - 1
+    assert cli.main([*args[:-3], "--dry-run"]) == 2  # --drawings abstract (the default) on an all job
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_rerun(tmp_path, sim_config, threaded_simulator):
+    """Killed twice while drawings download and pages are asked: a patent stored whole before a kill is never
+    asked again, none is asked more than once more, and the rerun ends with every drawing verified."""
+    import signal
+
+    from .support import SETTLED_STATUSES, Cli, cli_args, image_files, state_rows
+
+    sim = threaded_simulator
+    values = with_many(sim, numbers(120), numbers(3000, seed=9))
+    source = write_csv(tmp_path / "in.csv", values)
+    out = tmp_path / "out"
+    sim_config.cdn_latency = 0.01
+    sim_config.api_latency = 0.02
+    args = cli_args(sim, [source], out, "--drawings", "all", "--rate", "60", "--download-concurrency", "8")
+    snapshots = []
+    for i, files in enumerate((40, 400)):
+        with Cli(args, tmp_path / f"kill{i}.log") as cli:
+            assert cli.wait_for(lambda files=files: len(image_files(out)) >= files), cli.stderr()
+            cli.proc.send_signal(signal.SIGKILL)
+            cli.proc.wait(timeout=30)
+        snapshots.append({key: sim.counters.asks[key] for _, key, status in state_rows(out)
+                          if status in SETTLED_STATUSES})
+    sim_config.cdn_latency = sim_config.api_latency = 0.0
+    final = run_cli(*args, timeout=120)
+
+    assert final.returncode == 0, final.stderr
+    assert all(snapshots) and len(snapshots[1]) > len(snapshots[0])
+    for snapshot in snapshots:
+        assert {k: sim.counters.asks[k] for k in snapshot} == snapshot  # stored whole: never asked again
+    assert max(sim.counters.asks.values()) <= 2 and len(sim.counters.asks) == len(values)
+    check_drawings(out, sim, figures_of(sim, values))
+    assert not leftovers(out)
+
+
+@pytest.mark.slow
+def test_two_workers_on_postgres_into_s3_share_the_drawings(
+        tmp_path, threaded_simulator, s3_bucket, pg_url, fleet_env, moto_server):  # noqa: F811
+    """Two `run --drawings all` processes over one PostgreSQL job into moto S3: each patent asked once (a page
+    per 100 drawings), every drawing stored once under images/…/<PN>/<figure>.<ext> with the CDN's bytes."""
+    import hashlib
+
+    from .test_fleet import PREFIX, etags, manifest_rows, start
+
+    sim = threaded_simulator
+    values = with_many(sim, numbers(150), numbers(3000, seed=9))
+    source = write_csv(tmp_path / "in.csv", values)
+    fleet = start(sim, source, s3_bucket.name, pg_url, fleet_env, moto_server.endpoint, "--rate", "40",
+                  "--drawings", "all", count=2)
+    codes = fleet.wait()
+
+    assert codes == [0, 0], fleet.errors
+    figures = figures_of(sim, values)
+    calls, charged = expected_calls(figures)
+    assert sim.counters.api_requests == calls and sim.counters.charged == charged
+    assert max(sim.counters.asks.values()) == 1 and len(sim.counters.asks) == len(values)
+    rows = [r for r in manifest_rows(s3_bucket) if r["status"] == "downloaded"]
+    assert len(rows) == sum(n or 0 for n in figures.values())
+    stored = etags(s3_bucket)
+    for row in rows:
+        assert _FILE.match(row["local_file"]), row
+        expected = sim.expected_image(row["pn"], f"{int(row['figure']):04d}")
+        assert row["sha256"] == hashlib.sha256(expected).hexdigest()
+        assert stored[f"{PREFIX}/{row['local_file']}"] == hashlib.md5(expected).hexdigest()
+    images = [k for k in stored if k.startswith(f"{PREFIX}/images/")]
+    assert len(images) == len(rows)

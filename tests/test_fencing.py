@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 PATENTS = 300
 BATCH = 20
-LEASE = 2.0
+LEASE = 5.0
 
 
 def via(url: str, port: int) -> str:

@@ -72,6 +72,7 @@ from downloader.core.model import (
 from downloader.core.outcome import StopReason
 from downloader.core.ports import Fetcher, Resolver
 from downloader.core.problems import Problems
+from downloader.core.urlclock import UrlClock
 from downloader.state.base import Held, StateStore
 
 T = TypeVar("T")
@@ -161,6 +162,7 @@ class Pipeline:
     config: PipelineConfig = PipelineConfig()
     info: Callable[[PipelineResult], Mapping[str, Any]] = lambda so_far: {}
     planned: Mapping[str, int] | None = None
+    url_clock: UrlClock = field(default_factory=UrlClock)  # what the CDN has shown: the fetcher's, shared
     _asked: int = field(default=0, init=False)
     _recharged: int = field(default=0, init=False)
     _fenced: int = field(default=0, init=False)
@@ -173,7 +175,7 @@ class Pipeline:
     lookahead: Lookahead = field(init=False)
 
     def __post_init__(self) -> None:
-        self.lookahead = Lookahead(self.config.batch_size, self.config.download_concurrency)
+        self.lookahead = Lookahead(self.config.batch_size, self.config.download_concurrency, clock=self.url_clock)
         self._control.deadline = self.config.deadline
 
     async def run(self) -> PipelineResult:
@@ -305,8 +307,9 @@ class Pipeline:
         first = min(images, key=lambda o: o.expires_at, default=None)
         life = None if first is None else first.expires_at - now
         kept = None if first is None else margin(first.expires_at, first.signed_at, now, self.config.expiry_margin)
+        age = 0.0 if first is None or first.signed_at is None else max(0.0, now - first.signed_at)
         self.lookahead.dropped(unasked)
-        self.lookahead.answered(len(batch.keys) - unasked, len(images), life, kept)
+        self.lookahead.answered(len(batch.keys) - unasked, len(images), life, kept, age)
         self._move()
 
     def _reusing(self, jobs: Sequence[ImageJob]) -> None:
@@ -521,7 +524,7 @@ def _image_event(result: Downloaded | UrlExpired | Failed | Deferred) -> ImageDo
     match result:
         case Downloaded(key, _, size, _):
             return ImageDone("downloaded", size, key=key.value)
-        case UrlExpired(key, reason):
+        case UrlExpired(key, reason, _):
             return ImageDone("expired", 0, reason, key.value)
         case Failed(key, error):
             return ImageDone("failed", 0, error, key.value)

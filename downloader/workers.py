@@ -1,7 +1,7 @@
 """--workers N on one machine: N processes that share one job through the state store's claims.
 
 The first process (the one the user started) holds the folder lock, reads the inputs, then starts
-N-1 helper processes (`python -m downloader.workers`) and works as a worker itself. Every worker
+N-1 helper processes (`python -m downloader.helper`) and works as a worker itself. Every worker
 claims batches from the same store under its own lease, so one machine's cores and several
 machines are the same design (a PostgreSQL store just lets the workers live elsewhere). The
 first process shows the one progress display (the helpers' counters arrive through their
@@ -21,13 +21,13 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from typing import Any
 
 import anyio
 from anyio.abc import Process
 
 from downloader.core.settings import Settings
 
+HELPER_MODULE = "downloader.helper"  # a helper's entry point (it imports the job; this module must not)
 MAX_DEFAULT_WORKERS = 8
 KEYS_PER_WORKER = 5000  # below this much work, another process costs more than it brings
 
@@ -44,10 +44,11 @@ def default_workers(settings: Settings, unsettled: int) -> int:
 async def helpers(count: int, out: str, settings: Settings, run_id: int) -> AsyncIterator[list[Process]]:
     """Start `count` helper workers for run `run_id`; on exit, wait for them (forwarding a stop)."""
     procs: list[Process] = []
-    payload = json.dumps({"out": out, "run_id": run_id, "settings": asdict(settings)}).encode()
+    payload = json.dumps({"out": out, "run_id": run_id, "settings": asdict(settings),
+                          "use_uvloop": _running_on_uvloop()}).encode()
     try:
         for _ in range(count):
-            proc = await anyio.open_process([sys.executable, "-m", "downloader.workers"], stdin=subprocess.PIPE,
+            proc = await anyio.open_process([sys.executable, "-m", HELPER_MODULE], stdin=subprocess.PIPE,
                                             stdout=None, stderr=None)
             procs.append(proc)
             assert proc.stdin is not None
@@ -70,21 +71,8 @@ def stop_helpers(procs: list[Process]) -> None:
                 pass
 
 
-def _main() -> int:
-    """A helper worker: read the job from stdin, work until nothing is left, exit."""
-    from downloader.core.errors import DownloaderError, FatalError
-    from downloader.job import run_helper
+def _running_on_uvloop() -> bool:
+    """Whether this process runs its job on uvloop: its helpers then do too, so every process agrees."""
+    import asyncio
 
-    job: dict[str, Any] = json.loads(sys.stdin.buffer.read())
-    settings = Settings(**{**job["settings"], "progress": False, "log_file": None})
-    try:
-        run_helper(job["out"], settings, int(job["run_id"]), parent=os.getppid())
-    except FatalError:
-        return 3  # the halt record already told the other workers
-    except (DownloaderError, KeyboardInterrupt):
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())
+    return type(asyncio.get_running_loop()).__module__.startswith("uvloop")

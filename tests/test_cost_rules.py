@@ -78,11 +78,12 @@ def test_a_narrow_download_stage_starts_with_a_small_batch_and_waits_for_its_ans
 
 def test_short_urls_shrink_batches_to_what_the_downloads_can_use_in_time():
     look = Lookahead(100, 1, seconds_per_image=0.05)  # 20 images/s
-    look.answered(0, 0, life=1.5, margin=0.5)  # a fresh URL is usable for 1 s: 20 images
+    look.clock.proven = 60.0  # downloads have shown URLs live a minute: their stated life is believed
+    look.answered(0, 0, life=1.5, margin=0.5, age=0.5)  # a 2 s URL, usable for 1 s more: 20 images
     assert look.capacity == pytest.approx(20.0)
     assert look.allowed() == 20
     look.claimed(20)
-    look.answered(20, 17, life=1.5, margin=0.5)
+    look.answered(20, 17, life=1.5, margin=0.5, age=0.5)
     assert look.allowed() == 0  # 17 queued: less than half the window is free
     for _ in range(10):
         look.started()
@@ -92,7 +93,7 @@ def test_short_urls_shrink_batches_to_what_the_downloads_can_use_in_time():
 
 def test_an_unusable_lifetime_still_asks_one_at_a_time_rather_than_stall():
     look = Lookahead(100, 1, seconds_per_image=1.0)
-    look.answered(0, 0, life=0.1, margin=0.5)
+    look.answered(0, 0, life=0.1, margin=0.5, age=1.9)  # a 2 s URL with 0.1 s left
     assert look.capacity == 0 and look.allowed() == 1
 
 

@@ -73,16 +73,16 @@ def check_drawings(out: Path, sim: Simulator, figures: dict[str, int | None]) ->
 def check_status_and_report(out: Path, figures: dict[str, int | None]) -> None:
     """`status` counts drawings and patents; the report groups each patent's drawings under its figure count
     and shows how many drawings patents have."""
-    from downloader.cli.htmlreport import write_report
-    from downloader.cli.status import render_status, status_data
+    from downloader.cli.status import render_status
+    from downloader.job import job_status, report_job
 
-    data = status_data(str(out))
+    data = job_status(out).to_dict()
     listed = sum(n or 0 for n in figures.values())
     assert data["drawings"]["by_status"] == {"downloaded": listed} and data["total"] == len(figures)
     per_patent = Counter(str(n) for n in figures.values() if n is not None)
     assert data["drawings"]["per_patent"] == dict(per_patent)
     assert f"{listed:,} drawings" in render_status(data)
-    page = Path(write_report(str(out))).read_text()
+    page = Path(report_job(out)).read_text()
     sheet = json.loads(page.split('id="sheet-data">', 1)[1].split("</script>", 1)[0])
     by_pn = {row["pn"]: row["patent_number"] for row in manifest(out)}
     for pn, figure, path, count in sheet["rows"]:
@@ -173,7 +173,7 @@ def test_one_job_holds_one_kind_of_drawings(tmp_path, threaded_simulator):
 def test_dry_run_says_calls_and_hours_and_calls_nothing(tmp_path, threaded_simulator, capsys):
     """A call per patent at least, hours at --rate; no request; the other kind of an existing job is exit 2."""
     from downloader.cli import app as cli
-    from downloader.dryrun import describe_plan
+    from downloader.dryrun import Plan, describe_plan
 
     sim = threaded_simulator
     source = write_csv(tmp_path / "in.csv", numbers(40))
@@ -186,7 +186,8 @@ def test_dry_run_says_calls_and_hours_and_calls_nothing(tmp_path, threaded_simul
     assert cli.main(args) == 0
     assert "at least 40 calls" in capsys.readouterr().out
     assert sim.counters.api_requests == 0 and sim.counters.image_requests == 0
-    assert "at least 5.6 h at --rate" in describe_plan({**plan, "api_calls": 100_000, "seconds_at_rate": 100_000 / 5})
+    big = Plan(**{**plan, "api_calls": 100_000, "seconds_at_rate": 100_000 / 5})
+    assert "at least 5.6 h at --rate" in describe_plan(big)
     run([source], out, sim, drawings="all", max_charged=10)
     assert cli.main([*args, "--json"]) == 0
     left = json.loads(capsys.readouterr().out)

@@ -629,22 +629,6 @@ async def test_reopen_sends_back_what_should_be_asked_again(store: StateStore) -
                                                     "C": Status.PENDING, "D": Status.PENDING, "Z": Status.FAILED}
 
 
-async def test_fail_expired_repeatedly(store: StateStore) -> None:
-    """Keys whose URLs expired max times fail with a clear error; retry_failed resets the tally."""
-    a, b = k("A"), k("B")
-    run = await store.start_run({})
-    await store.ingest([a, b], run)
-    await store.apply([resolved(a), UrlExpired(a, "r"), resolved(a), UrlExpired(a, "r"),
-                       resolved(b), UrlExpired(b, "r")])
-    assert await store.fail_expired_repeatedly(run, 2) == 1
-    rows = await by_key(store)
-    assert rows["A"].status == Status.FAILED and rows["A"].error is not None and "2 times" in rows["A"].error
-    assert rows["B"].status == Status.PENDING
-    await store.reopen(run, retry_failed=True, recheck_before=None)
-    assert await store.fail_expired_repeatedly(run, 1) == 1  # B (1 expiry); A's count was reset
-    assert (await store.counts(run)) == {"pending": 1, "failed": 1}
-
-
 # --- reading ----------------------------------------------------------------------------------
 
 async def test_rows_filters_and_writes_while_streaming(store: StateStore) -> None:

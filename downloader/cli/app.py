@@ -9,16 +9,15 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from downloader import __version__
 from downloader.cli import helptext
-from downloader.cli.runner import err_line as _err
+from downloader.cli.runlog import err_line as _err
 from downloader.cli.runner import run_command, settings_from
 from downloader.core.errors import DownloaderError, FatalError, OutputError, UsageError
 from downloader.core.outcome import exit_code_for
-from downloader.core.settings import DEFAULT_API_BASE, IO_MODES, parse_duration
+from downloader.core.settings import DEFAULT_API_BASE, IO_MODES, Settings, parse_duration
 from downloader.machine import output_error
 
 
@@ -293,9 +292,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """`report`: report.html for a job folder."""
-    from downloader.cli.htmlreport import write_report
+    from downloader.job import report_job
 
-    path = write_report(args.out, Path(args.to) if args.to else None, state_url=args.state_url,
-                        endpoint_url=args.s3_endpoint_url)
+    path = report_job(args.out, args.to, Settings(state_url=args.state_url, s3_endpoint_url=args.s3_endpoint_url))
     print(path)  # noqa: T201
     return 0

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from downloader.cli.runner import err_line as _err
+from downloader.cli.runlog import err_line as _err
 from downloader.cli.runner import run_command, settings_from
 
 if TYPE_CHECKING:

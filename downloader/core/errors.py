@@ -27,6 +27,10 @@
         ├── HostRefusedError    the URL's host refused while a probe finds out whether it moved: wait a moment
         └── BadImageError       not an image, too large, hostile answer: the patent fails
 
+`Job.run` raises only what its caller must handle (UsageError, InputError, LockedError, StateError),
+each with its `exit_code`; a fatal condition, a cap or an interrupt ends the run as a result: the
+Summary's `stop_reason` and `exit_code`, with the FatalError or Interrupted as `Summary.error`.
+
 Per-patent problems become `failed` rows with `error` = "ClassName: detail"; only run-level
 conditions (usage, input, fatal API, a full or vanished output, caps, signals) stop the run. PatSnap's pages disagree on
 what 67200002 and 67200003 mean, so their classes are the ones that are right under both readings.
@@ -36,27 +40,39 @@ from __future__ import annotations
 
 
 class DownloaderError(Exception):
-    """Base of every error this package raises on purpose."""
+    """Base of every error this package raises on purpose; `exit_code` is the command's exit status."""
+
+    exit_code: int = 1
 
 
 class UsageError(DownloaderError):
     """A bad option value or command line; nothing was started."""
 
+    exit_code = 2
+
 
 class InputError(DownloaderError):
     """An input file is missing, unreadable, or yields no usable column."""
+
+    exit_code = 2
 
 
 class LockedError(DownloaderError):
     """Another live process is running a job on the same output folder."""
 
+    exit_code = 2
+
 
 class StateError(DownloaderError):
     """The state store in DIR cannot be used (corrupt, or written by a newer version)."""
 
+    exit_code = 2
+
 
 class Interrupted(DownloaderError):
     """SIGINT or SIGTERM stopped the run after state and manifest were written."""
+
+    exit_code = 130
 
 
 class FatalError(DownloaderError):
@@ -65,6 +81,8 @@ class FatalError(DownloaderError):
     `hint` says what to do, in words for the person running the job. `hint_says_rerun`: the hint
     already tells the person to run the same command again (the CLI then does not say it twice).
     """
+
+    exit_code = 3
 
     def __init__(self, message: str, *, hint: str = "", hint_says_rerun: bool = False) -> None:
         super().__init__(message)

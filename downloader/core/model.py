@@ -141,10 +141,14 @@ class Downloaded:
 
 @dataclass(frozen=True, slots=True)
 class UrlExpired:
-    """The URL expired (or was about to) before the download; the key goes back for a fresh URL."""
+    """The URL expired (or was about to) before the download; the key goes back for a fresh URL.
+
+    A key whose URLs expired unused over and over is deferred until `retry_at` (epoch seconds):
+    an expiry is never the patent's fault, so it never makes it `failed`."""
 
     key: PatentKey
     reason: str
+    retry_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

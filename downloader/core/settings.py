@@ -15,7 +15,8 @@ DRAWINGS = ("abstract", "all")  # --drawings: see core.model.Drawings
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a run needs besides its inputs and output folder."""
+    """Everything a run needs besides its inputs and output folder (how it is shown and logged is the
+    caller's: the CLI's --no-progress and --log-file are not settings of the job)."""
 
     api_base: str = DEFAULT_API_BASE
     api_key: str | None = None
@@ -29,7 +30,6 @@ class Settings:
     retries: int = 5
     retry_failed: bool = False
     column: str | None = None
-    progress: bool | None = None  # None: bars when stderr is a terminal
     # Backoff between retries: exponential from backoff_initial, capped, with jitter.
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
@@ -66,9 +66,8 @@ class Settings:
     drawings: str = "abstract"
     max_runtime: float | None = None
     recheck_after_days: float | None = None
+    # A dry run never bills: `Job.run` refuses it (UsageError); `Job.plan` is the dry run.
     dry_run: bool = False
-    log_file: str | None = None
-    log_format: str = "text"
 
     def __post_init__(self) -> None:
         _check_url(self.api_base)
@@ -96,8 +95,6 @@ class Settings:
             raise UsageError("outage_seconds must be positive")
         if self.drawings not in DRAWINGS:
             raise UsageError(f"--drawings must be abstract or all, got {self.drawings!r}")
-        if self.log_format not in ("text", "json"):
-            raise UsageError("--log-format must be text or json")
 
     @property
     def effective_api_key(self) -> str | None:

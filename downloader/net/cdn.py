@@ -11,6 +11,9 @@ free file descriptors (LocalResourceError) is waited out, never counted against 
 
 A download starts only while its URL has more than a margin left: --expiry-margin, but never
 more than a quarter of the URL's own lifetime (`expiry.margin`), so short-lived URLs are used.
+The CDN's word beats the URL's: its "Request has expired" answers and its Date headers teach
+`self.clock` (`core/urlclock.py`) its clock and the lifetime it really honours, and every
+expiry is judged by what was learned.
 A transport failure whose retries are spent defers the patent (it keeps its URL; tried again
 later), and when every download fails that way for a while the CDN is out of reach: OutageError.
 A URL whose host refuses the connection while the API gives URLs on another host (the host moved:
@@ -46,12 +49,16 @@ from downloader.core.model import Counters, Deferred, Downloaded, Failed, Figure
 from downloader.core.moved import MovedHosts
 from downloader.core.naming import CONTENT_TYPES, MAGIC_BYTES_NEEDED, figure_path, image_path, sniff_image_type
 from downloader.core.outage import SPAN, OutageDetector, origin
+from downloader.core.urlclock import UrlClock, cdn_time
 from downloader.net.httperrors import cause, map_client_errors
 from downloader.net.proxies import proxy_for
 from downloader.net.retrying import RetryPolicy
 from downloader.sinks.base import ImageSink, Upload
 
 _ERROR_BODY_BYTES = 64 * 1024
+# A key whose URLs expired unused again and again (transitions.MAX_EXPIRIES) waits this long: longer
+# than a run waits for deferred keys, so this run stops paying for it; the next run asks again.
+EXPIRED_DEFER = 300.0
 # Waiting for file descriptors to be freed (by the downloads that hold them): first pause, cap, patience.
 _FD_PAUSE, _FD_PAUSE_MAX, _FD_PATIENCE = 0.05, 2.0, 120.0
 _PROBE_WAIT = 1.0  # a refused URL waits this long while its host's probe is out (see core/moved.py)
@@ -62,8 +69,10 @@ class ImageFetcher:
 
     def __init__(self, session: aiohttp.ClientSession, sink: ImageSink, counters: Counters, *,
                  policy: Callable[[], RetryPolicy], expiry_margin: float, max_bytes: int,
-                 outage_seconds: float = SPAN, holds: Callable[[int], bool] | None = None) -> None:
+                 outage_seconds: float = SPAN, clock: UrlClock | None = None,
+                 holds: Callable[[int], bool] | None = None) -> None:
         self._session = session
+        self.clock = clock if clock is not None else UrlClock()
         self._holds = holds  # whether a claim (its generation) is still this worker's: see state.base
         self._sink = sink
         self._counters = counters
@@ -99,7 +108,7 @@ class ImageFetcher:
             return await self._policy().call(lambda: self._once(job))
         except UrlExpiredError as err:
             self._counters.expired_urls += 1
-            return UrlExpired(job.key, describe(err))
+            return UrlExpired(job.key, describe(err), time.time() + EXPIRED_DEFER)
         except HostRefusedError as err:
             return Deferred(job.key, describe(err), time.time() + _PROBE_WAIT)
         except NotAnImageError as err:  # every try got a page that is no image: the patent's problem
@@ -110,9 +119,15 @@ class ImageFetcher:
             return Failed(job.key, describe(err))
 
     def usable(self, job: ImageJob, now: float) -> bool:
-        """Whether `job` may start now: more than its margin (relative to the URL's lifetime) left."""
-        signed = job.signed_at if job.signed_at is not None else parse_url_signed_at(job.url)
-        return is_usable(job.expires_at, now, margin(job.expires_at, signed, now, self._margin))
+        """Whether `job` may start now: more than its margin (relative to the URL's lifetime) left,
+        by what the CDN has shown of its clock and of the lifetime it honours."""
+        signed = self._signed_at(job)
+        expires = self.clock.expires_at(signed, job.expires_at)
+        return is_usable(expires, now, margin(expires, self.clock.signed_at(signed), now, self._margin))
+
+    @staticmethod
+    def _signed_at(job: ImageJob) -> float | None:
+        return job.signed_at if job.signed_at is not None else parse_url_signed_at(job.url)
 
     async def _once(self, job: ImageJob) -> Downloaded:
         outage = self.outage.error(time.monotonic())
@@ -153,20 +168,33 @@ class ImageFetcher:
         with map_client_errors(TransientDownloadError, "image download"):
             # Signed URLs must go out byte for byte: re-quoting would break the signature.
             url = URL(job.url, encoded=True)
+            started = time.time()
             async with self._session.get(url, allow_redirects=True, proxy=proxy_for(url)) as resp:
                 if resp.status != 200:
                     await self._refuse(resp, job)
+                self._served(job, started, resp)
                 declared = resp.content_length
                 if declared is not None and declared > self._max_bytes:
                     raise BadImageError(f"image is {declared} bytes, over the {self._max_bytes}-byte cap")
                 return await self._stream(resp, job, declared)
 
+    def _served(self, job: ImageJob, started: float, resp: aiohttp.ClientResponse) -> None:
+        """Teach the clock the age this URL was honoured at (and, now and then, the CDN's Date)."""
+        now = time.time()
+        date = resp.headers.get("Date") if self.clock.wants_date(now) else None
+        self.clock.served(signed_at=self._signed_at(job), started=started, now=now, server_time=cdn_time(None, date))
+
     async def _refuse(self, resp: aiohttp.ClientResponse, job: ImageJob) -> None:
         status = resp.status
         if status == 403:
             body = await resp.content.read(_ERROR_BODY_BYTES)
-            if is_expired_403(body) or not is_usable(job.expires_at, time.time(), 0):
+            now = time.time()
+            if is_expired_403(body):  # unambiguous, and it carries the CDN's time: learn from it
+                self.clock.refused(signed_at=self._signed_at(job), stated=job.expires_at, now=now,
+                                   server_time=cdn_time(body, resp.headers.get("Date")))
                 raise UrlExpiredError("the CDN says the URL has expired (HTTP 403)")
+            if not is_usable(self.clock.expires_at(self._signed_at(job), job.expires_at), now, 0):
+                raise UrlExpiredError("the CDN refused the URL past its expiry (HTTP 403)")
             raise BadImageError("the CDN refused the URL (HTTP 403)")
         if status >= 500 or status in (408, 429):
             raise TransientDownloadError(f"HTTP {status} from the CDN")

@@ -211,10 +211,6 @@ class StateStore(Protocol):
         """
         ...
 
-    async def fail_expired_repeatedly(self, run_id: int, max_expiries: int) -> int:
-        """Give up on keys whose fresh URLs kept expiring before their download; how many."""
-        ...
-
     # --- reading ---
     async def counts(self, run_id: int | None = None) -> dict[str, int]:
         """Keys by status, for one run's inputs or for the whole store."""

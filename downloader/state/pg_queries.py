@@ -124,10 +124,6 @@ GENERATIONS = """SELECT 'patents', p.kind, p.key, 0, p.lease_gen FROM patents p
         ON d.kind = w.kind AND d.key = w.key AND d.figure = w.figure"""
 
 _SETTLE = "claimed_by = NULL, lease_until = NULL, retry_at = NULL"
-FAIL_EXPIRED = f"""UPDATE patents SET status = 'failed', {_SETTLE}, updated_at = {NOW_SQL},
-    error = 'UrlExpiredError: the URL expired before the download ' || expiries || ' times'
-    WHERE seen_run = %s AND status = 'pending' AND expiries >= %s"""
-
 # --- reading ------------------------------------------------------------------------------
 
 COUNTS_ALL = "SELECT status, count(*) FROM patents GROUP BY status"

@@ -345,12 +345,6 @@ class PostgresStore:
         self._leases.lost({w.lease for w in lost})
         return lost
 
-    async def fail_expired_repeatedly(self, run_id: int, max_expiries: int) -> int:
-        """Give up on keys whose fresh URLs kept expiring before their download; how many."""
-        async def fail(conn: AsyncConnection) -> int:
-            return (await conn.execute(q.FAIL_EXPIRED, [run_id, max_expiries])).rowcount
-        return await self._write(fail)
-
     # --- reading --------------------------------------------------------------------------
 
     async def counts(self, run_id: int | None = None) -> dict[str, int]:

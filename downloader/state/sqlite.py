@@ -355,13 +355,6 @@ class SqliteStore:
             f"SELECT lease_gen FROM {fence[0]} WHERE kind=? AND key=?" + (" AND figure=?" if fence[3] else ""),
             fence[1:] if fence[3] else fence[1:3])}
 
-    async def fail_expired_repeatedly(self, run_id: int, max_expiries: int) -> int:
-        """Give up on keys whose fresh URLs kept expiring before their download."""
-        return await self._run(
-            self._write, "UPDATE patents SET status='failed', claimed_by=NULL, error='UrlExpiredError: the URL "
-            "expired before the download ' || expiries || ' times' WHERE seen_run=? AND status='pending' "
-            "AND expiries>=?", (run_id, max_expiries))
-
     # --- reading ------------------------------------------------------------------------------
 
     async def counts(self, run_id: int | None = None) -> dict[str, int]:

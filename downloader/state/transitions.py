@@ -40,7 +40,8 @@ ALLOWED_FROM: dict[Status, tuple[Status, ...]] = {
     Status.PENDING: (Status.RESOLVED,),  # a URL that expired before its download
 }
 _DEFERRED_FROM = (Status.PENDING, Status.RESOLVED)
-# A key whose fresh URLs expired this many times before their download fails instead of being paid for again.
+# A key whose fresh URLs expired this many times before their download is deferred (until the event's
+# retry_at) before it is asked again; an expiry is never the patent's fault, so it never fails it.
 MAX_EXPIRIES = 5
 _RELEASE = "claimed_by=NULL, lease_until=NULL"
 
@@ -120,13 +121,11 @@ def update_for(event: StateEvent, mark: str) -> tuple[str, tuple[Any, ...]]:
         case Downloaded(_, local_file, size, sha):
             return guarded(Status.DOWNLOADED, f"local_file={m}, bytes={m}, sha256={m}, error=NULL, {_RELEASE}"), (
                 local_file, size, sha)
-        case UrlExpired(_, reason):
-            gave_up = f"expiries+1>={MAX_EXPIRIES}"
-            sql = guarded(Status.PENDING, f"url=NULL, expires_at=NULL, expiries=expiries+1, error={m}, {_RELEASE}")
-            sql = sql.replace("status='pending'", f"status=CASE WHEN {gave_up} THEN 'failed' ELSE 'pending' END", 1)
-            sql = sql.replace(f"error={m}", f"error=CASE WHEN {gave_up} THEN 'UrlExpiredError: the URL expired before "
-                                            f"the download {MAX_EXPIRIES} times' ELSE {m} END", 1)
-            return sql, (reason,)
+        case UrlExpired(_, reason, retry_at):
+            often = f"expiries+1>={MAX_EXPIRIES}"
+            return guarded(Status.PENDING, f"url=NULL, expires_at=NULL, expiries=expiries+1, error={m}, "
+                                           f"retry_at=CASE WHEN {often} THEN {m} ELSE NULL END, {_RELEASE}"), (
+                reason, retry_at)
         case Deferred(_, error, retry_at):
             return guarded(None, f"error={m}, retry_at={m}, {_RELEASE}", _DEFERRED_FROM), (error, retry_at)
     raise TypeError(f"not a state event: {event!r}")

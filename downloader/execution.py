@@ -203,7 +203,7 @@ class Execution:
                        counts: Mapping[str, int] | None = None) -> None:
         s = self.settings
         batch = 1 if s.drawings == "all" else s.batch_size  # P042 asks one patent a call
-        config = PipelineConfig(batch_size=batch, api_concurrency=s.api_concurrency,
+        config = PipelineConfig(batch_size=batch, api_concurrency=s.api_in_flight,
                                 download_concurrency=s.download_concurrency, expiry_margin=s.expiry_margin,
                                 lease=s.lease, deadline=self.deadline)
         async with http_clients(s, sink, store, run_id, self.counters, self.events, self.worker) as (client, fetcher):

@@ -16,6 +16,7 @@ from downloader.simulator import Simulator
 from .support import leftovers, manifest, numbers, run, run_cli, sha256, write_csv
 from .test_fleet import fleet_env  # noqa: F401 - the fixture
 from .test_postgres_job import pg_url  # noqa: F401 - the fixture
+from .test_store_contract import backend, postgres_backend, sqlite_backend  # noqa: F401 - the fixtures
 
 _FILE = re.compile(r"^images/[0-9a-f]{2}/[0-9a-f]/(?P<pn>[A-Za-z0-9_-]+)/(?P<figure>\d+)\.(png|jpg)$")
 
@@ -261,3 +262,95 @@ def test_two_workers_on_postgres_into_s3_share_the_drawings(
         assert stored[f"{PREFIX}/{row['local_file']}"] == hashlib.md5(expected).hexdigest()
     images = [k for k in stored if k.startswith(f"{PREFIX}/images/")]
     assert len(images) == len(rows)
+
+
+async def test_a_store_from_before_migrates_and_holds_abstract_drawings(tmp_path):
+    """A version-2 state file (before --drawings) opens at the current schema with its rows intact, holds
+    abstract drawings, and says so when asked for all; a fresh one records the kind first asked."""
+    import sqlite3
+
+    from downloader.state.sqlite import SqliteStore
+    from downloader.state.sqlite_schema import _BASE, MIGRATIONS, SCHEMA_VERSION
+
+    path = tmp_path / "v2.sqlite"
+    conn = sqlite3.connect(path)
+    for statement in [*_BASE.split(";"), *MIGRATIONS[2]]:
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    conn.execute("INSERT INTO patents (kind, key, status, seen_run) VALUES ('patent_number', 'US1A', 'downloaded', 1)")
+    conn.commit()
+    conn.close()
+    old = await SqliteStore.open(path)
+    try:
+        assert await old.counts() == {"downloaded": 1}
+        assert await old.drawings_kind(None) is None and await old.drawings_kind("all") == "abstract"
+        assert await old.drawing_counts() == {}
+    finally:
+        await old.close()
+    version = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    assert int(version) == SCHEMA_VERSION == 3
+    fresh = await SqliteStore.open(tmp_path / "new.sqlite")
+    try:
+        assert await fresh.drawings_kind("all") == "all" and await fresh.drawings_kind("abstract") == "all"
+    finally:
+        await fresh.close()
+
+
+async def test_a_patent_follows_its_drawings_in_both_stores(backend) -> None:  # noqa: F811
+    """Through the same claims and guarded transitions in SQLite and PostgreSQL: a listed patent's drawings
+    are held by its asker, taken over as downloads (no call) once its lease lapses, and the patent settles
+    with them: downloaded, back to pending (asked again) when a URL expired, failed when a drawing failed."""
+    import asyncio
+    import time
+
+    from downloader.core.model import Downloaded, Failed, FigureKey, Kind, Listed, PatentKey, Resolved, UrlExpired
+
+    def drawings(value: str, count: int) -> list[Listed | Resolved]:
+        key = PatentKey(Kind.NUMBER, value)
+        return [Listed(key, value, f"id-{value}", count), *(
+            Resolved(FigureKey(Kind.NUMBER, value, n), value, f"id-{value}", f"HDA{n}", f"http://cdn/{value}/{n}.png",
+                     4e9, None, "drawings") for n in range(1, count + 1))]
+
+    def done(value: str, n: int) -> Downloaded:
+        return Downloaded(FigureKey(Kind.NUMBER, value, n), f"images/{value}/{n}.png", 10, "ab")
+
+    a, b = await backend.open(), await backend.open()
+    assert await a.drawings_kind("all") == "all" and await b.drawings_kind("abstract") == "all"
+    run = await a.start_run({})
+    await a.ingest([PatentKey(Kind.NUMBER, v) for v in ("P1", "P2", "P3")], run)
+    claim = await a.claim(run, "A", limit=3, usable_after=time.time(), lease=0.5)
+    assert claim.to_ask is not None and claim.to_ask.keys == ("P1", "P2", "P3")
+    await a.apply([*drawings("P1", 2), *drawings("P2", 2), *drawings("P3", 1), done("P1", 1)])
+    assert (await b.claim(run, "B", limit=1, usable_after=time.time(), lease=30)).to_download == ()
+    await asyncio.sleep(0.7)  # A died
+    took = await b.claim(run, "B", limit=1, usable_after=time.time(), lease=30)
+    assert sorted((j.key.value, j.key.figure, j.pn, j.url) for j in took.to_download) == [
+        ("P1", 2, "P1", "http://cdn/P1/2.png"), ("P2", 1, "P2", "http://cdn/P2/1.png"),
+        ("P2", 2, "P2", "http://cdn/P2/2.png"), ("P3", 1, "P3", "http://cdn/P3/1.png")]
+    await b.apply([done("P1", 2), done("P2", 1), UrlExpired(FigureKey(Kind.NUMBER, "P2", 2), "expired"),
+                   Failed(FigureKey(Kind.NUMBER, "P3", 1), "NotAnImageError: html")])
+    assert await b.counts(run) == {"downloaded": 1, "pending": 1, "failed": 1}
+    assert await b.drawing_counts(run) == {"downloaded": 3, "pending": 1, "failed": 1}
+    assert await b.figure_counts(run) == {2: 2, 1: 1}
+    again = await b.claim(run, "B", limit=1, usable_after=time.time(), lease=30)
+    assert again.to_ask is not None and again.to_ask.keys == ("P2",)
+    await b.apply(drawings("P2", 2))  # fresh URLs; the stored figure 1 stays stored
+    await b.apply([done("P2", 2)])
+    rows = [(r.key, r.figure, r.status.value, r.local_file) async for r in b.rows(run)]
+    assert rows == [("P1", 1, "downloaded", "images/P1/1.png"), ("P1", 2, "downloaded", "images/P1/2.png"),
+                    ("P2", 1, "downloaded", "images/P2/1.png"), ("P2", 2, "downloaded", "images/P2/2.png"),
+                    ("P3", 1, "failed", None)]
+    assert await b.counts(run) == {"downloaded": 2, "failed": 1}
+    assert (await b.claim(run, "B", limit=5, usable_after=time.time(), lease=30)).empty
+
+
+def test_api_requests_in_flight_keep_the_gate_busy_with_one_call_per_patent():
+    """--drawings all asks one patent a call: at least half a second of calls at --rate in flight."""
+    from downloader.core.settings import Settings
+
+    assert Settings(rate=20, drawings="all").api_in_flight == 10
+    assert Settings(rate=5, drawings="all").api_in_flight == Settings(rate=5).api_in_flight == 4
+    assert Settings(rate=20, api_concurrency=16, drawings="all").api_in_flight == 16
+    assert Settings(rate=1000, drawings="all").api_in_flight == 64
+    assert Settings(rate=20).api_in_flight == 4

@@ -191,7 +191,8 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--api-base", default=_env("PATSNAP_API_BASE") or DEFAULT_API_BASE, metavar="URL",
                    help=f"API base URL (env PATSNAP_API_BASE, default {DEFAULT_API_BASE})")
     p.add_argument("--api-key", default=_env("PATSNAP_API_KEY"), metavar="KEY",
-                   help="the apikey query parameter (env PATSNAP_API_KEY; defaults to the client id)")
+                   help="the apikey query parameter (env PATSNAP_API_KEY; defaults to the client id); a key "
+                        "of PatSnap's newer platform (sk-…) alone authenticates, sent as the bearer too")
     p.add_argument("--token", default=_env("PATSNAP_TOKEN"), metavar="TOKEN",
                    help="a static bearer token (env PATSNAP_TOKEN)")
     p.add_argument("--client-id", default=_env("PATSNAP_CLIENT_ID"), metavar="ID",

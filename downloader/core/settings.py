@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -97,15 +98,31 @@ class Settings:
             raise UsageError(f"--drawings must be abstract or all, got {self.drawings!r}")
 
     @property
+    def api_in_flight(self) -> int:
+        """API requests in flight: --api-concurrency, and with --drawings all at least half a second of
+        calls at --rate (one call per patent: the gate stays busy while answers take their time)."""
+        if self.drawings == "all":
+            return max(self.api_concurrency, min(64, math.ceil(self.rate / 2)))
+        return self.api_concurrency
+
+    @property
     def effective_api_key(self) -> str | None:
         """The apikey query parameter: given, else the OAuth client id (PatSnap needs one)."""
         return self.api_key or self.client_id
 
+    @property
+    def api_key_is_bearer(self) -> bool:
+        """True for a key of PatSnap's newer platform (`sk-…`): it alone authenticates, sent as
+        `Authorization: Bearer` as well as the apikey parameter, with no OAuth."""
+        return bool(self.api_key and self.api_key.startswith("sk-"))
+
     def require_credentials(self) -> None:
-        """Raise UsageError unless a token or client credentials, and an apikey, are there."""
+        """Raise UsageError unless an sk- key, or a token or client credentials and an apikey, are there."""
+        if self.api_key_is_bearer:
+            return
         if not self.token and not (self.client_id and self.client_secret):
-            raise UsageError("no credentials: give --token, or --client-id and --client-secret "
-                             "(or PATSNAP_TOKEN / PATSNAP_CLIENT_ID / PATSNAP_CLIENT_SECRET)")
+            raise UsageError("no credentials: give --api-key sk-…, --token, or --client-id and --client-secret "
+                             "(or PATSNAP_API_KEY / PATSNAP_TOKEN / PATSNAP_CLIENT_ID / PATSNAP_CLIENT_SECRET)")
         if not self.effective_api_key:
             raise UsageError("no apikey: give --api-key (or PATSNAP_API_KEY)")
 

@@ -81,6 +81,7 @@ class ImageFetcher:
         self._max_bytes = max_bytes
         self.outage = OutageDetector("the CDN", outage_seconds)
         self.moves: MovedHosts[PatentKey] = MovedHosts(patience=self.outage.defer_seconds)
+        self._last_host = "\0"  # the origin of the last successful download (told to `moves` once per change)
 
     async def fetch(self, job: ImageJob) -> Downloaded | UrlExpired | Failed | Deferred:
         """Download `job` with retries on transient faults.
@@ -158,7 +159,16 @@ class ImageFetcher:
             self.outage.succeeded()  # the CDN answered (403, 404, a bad image): it is reachable
             raise
         self.outage.succeeded()
+        self._note_served(job.url)
         return done
+
+    def _note_served(self, url: str) -> None:
+        """Tell `moves` the host of a successful download, hashing the URL only when the host changed."""
+        served = self._last_host
+        if url.startswith(served) and url[len(served):len(served) + 1] in ("/", "?", "#"):
+            return
+        self._last_host = origin(url)
+        self.moves.served(self._last_host)
 
     def outage_error(self) -> OutageError | None:
         """The OutageError to stop with when every download failed for a while (checked on a timer too)."""

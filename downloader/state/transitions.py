@@ -158,12 +158,11 @@ def drawing_update(event: StateEvent, key: FigureKey, mark: str, now: float) -> 
         case Downloaded(_, local_file, size, sha):
             return _drawing(f"status='downloaded', local_file={m}, bytes={m}, sha256={m}, error=NULL, {_RELEASE}",
                             ("resolved",), m), (local_file, size, sha, *where)
-        case UrlExpired(_, reason):  # the patent is asked again (SETTLE_PATENT) for fresh URLs
-            gave_up = f"expiries+1>={MAX_EXPIRIES}"
-            return _drawing(f"status=CASE WHEN {gave_up} THEN 'failed' ELSE 'pending' END, url=NULL, "
-                            f"expires_at=NULL, expiries=expiries+1, error=CASE WHEN {gave_up} THEN 'UrlExpiredError: "
-                            f"the URL expired before the download {MAX_EXPIRIES} times' ELSE {m} END, {_RELEASE}",
-                            ("resolved",), m), (reason, *where)
+        case UrlExpired(_, reason, retry_at):  # the patent is asked again (SETTLE_PATENT) for fresh URLs
+            often = f"expiries+1>={MAX_EXPIRIES}"  # ... not before retry_at, when it happened often
+            return _drawing(f"status='pending', url=NULL, expires_at=NULL, expiries=expiries+1, error={m}, "
+                            f"retry_at=CASE WHEN {often} THEN {m} ELSE NULL END, {_RELEASE}",
+                            ("resolved",), m), (reason, retry_at, *where)
         case Failed(_, error):
             return _drawing(f"status='failed', error={m}, {_RELEASE}", ("resolved", "pending"), m), (error, *where)
         case Deferred(_, error, retry_at):
@@ -183,12 +182,14 @@ def settles_patent(event: StateEvent) -> bool:
 
 def settle_patent(mark: str) -> str:
     """A listed patent none of whose drawings waits for a download any more: pending again when a
-    URL expired (asked again: one call, fresh URLs), else failed if a drawing failed, else downloaded.
+    URL expired (asked again: one call, fresh URLs; not before a drawing's retry_at, set when its URLs
+    expired often), else failed if a drawing failed, else downloaded.
     Parameters: updated_at, kind, key."""
     m = mark
     left = "FROM drawings d WHERE d.kind=patents.kind AND d.key=patents.key AND d.status="
     return (f"UPDATE patents SET status=CASE WHEN EXISTS (SELECT 1 {left}'pending') THEN 'pending' "
             f"WHEN EXISTS (SELECT 1 {left}'failed') THEN 'failed' ELSE 'downloaded' END, "
-            f"error=(SELECT MIN(d.error) {left}'failed'), {_RELEASE}, updated_at={m} "
+            f"error=(SELECT MIN(d.error) {left}'failed'), retry_at=(SELECT MAX(d.retry_at) {left}'pending'), "
+            f"{_RELEASE}, updated_at={m} "
             f"WHERE kind={m} AND key={m} AND status='resolved' AND figures IS NOT NULL "
             f"AND NOT EXISTS (SELECT 1 {left}'resolved')")

@@ -76,7 +76,8 @@ async def opened(out: str | Path, settings: Settings, *,
         guard = DirLock(folder)
     with guard:
         await sink.prepare(clean=owner)
-        store = await open_store(settings.state_url, folder / STATE_FILE, durable=settings.durable)
+        store = await open_store(settings.state_url, folder / STATE_FILE, durable=settings.durable,
+                                 patience=settings.state_patience)
         reserve = None
         try:
             if owner and store.location != ":memory:":
@@ -238,7 +239,7 @@ class Execution:
 
     def _counts(self, so_far: PipelineResult) -> Counters:
         """The network side's tallies with the pipeline's own (keys answered, results paid again)."""
-        return replace(self.counters, asked=so_far.asked, recharged=so_far.recharged)
+        return replace(self.counters, asked=so_far.asked, recharged=so_far.recharged, fenced=so_far.fenced)
 
     async def _finish(self, sink: ImageSink, store: StateStore, draft: dict[str, Any], started: float,
                       shared: bool) -> Summary:

@@ -48,7 +48,7 @@ async def http_clients(settings: Settings, sink: ImageSink, store: StateStore, r
                                apikey_is_client_id=not s.api_key or s.api_key == s.client_id, worker=worker,
                                outage_seconds=s.outage_seconds)
         fetcher = ImageFetcher(cdn, sink, counters, policy=policy, expiry_margin=s.expiry_margin,
-                               max_bytes=s.max_image_bytes, outage_seconds=s.outage_seconds)
+                               max_bytes=s.max_image_bytes, outage_seconds=s.outage_seconds, holds=store.holds)
         try:
             yield (FulltextResolver(client) if s.drawings == "all" else client), fetcher
         finally:

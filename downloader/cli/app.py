@@ -163,6 +163,9 @@ def _add_common(p: argparse.ArgumentParser, rate: float = 5.0) -> None:
     p.add_argument("--throttle-patience", type=float, default=60.0, metavar="SECONDS",
                    help="how long throttling answers may persist while the run is down to single spaced probes "
                         "before it is called a spent quota, exit 3 (default 60)")
+    p.add_argument("--state-patience", type=_duration, default=300.0, metavar="SECONDS",
+                   help="how long a shared state store may stay unreachable (restart, failover) before the run "
+                        "stops with exit 3; within it, workers reconnect and lose nothing (90s, 5m; default 300)")
     p.add_argument("--io", choices=IO_MODES, default="auto",
                    help="how images are written: direct from the event loop (local disks), threads (one "
                         "worker-thread hop per image, for NFS/SMB/FUSE), auto: threads on such file systems "

@@ -56,6 +56,9 @@ class Settings:
     # How long throttling (67200002/67200007/429) may persist while the whole run is down to single
     # probes with growing pauses; then it is a spent quota, not a rate limit (exit 3).
     throttle_patience: float = 60.0
+    # How long a shared state store (PostgreSQL) may stay unreachable (a restart, a failover) before the
+    # run stops with exit 3; within it, every worker keeps what it holds and tries again with backoff.
+    state_patience: float = 300.0
     # How long every API call (or every download) may fail in transport, 5 in a row at least,
     # before the run stops as an outage (exit 3); deferred patents are retried after a third of it.
     outage_seconds: float = 30.0
@@ -85,6 +88,8 @@ class Settings:
             raise UsageError(f"--lease must be between 1 and 3600 seconds, got {self.lease}")
         if self.throttle_patience <= 0:
             raise UsageError("--throttle-patience must be positive")
+        if self.state_patience <= 0:
+            raise UsageError("--state-patience must be positive")
         if self.io not in IO_MODES:
             raise UsageError(f"--io must be auto, direct or threads, got {self.io!r}")
         if self.outage_seconds <= 0:

@@ -1,78 +1,147 @@
-"""One job from inputs to manifest: `run_job(inputs, out, settings)` is what the CLI calls.
+"""The library's face: `Job(out, settings)` with `run`, `plan`, `status` and `report`, and their sync twins.
 
-Order of work: check inputs → open the sink (folder or bucket) and the state store (embedded
-SQLite, locked to this run; or shared PostgreSQL, coordinated by leases) → read inputs into the
-store (streaming, de-duplicated there, idempotent across workers) → the pipeline → manifest,
-summary and run history, written whatever happened (fatal condition, cap, signal), so the next
-run continues from them. With several workers the one that settles the last key writes them.
-When the output has no room (or went away), each of these is tried and what could not be written
-is named on the OutputError; the state store stays consistent either way.
+    job = Job("out/", Settings(client_id=..., client_secret=...))
+    summary = await job.run(["patents.csv"])      # frozen Summary: exit_code, stop_reason, by_status, charged …
+    plan = await job.plan(["patents.csv"])        # frozen Plan: api_calls, charged_at_most … (no request at all)
+    status = await job.status()                   # frozen JobStatus: by_status, live workers, recent runs
+    page = await job.report()                     # the path (or s3:// URL) of report.html
 
-Before any of it the soft open-file limit is raised to the hard one, and the concurrencies are
-capped (said once, as a "limits" notice) when even that cannot hold them.
+A fatal condition (exit 3), a budget or time cap (4) and an interrupt (130) are results: the
+Summary says which (`stop_reason`, `exit_code`) and carries the error with its hint (`error`).
+Only what the caller must handle raises, each exception with its `exit_code`: UsageError (2),
+InputError (2), LockedError (2, another run holds the folder), StateError (2).
+
+The library leaves the process alone unless asked: it installs no signal handler
+(`handle_signals=True` asks for SIGINT/SIGTERM to stop the run cleanly, main thread only), does not
+raise the open-file limit (`raise_open_files=True` asks; otherwise the concurrencies are fitted to
+the limit there is), and sets no event-loop policy. The CLI asks for both.
+
+The sync twins (`run_job`, `plan_job`, `job_status`, `report_job`) run the same coroutine on a
+fresh event loop: in the calling thread when it has none (a script, a worker thread), else in a
+worker thread of their own (a notebook cell, whose loop is running). PATENT_IMAGES_LOOP picks the
+loop they make (asyncio, uvloop, or auto: uvloop when installed); it is never made the default.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
-import math
 import os
-import resource
-import signal
-import socket
-import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, replace
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import anyio
-from anyio.abc import Process
 
 from downloader import machine
-from downloader.core.busy import BusyWatch
-from downloader.core.errors import FatalError, InputError, Interrupted, OutputError, UsageError, cause_of
-from downloader.core.events import Elsewhere, Notice, Sink
-from downloader.core.model import Counters, PatentKey, Reject
-from downloader.core.outcome import StopReason, Summary, exit_code
+from downloader.core.errors import UsageError
+from downloader.core.events import Notice, Sink
+from downloader.core.outcome import Summary
 from downloader.core.settings import Settings
-from downloader.inputs.reader import check_inputs, read_inputs
-from downloader.outputs import RejectsWriter, write_manifest, write_summary
-from downloader.pipeline import Pipeline, PipelineConfig, PipelineResult
-from downloader.sinks import is_remote, open_sink
-from downloader.sinks.base import ImageSink
-from downloader.state import is_shared, open_store
-from downloader.state.base import StateStore
-from downloader.state.lock import DirLock
-from downloader.state.sqlite import STATE_FILE, local_state_home
-from downloader.wiring import http_clients
-from downloader.workers import KEYS_PER_WORKER, Helpers, default_workers, helpers, loop_demand, stop_helpers
+from downloader.dryrun import Plan, make_plan
+from downloader.execution import Execution
+from downloader.inputs.reader import check_inputs
+from downloader.jobstatus import JobStatus, read_status
+from downloader.report.html import write_report
 
-LOOP_ENV = "PATENT_IMAGES_LOOP"  # asyncio | uvloop | auto (default): which event loop runs the job
+__all__ = ["LOOP_ENV", "Job", "job_status", "plan_job", "report_job", "run_job"]
+
+LOOP_ENV = "PATENT_IMAGES_LOOP"  # asyncio | uvloop | auto (default): which event loop the sync twins make
+T = TypeVar("T")
+Inputs = Iterable[str | Path]
 
 
-def run_job(inputs: Sequence[str | Path], out: str | Path, settings: Settings, *,
-            sink: Sink | None = None, handle_signals: bool = False) -> Summary:
-    """Run the whole job; returns its summary (`exit_code` 0, 1, 3 or 4).
+class Job:
+    """One job folder (or bucket, `s3://bucket/prefix`) and the settings to run it with.
 
-    Raises UsageError/InputError/LockedError/StateError (exit 2) or Interrupted (130), in the
-    last case after state, manifest and summary are written. A fatal condition (exit 3) is
-    returned in the summary (`stop_reason` fatal, `fatal` the message) and also raised as the
-    FatalError, so the CLI can print its hint.
+    `events` hears what the run does (frozen records of `core/events.py`: progress, notices); it
+    must be quick and must not raise.
     """
-    check_inputs([str(p) for p in inputs], settings.column)
-    settings.require_credentials()
-    events = sink or (lambda event: None)
-    settings = fit_open_files(settings, events)
-    job = _Job(list(inputs), str(out), settings, events, handle_signals)
-    return anyio.run(job.run, backend_options={"use_uvloop": _has_uvloop()})
+
+    def __init__(self, out: str | Path, settings: Settings | None = None, *, events: Sink | None = None,
+                 handle_signals: bool = False, raise_open_files: bool = False) -> None:
+        self.out = str(out)
+        self.settings = settings or Settings()
+        self.events: Sink = events or _ignore
+        self.handle_signals = handle_signals
+        self.raise_open_files = raise_open_files
+
+    async def run(self, inputs: Inputs) -> Summary:
+        """Download what the inputs name and write the manifest; the frozen Summary of how it went.
+
+        Raises UsageError (bad settings, no credentials, `dry_run=True`: a dry run never bills, call
+        `plan`), InputError, LockedError or StateError; every other way a run ends is in the Summary.
+        """
+        paths = list(inputs)
+        if self.settings.dry_run:
+            raise UsageError("Settings(dry_run=True) would bill if run: call plan() for the dry run")
+        if self.handle_signals and threading.current_thread() is not threading.main_thread():
+            raise UsageError("handle_signals=True needs the main thread (signal handlers live there)")
+        await anyio.to_thread.run_sync(check_inputs, [str(p) for p in paths], self.settings.column)
+        self.settings.require_credentials()
+        settings = fit_open_files(self.settings, self.events, raise_limit=self.raise_open_files)
+        return await Execution(paths, self.out, settings, self.events, self.handle_signals).run()
+
+    async def plan(self, inputs: Inputs) -> Plan:
+        """The dry run: what `run` would ask and cost. No request of any kind; creates no folder or file."""
+        paths = list(inputs)
+        await anyio.to_thread.run_sync(check_inputs, [str(p) for p in paths], self.settings.column)
+        return await make_plan(paths, self.out, self.settings)
+
+    async def status(self, runs: int = 10) -> JobStatus:
+        """Counts by status, the live workers and the last `runs` runs, from the state store (no call)."""
+        return await read_status(self.out, self.settings.state_url, runs)
+
+    async def report(self, to: str | Path | None = None) -> str:
+        """Write report.html (into `to`, default beside the manifest); returns its path or s3:// URL."""
+        return await write_report(self.out, Path(to) if to is not None else None,
+                                  state_url=self.settings.state_url, endpoint_url=self.settings.s3_endpoint_url)
 
 
-def fit_open_files(settings: Settings, events: Sink) -> Settings:
-    """Raise the soft open-file limit to the hard one; if that is still too low for the concurrencies,
-    lower them to fit and say so once (a "limits" notice). Helper workers inherit both."""
-    limit = machine.raise_open_file_limit()
+def run_job(inputs: Inputs, out: str | Path, settings: Settings | None = None, *, events: Sink | None = None,
+            handle_signals: bool = False, raise_open_files: bool = False) -> Summary:
+    """`Job(out, settings).run(inputs)` from synchronous code (a script, a thread, a notebook cell)."""
+    job = Job(out, settings, events=events, handle_signals=handle_signals, raise_open_files=raise_open_files)
+    paths = list(inputs)
+    return call_sync(lambda: job.run(paths))
+
+
+def plan_job(inputs: Inputs, out: str | Path, settings: Settings | None = None) -> Plan:
+    """`Job(out, settings).plan(inputs)` from synchronous code."""
+    paths = list(inputs)
+    return call_sync(lambda: Job(out, settings).plan(paths))
+
+
+def job_status(out: str | Path, settings: Settings | None = None, *, runs: int = 10) -> JobStatus:
+    """`Job(out, settings).status(runs)` from synchronous code."""
+    return call_sync(lambda: Job(out, settings).status(runs))
+
+
+def report_job(out: str | Path, to: str | Path | None = None, settings: Settings | None = None) -> str:
+    """`Job(out, settings).report(to)` from synchronous code."""
+    return call_sync(lambda: Job(out, settings).report(to))
+
+
+def call_sync(call: Callable[[], Awaitable[T]]) -> T:
+    """Run `call()` to completion on a fresh event loop: here when this thread runs none, else in a
+    worker thread (a running loop cannot be re-entered). Exceptions come back as they are."""
+    use_uvloop = _has_uvloop()
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return anyio.run(call, backend_options={"use_uvloop": use_uvloop})
+    with ThreadPoolExecutor(1, thread_name_prefix="patent-images") as pool:
+        return pool.submit(lambda: anyio.run(call, backend_options={"use_uvloop": use_uvloop})).result()
+
+
+def fit_open_files(settings: Settings, events: Sink, *, raise_limit: bool) -> Settings:
+    """Fit the concurrencies to the open-file limit, lowering them (said once, as a "limits" notice) when
+    it is too low. With `raise_limit` the soft limit is first raised to the hard one (process-wide: the
+    CLI asks for it; helper workers inherit it)."""
+    limit = machine.raise_open_file_limit() if raise_limit else machine.open_file_limit()
     fit = machine.fit_concurrency(limit, machine.open_files(), settings.api_concurrency,
                                   settings.download_concurrency)
     if not fit.capped:
@@ -83,368 +152,11 @@ def fit_open_files(settings: Settings, events: Sink) -> Settings:
     return replace(settings, api_concurrency=fit.api, download_concurrency=fit.downloads)
 
 
-def state_folder(out: str | Path) -> Path:
-    """Where the embedded state (and its lock) lives for `--out`: DIR itself, or a local folder for a bucket."""
-    if not is_remote(out):
-        return Path(out)
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(out).removeprefix("s3://").strip("/"))
-    return local_state_home() / slug
-
-
-@asynccontextmanager
-async def opened(out: str | Path, settings: Settings, *,
-                 lock: bool = True) -> AsyncIterator[tuple[ImageSink, StateStore]]:
-    """The sink and the store of a job (and, for the embedded store, the folder's lock)."""
-    sink = open_sink(out, endpoint_url=settings.s3_endpoint_url, durable=settings.durable, io=settings.io)
-    folder = state_folder(out)
-    guard: AbstractContextManager[Any] = nullcontext()
-    owner = lock and not is_shared(settings.state_url)  # this process holds the folder's lock and its reserves
-    if owner:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UsageError(machine.out_refusal(folder, err)) from None
-        guard = DirLock(folder)
-    with guard:
-        await sink.prepare(clean=owner)
-        store = await open_store(settings.state_url, folder / STATE_FILE, durable=settings.durable)
-        reserve = None
-        try:
-            if owner and store.location != ":memory:":
-                # Room to commit billed answers when the disk under the state fills up (see machine.py).
-                reserve = await anyio.to_thread.run_sync(machine.hold_reserve_beside, store.location)
-            yield sink, store
-        finally:
-            with anyio.CancelScope(shield=True):
-                await store.close()
-                await sink.close()
-                if reserve is not None:
-                    machine.drop_reserve(reserve)
-
-
-@dataclass
-class _Job:
-    inputs: list[str | Path]
-    out: str
-    settings: Settings
-    events: Sink
-    handle_signals: bool
-    counters: Counters = field(default_factory=Counters)  # the network side's tallies (API calls, bytes …)
-    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    helpers: list[Process] = field(default_factory=list)
-    deadline: float | None = None  # time.monotonic() after which nothing new is claimed (--max-runtime)
-    interrupted: bool = False  # a signal (or, for a helper, its parent's death) asked the job to stop
-    fatal: FatalError | None = None  # the condition that stopped the run, from the pipeline or while finishing
-    result: PipelineResult = PipelineResult()  # how this worker's pipeline ended (its counts so far)
-    _pipeline: Pipeline | None = None
-
-    async def run(self) -> Summary:
-        try:
-            return await self._guarded()
-        except BaseExceptionGroup as group:  # task groups wrap what they raise: the cause decides the exit
-            raise cause_of(group) from None
-
-    async def help(self, run_id: int, parent: int) -> None:
-        """The helper's whole life: work on the parent's run, then say it finished."""
-        try:
-            async with opened(self.out, self.settings, lock=False) as (sink, store):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._watch_stops, True, parent)
-                    try:
-                        await self._execute(sink, store, run_id)
-                    finally:
-                        with anyio.CancelScope(shield=True):
-                            await store.heartbeat(run_id, self.worker, self._info(self.result),
-                                                  self.settings.lease, finished=True)
-                        tg.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            raise cause_of(group) from None
-
-    async def _guarded(self) -> Summary:
-        async with opened(self.out, self.settings) as (sink, store):
-            async with anyio.create_task_group() as tg:
-                if self.handle_signals:
-                    tg.start_soon(self._watch_stops, True, None)
-                summary = await self._run(sink, store)
-                tg.cancel_scope.cancel()
-        return summary
-
-    async def _run(self, sink: ImageSink, store: StateStore) -> Summary:
-        started = time.time()
-        await check_drawings_kind(store, self.settings.drawings)
-        shared = is_shared(self.settings.state_url)
-        if not shared:  # this process holds the folder lock: claims left by a killed run are stale
-            await store.release(None)
-        run_id = await store.start_run(_options(self.inputs, self.settings), join=shared)
-        # At once, so that a worker starting a moment later joins this run instead of starting another.
-        await store.heartbeat(run_id, self.worker, self._info(self.result), self.settings.lease)
-        self.deadline = None if self.settings.max_runtime is None else time.monotonic() + self.settings.max_runtime
-        summary = Summary(run_id=run_id)
-        try:
-            await self._ingest(sink, store, run_id, summary)
-            counts = await store.counts(run_id)
-            summary.nothing_to_do = not (counts.get("pending", 0) or counts.get("resolved", 0))
-            if summary.nothing_to_do:
-                return summary  # (the finally below records it)
-            most = default_workers(self.settings, counts.get("pending", 0) + counts.get("resolved", 0)) - 1
-            first = most if self.settings.workers is not None else 0  # by default, helpers only when busy
-            async with helpers(first, self.out, self.settings, run_id) as group:
-                self.helpers = procs = group.procs
-                async with anyio.create_task_group() as tg:
-                    if most:
-                        tg.start_soon(self._relay_progress, store, run_id)
-                    if most > first:
-                        tg.start_soon(self._help_when_busy, group, most, store, run_id)
-                    try:
-                        await self._execute(sink, store, run_id, counts)  # counted above: not again
-                    finally:
-                        if self.interrupted or self.result.stopped:
-                            stop_helpers(procs)
-                        tg.cancel_scope.cancel()
-        except FatalError as err:
-            self.fatal = self.fatal or err
-        finally:
-            with anyio.CancelScope(shield=True):
-                summary = await self._finish(sink, store, run_id, summary, started, shared)
-        if self.stop_reason() == StopReason.INTERRUPTED:
-            interrupted = Interrupted("interrupted; state and manifest are saved, run the same command to continue")
-            interrupted.summary = summary  # type: ignore[attr-defined]  # for --metrics-file
-            raise interrupted
-        if self.fatal is not None:
-            self.fatal.summary = summary  # type: ignore[attr-defined]
-            raise self.fatal
-        return summary
-
-    def stop_reason(self) -> StopReason | None:
-        """Why the run stopped early: its fatal condition, the pipeline's reason, or an interrupt it never saw."""
-        if self.fatal is not None:
-            return StopReason.FATAL
-        return self.result.stop_reason or (StopReason.INTERRUPTED if self.interrupted else None)
-
-    async def _ingest(self, sink: ImageSink, store: StateStore, run_id: int, summary: Summary) -> None:
-        rejects = RejectsWriter(sink)
-        try:
-            counts = await store.ingest(_keys(read_inputs(self.inputs, self.settings.column), rejects, self), run_id)
-        except BaseException:
-            rejects.drop()
-            raise
-        await rejects.publish()
-        summary.new, summary.known, summary.duplicates = counts.new, counts.known, counts.duplicates
-        summary.rejected, summary.unique = rejects.count, counts.new + counts.known
-        if summary.unique == 0:
-            raise InputError(f"no patent numbers or ids in the inputs ({rejects.count} rows rejected, "
-                             f"see {sink.url_of('rejects.csv')})")
-        recheck = self.settings.recheck_after_days
-        await store.reopen(run_id, retry_failed=self.settings.retry_failed,
-                           recheck_before=None if recheck is None else time.time() - recheck * 86400)
-
-    async def _execute(self, sink: ImageSink, store: StateStore, run_id: int,
-                       counts: Mapping[str, int] | None = None) -> None:
-        s = self.settings
-        batch = 1 if s.drawings == "all" else s.batch_size  # P042 asks one patent a call
-        config = PipelineConfig(batch_size=batch, api_concurrency=s.api_concurrency,
-                                download_concurrency=s.download_concurrency, expiry_margin=s.expiry_margin,
-                                lease=s.lease, deadline=self.deadline)
-        async with http_clients(s, sink, store, run_id, self.counters, self.events, self.worker) as (client, fetcher):
-            self._pipeline = Pipeline(store=store, run_id=run_id, worker=self.worker, resolver=client,
-                                      fetcher=fetcher, events=self.events, config=config, info=self._info,
-                                      planned=counts)
-            if self.interrupted:  # a stop that came while the clients were being made
-                self._pipeline.interrupt("stopping, state is being saved")
-            try:
-                self.result = await self._pipeline.run()
-            finally:
-                self._pipeline = None
-        self.fatal = self.fatal or self.result.fatal
-
-    async def _help_when_busy(self, group: Helpers, most: int, store: StateStore, run_id: int) -> None:
-        """Start a helper each time this process's event loop is CPU-bound for a few seconds (core/busy.py),
-        up to `most`, while enough work is left for one."""
-        watch = BusyWatch()
-        while len(group.procs) < most:
-            await anyio.sleep(0.5)
-            if not watch.sample(time.monotonic(), loop_demand()) or self.interrupted:
-                continue
-            counts = await store.counts(run_id)
-            if counts.get("pending", 0) + counts.get("resolved", 0) >= KEYS_PER_WORKER:
-                await group.start()
-                self.events(Notice("workers", f"this process is CPU-bound: helper {len(group.procs)} started"))
-
-    async def _relay_progress(self, store: StateStore, run_id: int) -> None:
-        """Turn the helpers' heartbeat counters into progress events for the one display."""
-        seen: dict[str, dict[str, int]] = {}
-        while True:
-            await anyio.sleep(0.5)
-            for w in await store.workers(run_id):
-                if w.worker == self.worker:
-                    continue
-                now = {k: int(v) for k, v in (w.info.get("counters") or {}).items()}
-                before = seen.get(w.worker, {})
-                delta = {k: now.get(k, 0) - before.get(k, 0) for k in ("asked", "images", "bytes", "charged")}
-                seen[w.worker] = now
-                if any(delta.values()):
-                    self.events(Elsewhere(delta["asked"], delta["images"], delta["bytes"], delta["charged"]))
-
-    def _info(self, so_far: PipelineResult) -> dict[str, Any]:
-        """What this worker's heartbeat carries: where it runs, and its counts (the other workers' progress)."""
-        return {"host": socket.gethostname(), "pid": os.getpid(), "counters": asdict(self._counts(so_far))}
-
-    def _counts(self, so_far: PipelineResult) -> Counters:
-        """The network side's tallies with the pipeline's own (keys answered, results paid again)."""
-        return replace(self.counters, asked=so_far.asked, recharged=so_far.recharged)
-
-    async def _finish(self, sink: ImageSink, store: StateStore, run_id: int, summary: Summary, started: float,
-                      shared: bool) -> Summary:
-        """Manifest, summary.json and the run's history row: written on every way out, as far as there is room."""
-        unsaved: list[str] = []
-        with self._saving("the worker record", []):
-            await store.heartbeat(run_id, self.worker, self._info(self.result), self.settings.lease, finished=True)
-        summary.by_status = await store.counts(run_id)
-        if self.settings.drawings == "all":
-            summary.drawings = await store.drawing_counts(run_id)
-        complete = not any(summary.by_status.get(s, 0) for s in ("pending", "resolved"))
-        if shared and complete and not await store.update_shared(f"finished:{run_id}", _first(self.worker)):
-            return _fill(summary, self, started, await store.workers(run_id))  # another worker writes them
-        _fill(summary, self, started, await store.workers(run_id))
-        if summary.nothing_to_do and await _manifest_current(store, self.inputs, summary):
-            summary.manifest_rows = summary.unique  # same inputs, all settled before: the manifest stands
-        else:
-            with self._saving("manifest.csv, manifest.jsonl", unsaved):
-                summary.manifest_rows = await write_manifest(sink, store.rows(run_id),
-                                                             drawings=self.settings.drawings == "all")
-        summary.seconds = round(time.time() - started, 3)
-        _stop_fields(summary, self)
-        if not summary.nothing_to_do:  # summary.json keeps the last real run's figures
-            with self._saving("summary.json", unsaved):
-                await write_summary(sink, summary.to_dict())
-        _stop_fields(summary, self)
-        with self._saving("the run history", []):
-            await store.finish_run(run_id, summary.exit_code, summary.to_dict())
-        if isinstance(self.fatal, OutputError):
-            self.fatal.unsaved = unsaved
-        return summary
-
-    @contextmanager
-    def _saving(self, what: str, unsaved: list[str]) -> Iterator[None]:
-        """Write one output on the way out; when the output or the store cannot take it, note it and go on."""
-        try:
-            yield
-        except FatalError as err:
-            self.fatal = self.fatal or err
-            unsaved.append(what)
-            self.events(Notice("unsaved", f"{what} not written: {err}"))
-
-    async def _watch_stops(self, signals: bool, parent: int | None) -> None:
-        """The job's one stop watcher: SIGINT/SIGTERM when the caller asked for them, and for a helper
-        the death of the process that started it (it held the lock we work under). Either stops the
-        job as an interrupt: nothing new is claimed, billed answers land, state is kept."""
-        wanted = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) if signals else nullcontext(None)
-        with wanted as incoming:
-            while True:
-                why = await _next_stop(incoming, parent)
-                if why is not None:
-                    self._interrupt(why)
-                if why == _ORPHANED:
-                    return
-
-    def _interrupt(self, why: str) -> None:
-        if not self.interrupted and self.result.stop_reason is None:
-            self.events(Notice("interrupted", f"{why}: stopping, state is being saved"))
-        self.interrupted = True
-        stop_helpers(self.helpers)
-        if self._pipeline is not None:
-            self._pipeline.interrupt(f"{why}: stopping, state is being saved")
-
-
-async def check_drawings_kind(store: StateStore, wanted: str) -> None:
-    """One job holds one kind of drawings: asking the other kind of it is a usage error (exit 2)."""
-    held = await store.drawings_kind(wanted)
-    if held is not None and held != wanted:
-        raise UsageError(f"{store.location} holds a --drawings {held} job; --drawings {wanted} needs its own "
-                         "--out (or --state)")
-
-
-def run_helper(out: str, settings: Settings, run_id: int, *, parent: int) -> None:
-    """A helper worker of --workers N: claim and work for run `run_id` until nothing is left."""
-    job = _Job([], out, settings, lambda event: None, handle_signals=True)
-    anyio.run(job.help, run_id, parent, backend_options={"use_uvloop": _has_uvloop()})
-
-
-_ORPHANED = "the parent process is gone"
-
-
-async def _next_stop(signals: AsyncIterator[int] | None, parent: int | None) -> str | None:
-    """Wait for the next reason to stop (a signal's name, or "parent gone"); None: look again."""
-    if parent is not None and os.getppid() != parent:
-        return _ORPHANED
-    if signals is None:
-        await anyio.sleep(0.5 if parent is not None else math.inf)
-        return None
-    with anyio.move_on_after(0.5 if parent is not None else math.inf):
-        return signal.Signals(await signals.__anext__()).name  # a signal cancelled here stays queued
-    return None
-
-
-def _fill(summary: Summary, job: _Job, started: float, workers: Iterable[Any]) -> Summary:
-    totals = job._counts(job.result)
-    others = [w for w in workers if w.worker != job.worker]
-    for w in others:
-        for name, value in (w.info.get("counters") or {}).items():
-            if hasattr(totals, name):
-                setattr(totals, name, getattr(totals, name) + int(value))
-    for name, value in asdict(totals).items():
-        setattr(summary, name, value)
-    summary.workers = 1 + len(others)
-    summary.seconds = round(time.time() - started, 3)
-    summary.images_per_second = round(summary.images / summary.seconds, 1) if summary.seconds else 0.0
-    summary.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return _stop_fields(summary, job)
-
-
-def _stop_fields(summary: Summary, job: _Job) -> Summary:
-    """Why the run stopped and its exit code, from the job (a fatal condition may arise while finishing)."""
-    summary.stop_reason = job.stop_reason()
-    summary.fatal = str(job.fatal) if job.fatal is not None else None
-    summary.exit_code = exit_code(summary.stop_reason, summary.by_status)
-    return summary
-
-
-async def _manifest_current(store: StateStore, inputs: Sequence[str | Path], summary: Summary) -> bool:
-    """Whether the last real run wrote the manifest this one would: same inputs, nothing new since."""
-    if summary.new or summary.by_status.get("failed"):
-        return False
-    for run in await store.runs(10):
-        if run.id == summary.run_id or run.exit_code is None or run.summary.get("nothing_to_do"):
-            continue
-        return (run.options.get("inputs") == [str(p) for p in inputs]
-                and run.summary.get("manifest_rows") == summary.unique)
-    return False
-
-
-def _first(worker: str) -> Any:
-    """The change that elects `worker` as the one that writes a finished run's files (first come)."""
-    def change(old: dict[str, Any] | None, now: float) -> tuple[dict[str, Any], bool]:
-        if old:
-            return old, old.get("worker") == worker
-        return {"worker": worker, "at": now}, True
-    return change
-
-
-def _keys(rows: Iterable[PatentKey | Reject], rejects: RejectsWriter, job: _Job) -> Iterator[PatentKey]:
-    for row in rows:
-        if job.interrupted:
-            raise Interrupted("interrupted while reading the inputs; state is saved")
-        if isinstance(row, Reject):
-            rejects.add(row)
-        else:
-            yield row
-
-
 def _has_uvloop(environ: Mapping[str, str] = os.environ) -> bool:
     """uvloop (the optional `fast` extra) when installed: a quicker event loop, same behaviour.
 
     PATENT_IMAGES_LOOP=asyncio|uvloop forces one (the benchmark measures both); `auto` or unset
-    takes uvloop when it is installed. Helper workers inherit the variable, so every process agrees.
+    takes uvloop when it is installed. Either way only the loop of this job is made, no policy is set.
     """
     wanted = environ.get(LOOP_ENV, "").strip().lower() or "auto"
     if wanted not in ("auto", "asyncio", "uvloop"):
@@ -455,11 +167,5 @@ def _has_uvloop(environ: Mapping[str, str] = os.environ) -> bool:
     return installed if wanted == "auto" else wanted == "uvloop"
 
 
-def _options(inputs: Sequence[str | Path], settings: Settings) -> dict[str, Any]:
-    """The options worth keeping in the run history (never credentials)."""
-    return {"inputs": [str(p) for p in inputs], "rate": settings.rate, "batch_size": settings.batch_size,
-            "api_concurrency": settings.api_concurrency, "download_concurrency": settings.download_concurrency,
-            "retry_failed": settings.retry_failed, "max_charged": settings.max_charged,
-            "max_runtime": settings.max_runtime, "recheck_after_days": settings.recheck_after_days,
-            "drawings": settings.drawings,
-            "api_base": settings.api_base}
+def _ignore(event: object) -> None:
+    """The events hook when the caller gives none."""

@@ -228,6 +228,12 @@ def fit_concurrency(limit: int, in_use: int, api: int, downloads: int) -> Fit:
     return Fit(fitted_api, fitted_downloads, True)
 
 
+def open_file_limit() -> int:
+    """The soft RLIMIT_NOFILE as it is (unlimited counts as very large)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
 def raise_open_file_limit() -> int:
     """Lift the soft RLIMIT_NOFILE to the hard limit (where the OS allows); returns the soft limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

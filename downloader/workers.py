@@ -1,7 +1,7 @@
 """--workers N on one machine: N processes that share one job through the state store's claims.
 
 The first process (the one the user started) holds the folder lock, reads the inputs, then starts
-N-1 helper processes (`python -m downloader.workers`) and works as a worker itself. Every worker
+N-1 helper processes (`python -m downloader.helper`) and works as a worker itself. Every worker
 claims batches from the same store under its own lease, so one machine's cores and several
 machines are the same design (a PostgreSQL store just lets the workers live elsewhere). The
 first process shows the one progress display (the helpers' counters arrive through their
@@ -22,13 +22,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from typing import Any
 
 import anyio
 from anyio.abc import Process
 
 from downloader.core.settings import Settings
 
+HELPER_MODULE = "downloader.helper"  # a helper's entry point (it imports the job; this module must not)
 MAX_DEFAULT_WORKERS = 8
 KEYS_PER_WORKER = 5000  # below this much work, another process costs more than it brings
 
@@ -47,12 +47,13 @@ class Helpers:
 
     def __init__(self, out: str, settings: Settings, run_id: int) -> None:
         self.procs: list[Process] = []
-        self._payload = json.dumps({"out": out, "run_id": run_id, "settings": asdict(settings)}).encode()
+        self._payload = json.dumps({"out": out, "run_id": run_id, "settings": asdict(settings),
+                                    "use_uvloop": _running_on_uvloop()}).encode()
 
     async def start(self, count: int = 1) -> None:
         """Start `count` more helpers (the settings reach each on its stdin)."""
         for _ in range(count):
-            proc = await anyio.open_process([sys.executable, "-m", "downloader.workers"], stdin=subprocess.PIPE,
+            proc = await anyio.open_process([sys.executable, "-m", HELPER_MODULE], stdin=subprocess.PIPE,
                                             stdout=None, stderr=None)
             self.procs.append(proc)
             assert proc.stdin is not None
@@ -94,21 +95,8 @@ def stop_helpers(procs: list[Process]) -> None:
                 pass
 
 
-def _main() -> int:
-    """A helper worker: read the job from stdin, work until nothing is left, exit."""
-    from downloader.core.errors import DownloaderError, FatalError
-    from downloader.job import run_helper
+def _running_on_uvloop() -> bool:
+    """Whether this process runs its job on uvloop: its helpers then do too, so every process agrees."""
+    import asyncio
 
-    job: dict[str, Any] = json.loads(sys.stdin.buffer.read())
-    settings = Settings(**{**job["settings"], "progress": False, "log_file": None})
-    try:
-        run_helper(job["out"], settings, int(job["run_id"]), parent=os.getppid())
-    except FatalError:
-        return 3  # the halt record already told the other workers
-    except (DownloaderError, KeyboardInterrupt):
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())
+    return type(asyncio.get_running_loop()).__module__.startswith("uvloop")

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from downloader.core.outcome import Summary
 from downloader.core.settings import Settings
 from downloader.job import run_job
 from downloader.simulator import Simulator, generate_numbers
@@ -30,7 +31,7 @@ def numbers(n: int, seed: int = 7) -> list[str]:
 def settings_for(sim: Simulator, **overrides: Any) -> Settings:
     """Settings that talk to the simulator quickly (high rate, small backoffs)."""
     values: dict[str, Any] = {"api_base": sim.base_url, "token": "demo-token", "api_key": "demo-key",
-                              "rate": 500.0, "progress": False, "backoff_initial": 0.01, "backoff_max": 0.05,
+                              "rate": 500.0, "backoff_initial": 0.01, "backoff_max": 0.05,
                               "expiry_margin": 1.0}
     values.update(overrides)
     return Settings(**values)
@@ -38,7 +39,12 @@ def settings_for(sim: Simulator, **overrides: Any) -> Settings:
 
 def run(inputs: list[Path], out: Path, sim: Simulator, **overrides: Any) -> dict[str, Any]:
     """Run a whole job in this process; returns its summary."""
-    return run_job(inputs, out, settings_for(sim, **overrides)).to_dict()
+    return run_summary(inputs, out, sim, **overrides).to_dict()
+
+
+def run_summary(inputs: list[Path], out: Path, sim: Simulator, **overrides: Any) -> Summary:
+    """Run a whole job in this process; returns its frozen Summary (`error` holds what stopped it)."""
+    return run_job(inputs, out, settings_for(sim, **overrides))
 
 
 def manifest(out: Path) -> list[dict[str, str]]:

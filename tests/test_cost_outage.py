@@ -26,10 +26,10 @@ import aiohttp
 import anyio
 import pytest
 
-from downloader.cli.status import status_data
 from downloader.core.budget import Unlimited
 from downloader.core.errors import FatalApiError
 from downloader.core.model import Batch, Counters, Kind
+from downloader.job import job_status
 from downloader.net import retrying
 from downloader.net.api import PatsnapClient
 from downloader.net.auth import OAuthToken
@@ -91,7 +91,7 @@ def test_two_second_urls_with_one_slow_download_slot_are_used_and_rarely_paid_tw
     assert check_downloads(out, sim) == s["by_status"]["downloaded"] == sim.counters.images_served, figures
     line = one_clear_line(done.stderr)
     assert f"({s['recharged']:,} recharged)" in line if s["recharged"] else "recharged" not in line, figures
-    assert status_data(str(out))["runs"][0]["summary"]["recharged"] == s["recharged"]
+    assert job_status(out).runs[0].summary["recharged"] == s["recharged"]
     assert sim.counters.api_with_headers == sim.counters.api_requests > 0  # X-PatSnap-Version, Content-Type
 
 

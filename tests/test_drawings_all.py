@@ -16,6 +16,7 @@ from downloader.simulator import Simulator
 from .support import leftovers, manifest, numbers, run, run_cli, sha256, write_csv
 from .test_fleet import fleet_env  # noqa: F401 - the fixture
 from .test_postgres_job import pg_url  # noqa: F401 - the fixture
+from .test_store_contract import backend, postgres_backend, sqlite_backend  # noqa: F401 - the fixtures
 
 _FILE = re.compile(r"^images/[0-9a-f]{2}/[0-9a-f]/(?P<pn>[A-Za-z0-9_-]+)/(?P<figure>\d+)\.(png|jpg)$")
 
@@ -73,16 +74,16 @@ def check_drawings(out: Path, sim: Simulator, figures: dict[str, int | None]) ->
 def check_status_and_report(out: Path, figures: dict[str, int | None]) -> None:
     """`status` counts drawings and patents; the report groups each patent's drawings under its figure count
     and shows how many drawings patents have."""
-    from downloader.cli.htmlreport import write_report
-    from downloader.cli.status import render_status, status_data
+    from downloader.cli.status import render_status
+    from downloader.job import job_status, report_job
 
-    data = status_data(str(out))
+    data = job_status(out).to_dict()
     listed = sum(n or 0 for n in figures.values())
     assert data["drawings"]["by_status"] == {"downloaded": listed} and data["total"] == len(figures)
     per_patent = Counter(str(n) for n in figures.values() if n is not None)
     assert data["drawings"]["per_patent"] == dict(per_patent)
     assert f"{listed:,} drawings" in render_status(data)
-    page = Path(write_report(str(out))).read_text()
+    page = Path(report_job(out)).read_text()
     sheet = json.loads(page.split('id="sheet-data">', 1)[1].split("</script>", 1)[0])
     by_pn = {row["pn"]: row["patent_number"] for row in manifest(out)}
     for pn, figure, path, count in sheet["rows"]:
@@ -173,7 +174,7 @@ def test_one_job_holds_one_kind_of_drawings(tmp_path, threaded_simulator):
 def test_dry_run_says_calls_and_hours_and_calls_nothing(tmp_path, threaded_simulator, capsys):
     """A call per patent at least, hours at --rate; no request; the other kind of an existing job is exit 2."""
     from downloader.cli import app as cli
-    from downloader.dryrun import describe_plan
+    from downloader.dryrun import Plan, describe_plan
 
     sim = threaded_simulator
     source = write_csv(tmp_path / "in.csv", numbers(40))
@@ -186,7 +187,8 @@ def test_dry_run_says_calls_and_hours_and_calls_nothing(tmp_path, threaded_simul
     assert cli.main(args) == 0
     assert "at least 40 calls" in capsys.readouterr().out
     assert sim.counters.api_requests == 0 and sim.counters.image_requests == 0
-    assert "at least 5.6 h at --rate" in describe_plan({**plan, "api_calls": 100_000, "seconds_at_rate": 100_000 / 5})
+    big = Plan(**{**plan, "api_calls": 100_000, "seconds_at_rate": 100_000 / 5})
+    assert "at least 5.6 h at --rate" in describe_plan(big)
     run([source], out, sim, drawings="all", max_charged=10)
     assert cli.main([*args, "--json"]) == 0
     left = json.loads(capsys.readouterr().out)
@@ -260,3 +262,103 @@ def test_two_workers_on_postgres_into_s3_share_the_drawings(
         assert stored[f"{PREFIX}/{row['local_file']}"] == hashlib.md5(expected).hexdigest()
     images = [k for k in stored if k.startswith(f"{PREFIX}/images/")]
     assert len(images) == len(rows)
+
+
+async def test_a_store_from_before_migrates_and_holds_abstract_drawings(tmp_path):
+    """A version-2 state file (before --drawings) opens at the current schema with its rows intact, holds
+    abstract drawings, and says so when asked for all; a fresh one records the kind first asked."""
+    import sqlite3
+
+    from downloader.state.sqlite import SqliteStore
+    from downloader.state.sqlite_schema import _BASE, MIGRATIONS, SCHEMA_VERSION
+
+    path = tmp_path / "v2.sqlite"
+    conn = sqlite3.connect(path)
+    for statement in [*_BASE.split(";"), *MIGRATIONS[2]]:
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    conn.execute("INSERT INTO patents (kind, key, status, seen_run) VALUES ('patent_number', 'US1A', 'downloaded', 1)")
+    conn.commit()
+    conn.close()
+    old = await SqliteStore.open(path)
+    try:
+        assert await old.counts() == {"downloaded": 1}
+        assert await old.drawings_kind(None) is None and await old.drawings_kind("all") == "abstract"
+        assert await old.drawing_counts() == {}
+    finally:
+        await old.close()
+    version = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    assert int(version) == SCHEMA_VERSION
+    fresh = await SqliteStore.open(tmp_path / "new.sqlite")
+    try:
+        assert await fresh.drawings_kind("all") == "all" and await fresh.drawings_kind("abstract") == "all"
+    finally:
+        await fresh.close()
+
+
+async def test_a_patent_follows_its_drawings_in_both_stores(backend) -> None:  # noqa: F811
+    """Through the same claims and guarded transitions in SQLite and PostgreSQL: a listed patent's drawings
+    are held by its asker, taken over as downloads (no call) once its lease lapses, and the patent settles
+    with them: downloaded, back to pending (asked again) when a URL expired, failed when a drawing failed."""
+    import asyncio
+    import time
+
+    from downloader.core.model import Downloaded, Failed, FigureKey, Kind, Listed, PatentKey, Resolved, UrlExpired
+
+    def drawings(value: str, count: int) -> list[Listed | Resolved]:
+        key = PatentKey(Kind.NUMBER, value)
+        return [Listed(key, value, f"id-{value}", count), *(
+            Resolved(FigureKey(Kind.NUMBER, value, n), value, f"id-{value}", f"HDA{n}", f"http://cdn/{value}/{n}.png",
+                     4e9, None, "drawings") for n in range(1, count + 1))]
+
+    def done(value: str, n: int) -> Downloaded:
+        return Downloaded(FigureKey(Kind.NUMBER, value, n), f"images/{value}/{n}.png", 10, "ab")
+
+    a, b = await backend.open(), await backend.open()
+    assert await a.drawings_kind("all") == "all" and await b.drawings_kind("abstract") == "all"
+    run = await a.start_run({})
+    await a.ingest([PatentKey(Kind.NUMBER, v) for v in ("P1", "P2", "P3")], run)
+    claim = await a.claim(run, "A", limit=3, usable_after=time.time(), lease=0.5)
+    assert claim.to_ask is not None and claim.to_ask.keys == ("P1", "P2", "P3")
+    await a.apply([*drawings("P1", 2), *drawings("P2", 2), *drawings("P3", 1), done("P1", 1)])
+    assert (await b.claim(run, "B", limit=1, usable_after=time.time(), lease=30)).to_download == ()
+    await asyncio.sleep(0.7)  # A died
+    took = await b.claim(run, "B", limit=1, usable_after=time.time(), lease=30)
+    assert sorted((j.key.value, j.key.figure, j.pn, j.url) for j in took.to_download) == [
+        ("P1", 2, "P1", "http://cdn/P1/2.png"), ("P2", 1, "P2", "http://cdn/P2/1.png"),
+        ("P2", 2, "P2", "http://cdn/P2/2.png"), ("P3", 1, "P3", "http://cdn/P3/1.png")]
+    await b.apply([done("P1", 2), done("P2", 1), UrlExpired(FigureKey(Kind.NUMBER, "P2", 2), "expired"),
+                   Failed(FigureKey(Kind.NUMBER, "P3", 1), "NotAnImageError: html")])
+    assert await b.counts(run) == {"downloaded": 1, "pending": 1, "failed": 1}
+    assert await b.drawing_counts(run) == {"downloaded": 3, "pending": 1, "failed": 1}
+    assert await b.figure_counts(run) == {2: 2, 1: 1}
+    again = await b.claim(run, "B", limit=1, usable_after=time.time(), lease=30)
+    assert again.to_ask is not None and again.to_ask.keys == ("P2",)
+    await b.apply(drawings("P2", 2))  # fresh URLs; the stored figure 1 stays stored
+    for _ in range(4):  # its URLs keep expiring: the fifth time the patent waits, pending, never failed
+        await b.apply([UrlExpired(FigureKey(Kind.NUMBER, "P2", 2), "expired", time.time() + 300)])
+        assert await b.counts(run) == {"downloaded": 1, "pending": 1, "failed": 1}
+        deferred = await b.claim(run, "B", limit=1, usable_after=time.time(), lease=30)
+        if deferred.to_ask is not None:
+            await b.apply(drawings("P2", 2))
+    assert deferred.empty and deferred.next_retry is not None and deferred.next_retry > time.time() + 200
+    await b.apply(drawings("P2", 2))  # (a later run) fresh URLs again
+    await b.apply([done("P2", 2)])
+    rows = [(r.key, r.figure, r.status.value, r.local_file) async for r in b.rows(run)]
+    assert rows == [("P1", 1, "downloaded", "images/P1/1.png"), ("P1", 2, "downloaded", "images/P1/2.png"),
+                    ("P2", 1, "downloaded", "images/P2/1.png"), ("P2", 2, "downloaded", "images/P2/2.png"),
+                    ("P3", 1, "failed", None)]
+    assert await b.counts(run) == {"downloaded": 2, "failed": 1}
+    assert (await b.claim(run, "B", limit=5, usable_after=time.time(), lease=30)).empty
+
+
+def test_api_requests_in_flight_keep_the_gate_busy_with_one_call_per_patent():
+    """--drawings all asks one patent a call: at least half a second of calls at --rate in flight."""
+    from downloader.core.settings import Settings
+
+    assert Settings(rate=20, drawings="all").api_in_flight == 10
+    assert Settings(rate=5, drawings="all").api_in_flight == Settings(rate=5).api_in_flight == 4
+    assert Settings(rate=20, api_concurrency=16, drawings="all").api_in_flight == 16
+    assert Settings(rate=1000, drawings="all").api_in_flight == 64
+    assert Settings(rate=20).api_in_flight == 4

@@ -45,7 +45,7 @@ def test_the_job_runs_on_the_loop_asked_for(loop, tmp_path, monkeypatch, threade
         seen.add(type(asyncio.get_running_loop()).__module__.split(".")[0])
 
     source = write_csv(tmp_path / "in.csv", numbers(20))
-    summary = run_job([source], tmp_path / "out", settings_for(threaded_simulator), sink=sink)
+    summary = run_job([source], tmp_path / "out", settings_for(threaded_simulator), events=sink)
     assert summary.exit_code == 0 and check_downloads(tmp_path / "out", threaded_simulator) == summary.images > 0
     assert seen == {loop}
 

@@ -32,6 +32,7 @@ from .support import (
     numbers,
     one_clear_line,
     run,
+    run_summary,
     settled_keys,
     when,
     write_csv,
@@ -223,12 +224,12 @@ def test_a_token_refused_even_right_after_a_refresh_is_fatal(tmp_path, sim_confi
     sim = threaded_simulator
     sim_config.fatal_code = 67200003
     out = tmp_path / "out"
-    with pytest.raises(Exception) as caught:
-        run([write_csv(tmp_path / "in.csv", numbers(300))], out, sim, token=None, api_key=None,
-            client_id="demo-client", client_secret="demo-secret", batch_size=20)
+    stopped = run_summary([write_csv(tmp_path / "in.csv", numbers(300))], out, sim, token=None, api_key=None,
+                          client_id="demo-client", client_secret="demo-secret", batch_size=20)
     c = sim.counters
-    print(f"\n[67200003] {c.fatal_answers} refusals, {c.token_requests} token requests: {caught.value!r}")
-    assert cli.exit_code_for(caught.value) == 3 and "67200003" in str(caught.value)
+    print(f"\n[67200003] {c.fatal_answers} refusals, {c.token_requests} token requests: {stopped.error!r}")
+    assert stopped.exit_code == 3 and stopped.error is not None
+    assert cli.exit_code_for(stopped.error) == 3 and "67200003" in str(stopped.error)
     assert c.fatal_answers <= 2 * (4 + 1) and c.token_requests <= 4 + 2
     _assert_saved(out, 3)
     assert {r["status"] for r in manifest(out)} == {"pending"}
@@ -243,13 +244,12 @@ def test_a_quota_that_never_comes_back_is_fatal_after_the_throttle_patience(tmp_
     out = tmp_path / "out"
     source = write_csv(tmp_path / "in.csv", numbers(600))
     started = time.monotonic()
-    with pytest.raises(Exception) as caught:
-        run([source], out, sim, throttle_patience=2.0, batch_size=50, rate=20.0)
+    stopped = run_summary([source], out, sim, throttle_patience=2.0, batch_size=50, rate=20.0)
     seconds = time.monotonic() - started
     print(f"\n[quota] {sim.counters.quota_refused} quota answers, {sim.counters.api_ok} accepted calls, "
-          f"{seconds:.1f} s: {caught.value!r}")
-    assert cli.exit_code_for(caught.value) == 3
-    assert "67200002" in str(caught.value)
+          f"{seconds:.1f} s: {stopped.error!r}")
+    assert stopped.exit_code == 3 and stopped.error is not None and cli.exit_code_for(stopped.error) == 3
+    assert "67200002" in str(stopped.error)
     assert seconds < 2.0 + 5
     assert sim.counters.quota_refused < 30
     _assert_saved(out, 3)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from downloader.core.errors import OutageError
 from downloader.simulator import Record, Simulator
 
 from .support import leftovers, manifest, numbers, run, sha256, write_csv
@@ -103,13 +102,13 @@ def test_answers_that_are_not_json_are_an_outage_not_the_patents_failure(tmp_pat
     values = numbers(60)
     source = write_csv(tmp_path / "in.csv", values)
     out = tmp_path / "out"
-    with pytest.raises(OutageError) as caught:
-        run([source], out, sim, batch_size=20, retries=3, outage_seconds=1.5)
+    stopped = run([source], out, sim, batch_size=20, retries=3, outage_seconds=1.5)
     rows = manifest(out)
-    print(f"\n[not json] {caught.value}; {sim.counters.api_faults_injected} HTML answers, "
+    print(f"\n[not json] {stopped['fatal']}; {sim.counters.api_faults_injected} HTML answers, "
           f"statuses {sorted({r['status'] for r in rows})}")
+    assert stopped["exit_code"] == 3 and stopped["stop_reason"] == "fatal"
     assert {r["status"] for r in rows} == {"pending"} and len(rows) == 60
-    assert "failed every call: the API answer is not JSON" in str(caught.value)
+    assert "failed every call: the API answer is not JSON" in stopped["fatal"]
     assert sim.counters.api_faults_injected >= 5
     sim_config.api_fault_rate = 0.0
     again = run([source], out, sim)

@@ -180,6 +180,20 @@ def test_an_outage_line_gives_its_rerun_advice_once(capsys, monkeypatch):
     assert line.count("run the same command") == 1 and "rerun" not in line
 
 
+def test_a_spent_quota_and_a_halt_record_keep_the_rerun_flag():
+    """The gate's spent-quota stop says "then run the same command" itself; so does the copy another worker
+    reads from the halt record: neither gets a second rerun from the CLI."""
+    from downloader.core import gate, halt
+    from downloader.net.ratelimit import fatal_from
+
+    spent = fatal_from(gate.spent_quota(gate.Episode(since=0.0, what="HTTP 429", status=429), 60.0, None, 60.0,
+                                        [1.0, 2.0]))
+    assert spent.hint_says_rerun and "run the same command" in spent.hint
+    record, _ = halt.record(spent, run_id=7, worker="w1")(None, 0.0)
+    again = halt.error_from(record, 7)
+    assert again is not None and again.hint_says_rerun and again.hint == spent.hint
+
+
 def test_simulate_on_a_port_in_use_is_a_usage_error():
     """`simulate --port P` with P taken: exit 2 and "port P is in use; choose another with --port"."""
     with socket.socket() as busy:
@@ -193,14 +207,16 @@ def test_simulate_on_a_port_in_use_is_a_usage_error():
 
 def test_dry_run_plan_reads_right_for_one_call():
     """The plan said "1 keys … in 1 calls (at most 1 charged results)": singular and plural as they should be."""
-    from downloader.dryrun import describe_plan
+    from dataclasses import replace
 
-    plan = {"rows": 1, "unique": 1, "duplicates": 0, "rejected": 0, "settled": 0, "new": 1, "failed_kept": 0,
-            "to_ask": 1, "api_calls": 1, "max_charged": 1, "reusable_urls": 0}
+    from downloader.dryrun import Plan, describe_plan
+
+    plan = Plan(rows=1, unique=1, duplicates=0, rejected=0, settled=0, new=1, failed_kept=0, to_ask=1, api_calls=1,
+                charged_at_most=1, reusable_urls=0, to_ask_numbers=1, to_ask_ids=0, seconds_at_rate=0.2)
     text = describe_plan(plan)
     assert "would ask the API for 1 key (1 new, 0 left from earlier runs) in 1 call (at most 1 charged result)" in text
-    many = describe_plan({**plan, "rows": 1234, "unique": 1200, "duplicates": 34, "to_ask": 1200, "new": 1200,
-                          "api_calls": 12, "max_charged": 1200})
+    many = describe_plan(replace(plan, rows=1234, unique=1200, duplicates=34, to_ask=1200, new=1200, api_calls=12,
+                                 charged_at_most=1200))
     assert "inputs: 1,234 keys read, 1,200 unique, 34 duplicates; 0 rows rejected" in many
     assert "in 12 calls (at most 1,200 charged results)" in many
 

@@ -55,20 +55,20 @@ def inputs(tmp_path: Path) -> Path:
 
 def test_dry_run_before_any_run_is_exact_calls_nothing_and_writes_nothing(tmp_path, inputs, threaded_simulator,
                                                                          capsys):
-    """Counts from inputs alone; no request, no state.sqlite, only the folder itself."""
+    """Counts from inputs alone; no request, and nothing created: not even the --out folder."""
     out = tmp_path / "fresh"
     assert cli.main(run_args(inputs, out, threaded_simulator, "--dry-run", "--json")) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan == {"dry_run": True, "rows": 260, "unique": 250, "duplicates": 10, "new": 250, "settled": 0,
                     "failed_kept": 0, "reusable_urls": 0, "to_ask_numbers": 250, "to_ask_ids": 0, "rejected": 1,
-                    "to_ask": 250, "api_calls": 3, "max_charged": 250, "exit_code": 0, "drawings": "abstract",
+                    "to_ask": 250, "api_calls": 3, "charged_at_most": 250, "exit_code": 0, "drawings": "abstract",
                     "seconds_at_rate": 0.0}
     assert cli.main(run_args(inputs, out, threaded_simulator, "--dry-run", "--max-charged", "120")) == 0
     text = capsys.readouterr().out
     with capsys.disabled():
         print(text)
     assert "250 unique" in text and "3 calls" in text and "at most 120 charged" in text and "1 row rejected" in text
-    assert out.is_dir() and files_under(out) == set()
+    assert not out.exists()
     assert threaded_simulator.counters.api_requests == 0 and threaded_simulator.counters.image_requests == 0
 
 
@@ -98,7 +98,7 @@ def test_budget_cap_stops_with_4_then_dry_run_is_exact_and_next_run_finishes(tmp
     settled = counts["downloaded"] + counts["no_image"] + counts["not_found"]
     assert (plan["unique"], plan["settled"], plan["new"], plan["to_ask"], plan["reusable_urls"]) == (
         250, settled, 0, counts["pending"], 0)
-    assert plan["api_calls"] == math.ceil(counts["pending"] / 100) and plan["max_charged"] == counts["pending"]
+    assert plan["api_calls"] == math.ceil(counts["pending"] / 100) and plan["charged_at_most"] == counts["pending"]
     assert cli.main(run_args(inputs, out, sim, "--dry-run")) == 0
     text = capsys.readouterr().out
     with capsys.disabled():
@@ -223,9 +223,9 @@ def test_log_file_names_patents_deferred_at_the_api(tmp_path, sim_config, thread
     sim_config.api_down, sim_config.api_down_until = "500", time.time() + 0.5
     source, log = write_csv(tmp_path / "in.csv", numbers(5)), tmp_path / "log.txt"
     settings = Settings(api_base=threaded_simulator.base_url, token="demo-token", api_key="demo-key", rate=500,
-                        progress=False, retries=1, log_file=str(log), outage_seconds=1.5)
-    with open_sinks(settings) as sink:
-        summary = run_job([source], tmp_path / "out", settings, sink=sink)
+                        retries=1, outage_seconds=1.5)
+    with open_sinks(settings, progress=False, log_file=str(log)) as sink:
+        summary = run_job([source], tmp_path / "out", settings, events=sink)
     lines = log.read_text().splitlines()
     assert summary.exit_code == 0 and summary.by_status.get("failed", 0) == 0, summary
     assert sum(" deferred: " in line for line in lines) == 5, lines

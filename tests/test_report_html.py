@@ -17,7 +17,8 @@ from urllib.parse import unquote
 import pytest
 
 from downloader.cli import app as cli
-from downloader.cli.htmlreport import SHEET_LIMIT, SHEET_PAGE, write_report
+from downloader.job import report_job
+from downloader.report.html import SHEET_LIMIT, SHEET_PAGE
 from downloader.simulator import Universe
 from downloader.state.sqlite import STATE_FILE, connect
 
@@ -165,7 +166,7 @@ def test_report_counts_rejected_and_duplicate_rows(tmp_path, threaded_simulator)
     out = tmp_path / "out"
     summary = run([source], out, threaded_simulator)
     assert (summary["rejected"], summary["duplicates"]) == (2, 2)
-    page = Page(Path(write_report(str(out))).read_text(encoding="utf-8"))
+    page = Page(Path(report_job(str(out))).read_text(encoding="utf-8"))
     assert page.count("rejected") == 2 and page.count("duplicates") == 2
     assert page.count("total") == 20  # rows that never became patents are not among the patents
     header = page.text_of["runs"].split("stop", 1)[0]
@@ -202,7 +203,7 @@ def big_folder(tmp_path_factory) -> Path:
 def test_report_over_100k_downloads_is_quick_small_capped_and_escaped(big_folder):
     """Under 3 s and 2 MB; 5,000 sheet rows newest first; 200 keys per failure group with advice; data escaped."""
     started = time.perf_counter()
-    report = Path(write_report(str(big_folder)))
+    report = Path(report_job(str(big_folder)))
     assert time.perf_counter() - started < 3.0
     raw = report.read_text(encoding="utf-8")
     assert len(raw.encode()) < 2_000_000
@@ -225,7 +226,7 @@ def test_report_over_100k_downloads_is_quick_small_capped_and_escaped(big_folder
 @needs_chromium
 def test_big_report_opens_in_chromium_with_hostile_data_inert(tmp_path, big_folder):
     """Chromium renders the 100k report: counts, the first page of the sheet, no injected element."""
-    page = Page(chromium(tmp_path, "--dump-dom", Path(write_report(str(big_folder), tmp_path / "site")).as_uri()))
+    page = Page(chromium(tmp_path, "--dump-dom", Path(report_job(str(big_folder), tmp_path / "site")).as_uri()))
     assert page.count("downloaded") == 100_000
     grid = [a for a in page.find("img") if (a.get("src") or "").startswith("../")]
     assert len(grid) == SHEET_PAGE and page.captions[0] == HOSTILE + "#0001"

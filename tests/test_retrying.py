@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from downloader.core.backoff import backoff
 from downloader.core.errors import (
     BadImageError,
     FatalApiError,
@@ -69,7 +70,7 @@ async def test_throttling_is_retried_past_the_attempts_without_a_wait_of_its_own
 
 
 def test_backoff_is_full_jitter_exponential_and_capped():
-    assert retrying.backoff(1, 0.5, 30.0, rng=lambda: 1.0) == 0.5
-    assert retrying.backoff(4, 0.5, 30.0, rng=lambda: 1.0) == 4.0
-    assert retrying.backoff(20, 0.5, 30.0, rng=lambda: 1.0) == 30.0
-    assert retrying.backoff(3, 0.5, 30.0, rng=lambda: 0.5) == 1.0
+    assert backoff(1, 0.5, 30.0, rng=lambda: 1.0) == 0.5
+    assert backoff(4, 0.5, 30.0, rng=lambda: 1.0) == 4.0
+    assert backoff(20, 0.5, 30.0, rng=lambda: 1.0) == 30.0
+    assert backoff(3, 0.5, 30.0, rng=lambda: 0.5) == 1.0

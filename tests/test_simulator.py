@@ -18,6 +18,7 @@ import urllib.request
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -390,20 +391,54 @@ async def test_tampered_and_unsigned_urls_are_refused(http: aiohttp.ClientSessio
 
 
 async def test_expired_url_is_refused(http: aiohttp.ClientSession, simulator: Simulator) -> None:
-    """After url_lifetime the CDN answers 403 AccessDenied "Request has expired" (both styles)."""
+    """After url_lifetime the CDN answers 403 AccessDenied "Request has expired" in its style's shape:
+    COS's (resource and ids, no time), S3's (X-Amz-Expires, Expires and the CDN's ServerTime)."""
     simulator.config.url_lifetime = 1
     number = pick(simulator.universe, with_drawing())[0]
     cos = await image_url(http, simulator, number)
     simulator.config.url_style = "sigv4"
     sigv4 = await image_url(http, simulator, number)
     await asyncio.sleep(1.05)  # the real clock for one style, a jump for the other
+    bodies = []
     for url in (cos, sigv4):
         async with http.get(url) as resp:
-            body = await resp.text()
+            bodies.append(await resp.text())
         assert resp.status == 403 and resp.content_type == "application/xml"
-        assert body == ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
-                        "<Message>Request has expired</Message></Error>")
+        assert bodies[-1].startswith('<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                                     "<Message>Request has expired</Message>")
         simulator.clock = lambda: time.time() + 100
+    assert re.search(r"</Message><Resource>/cdn/.+</Resource><RequestId>\w+</RequestId><TraceId>", bodies[0])
+    found = re.search(r"<X-Amz-Expires>1</X-Amz-Expires><Expires>(\S+)</Expires><ServerTime>(\S+)</ServerTime>",
+                      bodies[1])
+    assert found and found[2] > found[1] and "ServerTime" not in bodies[0]
+    assert simulator.counters.image_403_expired == 2
+
+
+@pytest.mark.parametrize("style", ["cos", "sigv4"])
+async def test_a_cdn_can_refuse_early_and_keep_its_own_clock(http: aiohttp.ClientSession, simulator: Simulator,
+                                                              style: str) -> None:
+    """url_honoured: a URL that says 1 h is refused 2 s after signing; cdn_clock_skew: the CDN's Date and
+    ServerTime run ahead of the API's clock by that much, and it judges expiry by its own time."""
+    simulator.config.url_style = style
+    simulator.config.url_lifetime = 3600
+    simulator.config.url_honoured = 2
+    url = await image_url(http, simulator, pick(simulator.universe, with_drawing())[0])
+    async with http.get(url) as resp:
+        assert resp.status == 200
+    simulator.clock = lambda: time.time() + 2.5
+    async with http.get(url) as resp:
+        assert resp.status == 403 and "Request has expired" in await resp.text()
+    simulator.config.url_honoured, simulator.clock = None, time.time
+    simulator.config.cdn_clock_skew = 3598.0
+    url = await image_url(http, simulator, pick(simulator.universe, with_drawing(), 2)[1])
+    async with http.get(url) as resp:
+        assert resp.status == 200
+        assert abs(parsedate_to_datetime(resp.headers["Date"]).timestamp() - time.time() - 3598) < 2
+    simulator.config.cdn_clock_skew = 3601.0
+    async with http.get(url) as resp:
+        assert resp.status == 403 and abs(parsedate_to_datetime(resp.headers["Date"]).timestamp()
+                                          - time.time() - 3601) < 2
+        assert ("<ServerTime>" in await resp.text()) == (style == "sigv4")
     assert simulator.counters.image_403_expired == 2
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 
@@ -81,15 +82,22 @@ async def test_events_apply_only_along_allowed_transitions(store):
     assert rows["D1"]["status"] == "pending"
 
 
-async def test_expired_url_goes_back_to_pending_and_fails_after_five(store):
+async def test_expired_url_goes_back_to_pending_and_is_deferred_after_five_never_failed(store):
+    """An expiry is never the patent's fault: the fifth in a row keeps it pending, off claims until retry_at."""
     run = await store.start_run({})
     await store.ingest([key("A1")], run)
+    later = time.time() + 300
     for _ in range(4):
-        await store.apply([Resolved(key("A1"), "A1", "p", "1", "http://x", 1.0), UrlExpired(key("A1"), "expired")])
+        await store.apply([Resolved(key("A1"), "A1", "p", "1", "http://x", 1.0),
+                           UrlExpired(key("A1"), "expired", later)])
+        claim = await store.claim(run, "w", limit=10, usable_after=time.time(), lease=60)
+        assert claim.to_ask is not None and claim.to_ask.keys == ("A1",)  # asked again at once
+        await store.release("w")
+    await store.apply([Resolved(key("A1"), "A1", "p", "1", "http://x", 1.0), UrlExpired(key("A1"), "expired", later)])
     assert await store.counts(run) == {"pending": 1}
-    await store.apply([Resolved(key("A1"), "A1", "p", "1", "http://x", 1.0), UrlExpired(key("A1"), "expired")])
-    assert await store.counts(run) == {"failed": 1}
-    assert (await manifest(store, run))["A1"]["error"].startswith("UrlExpiredError")
+    claim = await store.claim(run, "w", limit=10, usable_after=time.time(), lease=60)
+    assert claim.empty and claim.next_retry == pytest.approx(later)
+    assert (await manifest(store, run))["A1"]["error"].startswith("expired")
 
 
 async def test_claims_give_reusable_urls_first_then_one_kind_to_ask(store):

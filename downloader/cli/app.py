@@ -9,16 +9,15 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from downloader import __version__
 from downloader.cli import helptext
-from downloader.cli.runner import err_line as _err
+from downloader.cli.runlog import err_line as _err
 from downloader.cli.runner import run_command, settings_from
 from downloader.core.errors import DownloaderError, FatalError, OutputError, UsageError
 from downloader.core.outcome import exit_code_for
-from downloader.core.settings import DEFAULT_API_BASE, IO_MODES, parse_duration
+from downloader.core.settings import DEFAULT_API_BASE, IO_MODES, Settings, parse_duration
 from downloader.machine import output_error
 
 
@@ -165,6 +164,9 @@ def _add_common(p: argparse.ArgumentParser, rate: float = 5.0) -> None:
     p.add_argument("--throttle-patience", type=float, default=60.0, metavar="SECONDS",
                    help="how long throttling answers may persist while the run is down to single spaced probes "
                         "before it is called a spent quota, exit 3 (default 60)")
+    p.add_argument("--state-patience", type=_duration, default=300.0, metavar="SECONDS",
+                   help="how long a shared state store may stay unreachable (restart, failover) before the run "
+                        "stops with exit 3; within it, workers reconnect and lose nothing (90s, 5m; default 300)")
     p.add_argument("--io", choices=IO_MODES, default="auto",
                    help="how images are written: direct from the event loop (local disks), threads (one "
                         "worker-thread hop per image, for NFS/SMB/FUSE), auto: threads on such file systems "
@@ -190,7 +192,8 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--api-base", default=_env("PATSNAP_API_BASE") or DEFAULT_API_BASE, metavar="URL",
                    help=f"API base URL (env PATSNAP_API_BASE, default {DEFAULT_API_BASE})")
     p.add_argument("--api-key", default=_env("PATSNAP_API_KEY"), metavar="KEY",
-                   help="the apikey query parameter (env PATSNAP_API_KEY; defaults to the client id)")
+                   help="the apikey query parameter (env PATSNAP_API_KEY; defaults to the client id); a key "
+                        "of PatSnap's newer platform (sk-…) alone authenticates, sent as the bearer too")
     p.add_argument("--token", default=_env("PATSNAP_TOKEN"), metavar="TOKEN",
                    help="a static bearer token (env PATSNAP_TOKEN)")
     p.add_argument("--client-id", default=_env("PATSNAP_CLIENT_ID"), metavar="ID",
@@ -291,9 +294,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """`report`: report.html for a job folder."""
-    from downloader.cli.htmlreport import write_report
+    from downloader.job import report_job
 
-    path = write_report(args.out, Path(args.to) if args.to else None, state_url=args.state_url,
-                        endpoint_url=args.s3_endpoint_url)
+    path = report_job(args.out, args.to, Settings(state_url=args.state_url, s3_endpoint_url=args.s3_endpoint_url))
     print(path)  # noqa: T201
     return 0

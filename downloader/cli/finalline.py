@@ -9,9 +9,11 @@ settled says so instead of a line of zeros.
 from __future__ import annotations
 
 from pathlib import PurePath
-from typing import Any
 
 from downloader.core.outcome import StopReason, Summary
+from downloader.report.words import count, nothing_done, stop_words
+
+__all__ = ["STATUS_ORDER", "count", "describe_summary", "nothing_done", "stop_words"]
 
 STATUS_ORDER = ("downloaded", "no_image", "not_found", "failed", "pending", "resolved")  # as shown and exported
 _SETTLED = ("downloaded", "no_image", "not_found")
@@ -19,12 +21,6 @@ _STOPS = {
     StopReason.BUDGET: " Stopped: the --max-charged budget is spent; the next run continues.",
     StopReason.RUNTIME: " Stopped: --max-runtime reached; the next run continues.",
 }
-
-
-def count(n: int | float, one: str, many: str | None = None) -> str:
-    """`n` with its noun, singular or plural, thousands separated: count(1, "call") → "1 call"."""
-    word = one if n == 1 else (many or one + "s")
-    return f"{n:,} {word}"
 
 
 def describe_summary(s: Summary, manifest: str) -> str:
@@ -42,12 +38,6 @@ def describe_summary(s: Summary, manifest: str) -> str:
             f"peak memory {s.peak_rss_mb:,.0f} MB. Manifest: {manifest}.{stop}")
 
 
-def nothing_done(s: Summary, settled: int) -> bool:
-    """True for a run that asked nothing and fetched nothing because every patent was already settled."""
-    return s.nothing_to_do or (s.unique > 0 and settled == s.unique and not s.api_calls and not s.images
-                                and s.stop_reason is None)
-
-
 def _statuses(s: Summary) -> str:
     return ", ".join(f"{s.by_status[k]:,} {k}" for k in STATUS_ORDER if s.by_status.get(k))
 
@@ -61,15 +51,3 @@ def _inputs(s: Summary, manifest: str) -> str:
     if s.duplicates:
         parts.append(count(s.duplicates, "duplicate"))
     return "; " + ", ".join(parts) if parts else ""
-
-
-def stop_words(summary: dict[str, Any]) -> str:
-    """A history table's last column: why the run stopped early, or that it had nothing to do."""
-    if summary.get("stop_reason"):
-        return str(summary["stop_reason"])
-    try:
-        s = Summary.from_dict(summary)
-    except (TypeError, ValueError):
-        return ""
-    settled = sum(s.by_status.get(k, 0) for k in ("downloaded", "no_image", "not_found"))
-    return "nothing to do" if nothing_done(s, settled) else ""

@@ -54,9 +54,9 @@ examples:
 
 DEMO = """\
 Run the real pipeline against the built-in simulator of the PatSnap API and its image CDN, on a
-free loopback port: no credentials, no network. It reads the bundled sample list (about 1,000
-patents) and leaves a job folder to look at: manifest, images, summary.json, and report.html
-after `patent-images report`."""
+loopback port chosen from DIR: no credentials, no network. It reads the bundled sample list (about
+1,000 patents) and leaves a job folder to look at: manifest, images, summary.json, and report.html
+after `patent-images report`. Stopped with Ctrl-C, the same command continues where it stopped."""
 DEMO_EXAMPLES = """\
 examples:
   patent-images demo

@@ -15,8 +15,10 @@ open-file limit) is still said once on stderr.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sys
 import time
 import traceback
 from collections.abc import Iterator
@@ -26,13 +28,16 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from downloader import __version__
-from downloader.cli.progress import make_progress
-from downloader.cli.runner import err_line
 from downloader.core.errors import DownloaderError, UsageError
 from downloader.core.events import BatchDone, Event, ImageDone, Notice, Problem, Sink, fan_out
 from downloader.core.settings import Settings
 
 _STOPS = ("budget", "runtime", "interrupted", "fatal")
+
+
+def err_line(text: str) -> None:
+    """One line on stderr."""
+    print(text, file=sys.stderr, flush=True)  # noqa: T201
 _ALWAYS_SAID = ("limits",)  # notices a person must see even with --no-progress
 
 
@@ -129,14 +134,18 @@ class RunSink:
 
 
 @contextmanager
-def open_sinks(settings: Settings, verbose: bool = False) -> Iterator[RunSink]:
-    """The event sink for a run: progress display plus the optional log file (start/end lines)."""
-    progress = None if settings.dry_run else make_progress(settings.progress, verbose=verbose)
+def open_sinks(settings: Settings, *, progress: bool | None = None, log_file: str | None = None,
+               log_format: str = "text", verbose: bool = False) -> Iterator[RunSink]:
+    """The event sink for a run: progress display (`progress` None: bars when stderr is a terminal)
+    plus the optional log file (start/end lines)."""
+    from downloader.cli.progress import make_progress  # tqdm: only for a run, not for --help
+
+    bars = None if settings.dry_run else make_progress(progress, verbose=verbose)
     # A dry run promises to write nothing, so it leaves the log file alone too.
-    out = _open_log(settings.log_file) if settings.log_file and not settings.dry_run else None
-    log = LogFile(out, settings.log_format) if out else None
-    said = _say_always if progress is None and not settings.dry_run else None
-    sink = RunSink([s for s in (progress, log, said) if s is not None])
+    out = _open_log(log_file) if log_file and not settings.dry_run else None
+    log = LogFile(out, log_format) if out else None
+    said = _say_always if bars is None and not settings.dry_run else None
+    sink = RunSink([s for s in (bars, log, said) if s is not None])
     if log:
         log.start(settings)
     error: BaseException | None = None
@@ -146,14 +155,18 @@ def open_sinks(settings: Settings, verbose: bool = False) -> Iterator[RunSink]:
         error = err
         raise
     finally:
-        if progress:
-            progress.close()
+        if bars:
+            bars.close()
         if log and out:
             log.end(sink.summary, error)
             try:
                 out.close()
             except OSError:
                 pass  # already said by the log
+
+
+# A --log-file that names no writable file (a folder, a path through a file, no permission): a usage error.
+_BAD_LOG_PATH = {errno.EISDIR, errno.ENOTDIR, errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG}
 
 
 def _open_log(path: str) -> TextIO:
@@ -164,6 +177,8 @@ def _open_log(path: str) -> TextIO:
     try:
         return open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by open_sinks
     except OSError as err:
+        if err.errno not in _BAD_LOG_PATH:
+            raise  # a full or read-only disk: a condition of the machine, named as such by the CLI
         raise UsageError(f"cannot write --log-file {path}: {err.strerror or err}") from None
 
 

@@ -4,47 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from typing import Any
 
-import anyio
-
 from downloader.cli.finalline import stop_words
-from downloader.state import open_existing
-from downloader.state.sqlite import STATE_FILE
-
-
-def status_data(out: str, state_url: str | None = None, runs: int = 10) -> dict[str, Any]:
-    """Totals, live workers and recent runs as plain data."""
-    return anyio.run(_status_data, out, state_url, runs)
-
-
-async def _status_data(out: str, state_url: str | None, runs: int) -> dict[str, Any]:
-    from downloader.job import state_folder
-
-    store = await open_existing(state_url, state_folder(out) / STATE_FILE)
-    try:
-        counts = await store.counts()
-        all_drawings = await store.drawings_kind(None) == "all"
-        drawings = await store.drawing_counts() if all_drawings else None
-        figures = await store.figure_counts() if all_drawings else None
-        workers = [asdict(w) for w in await store.workers()]
-        history = [asdict(r) for r in await store.runs(runs) if not r.summary.get("nothing_to_do")]
-    finally:
-        await store.close()
-    now = time.time()
-    live = [w for w in workers if not w["finished"] and w["lease_until"] >= now]
-    data = {"folder": out, "state": store.location, "total": sum(counts.values()), "by_status": counts,
-            "workers": live, "runs": history}
-    if drawings is not None and figures is not None:  # --drawings all: the drawings, and patents by their count
-        data["drawings"] = {"total": sum(drawings.values()), "by_status": drawings,
-                            "per_patent": {str(n): c for n, c in sorted(figures.items())}}
-    return data
+from downloader.core.settings import Settings
+from downloader.job import job_status
 
 
 def show_status(out: str, state_url: str | None, as_json: bool, runs: int) -> int:
-    """Print the status of a job."""
-    data = status_data(out, state_url, runs)
+    """Print the status of a job (read through the library's `Job.status`)."""
+    data = job_status(out, Settings(state_url=state_url), runs=runs).to_dict()
     if as_json:
         print(json.dumps(data, indent=2, sort_keys=True))  # noqa: T201
         return 0
@@ -88,10 +57,17 @@ def render_status(data: dict[str, Any]) -> str:
         s = run["summary"]
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started"]))
         exit_code = "-" if run["exit_code"] is None else str(run["exit_code"])
-        ending = stop_words(s) if run["exit_code"] is not None else "unfinished"
+        ending = stop_words(s) if run["exit_code"] is not None else _unfinished(run)
         lines.append(f"{run['id']:>5}  {started:<19}  {s.get('seconds', 0):>8,.1f}  {exit_code:>4}  "
                      f"{s.get('api_calls', 0):>6,}  {s.get('charged', 0):>8,}  {s.get('images', 0):>7,}  "
                      f"{s.get('bytes', 0) / 1e6:>8,.1f}  {ending}")
     return "\n".join(lines)
 
 
+def _unfinished(run: dict[str, Any]) -> str:
+    """A run without an exit code: still going (its progress so far), or killed ("unfinished")."""
+    if not run.get("live"):
+        return "unfinished"
+    total, settled = run.get("total", 0), run.get("settled", 0)
+    share = f" ({100 * settled / total:.0f}%)" if total else ""
+    return f"running: {settled:,} of {total:,} settled{share}"

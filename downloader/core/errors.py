@@ -8,6 +8,7 @@
     ├── Interrupted             SIGINT/SIGTERM; state and manifest were saved    → exit 130
     ├── FatalError              the run cannot go on; state kept                  → exit 3
     │   ├── OutageError         the API or CDN unreachable / failing every call for a while
+    │   │   └── StateOutageError  the shared state store unreachable for longer than --state-patience
     │   ├── OutputError         the output folder or bucket is full, gone or read-only (see machine.py)
     │   └── FatalApiError       (also an ApiError, below)
     ├── ApiError(code, status)  the metadata API said no
@@ -18,11 +19,17 @@
     │   ├── InvalidParameterError 68300004, 68300007: split the batch to isolate bad keys
     │   └── FatalApiError       auth refused, quota, balance, expired client     → exit 3
     ├── LocalResourceError      this machine is out of open files (EMFILE, ENFILE) for now: back off, retry
+    ├── LeaseLostError          this worker's claim on a key lapsed: its image is not put in place
     └── DownloadError           one image could not be fetched (per patent, data not a stop)
         ├── TransientDownloadError  5xx, reset, timeout, truncated body: retry; spent: deferred
         │   └── NotAnImageError    a 200 whose body is no image: retry; spent: the patent fails
-        ├── UrlExpiredError     the signed URL expired: ask the API again
+        ├── UrlExpiredError     the signed URL expired (or its host moved): ask the API again
+        ├── HostRefusedError    the URL's host refused while a probe finds out whether it moved: wait a moment
         └── BadImageError       not an image, too large, hostile answer: the patent fails
+
+`Job.run` raises only what its caller must handle (UsageError, InputError, LockedError, StateError),
+each with its `exit_code`; a fatal condition, a cap or an interrupt ends the run as a result: the
+Summary's `stop_reason` and `exit_code`, with the FatalError or Interrupted as `Summary.error`.
 
 Per-patent problems become `failed` rows with `error` = "ClassName: detail"; only run-level
 conditions (usage, input, fatal API, a full or vanished output, caps, signals) stop the run. PatSnap's pages disagree on
@@ -33,27 +40,39 @@ from __future__ import annotations
 
 
 class DownloaderError(Exception):
-    """Base of every error this package raises on purpose."""
+    """Base of every error this package raises on purpose; `exit_code` is the command's exit status."""
+
+    exit_code: int = 1
 
 
 class UsageError(DownloaderError):
     """A bad option value or command line; nothing was started."""
 
+    exit_code = 2
+
 
 class InputError(DownloaderError):
     """An input file is missing, unreadable, or yields no usable column."""
+
+    exit_code = 2
 
 
 class LockedError(DownloaderError):
     """Another live process is running a job on the same output folder."""
 
+    exit_code = 2
+
 
 class StateError(DownloaderError):
     """The state store in DIR cannot be used (corrupt, or written by a newer version)."""
 
+    exit_code = 2
+
 
 class Interrupted(DownloaderError):
     """SIGINT or SIGTERM stopped the run after state and manifest were written."""
+
+    exit_code = 130
 
 
 class FatalError(DownloaderError):
@@ -63,6 +82,8 @@ class FatalError(DownloaderError):
     already tells the person to run the same command again (the CLI then does not say it twice).
     """
 
+    exit_code = 3
+
     def __init__(self, message: str, *, hint: str = "", hint_says_rerun: bool = False) -> None:
         super().__init__(message)
         self.hint = hint
@@ -71,6 +92,10 @@ class FatalError(DownloaderError):
 
 class OutageError(FatalError):
     """The API or the CDN failed every call for a while (refused, DNS, TLS, timeouts, 5xx)."""
+
+
+class StateOutageError(OutageError):
+    """The shared state store (PostgreSQL) stayed unreachable for longer than --state-patience."""
 
 
 class OutputError(FatalError):
@@ -89,6 +114,11 @@ class LocalResourceError(DownloaderError):
 
     A shortage of this machine, never a patent's fault: it is not counted against a download's retries.
     """
+
+
+class LeaseLostError(DownloaderError):
+    """This worker's claim on a key lapsed (cut off from the state store, or paused): another worker may
+    hold the key now, so the image is not put under its final name (the temp file is dropped)."""
 
 
 class ApiError(DownloaderError):
@@ -143,6 +173,11 @@ class NotAnImageError(TransientDownloadError):
 
 class UrlExpiredError(DownloadError):
     """The signed URL is expired or about to: the patent goes back for a fresh URL."""
+
+
+class HostRefusedError(DownloadError):
+    """The URL's host refused the connection while one of its keys asks the API whether the host
+    moved (`core/moved.py`): not retried, the key is deferred a moment and decided then."""
 
 
 class BadImageError(DownloadError):

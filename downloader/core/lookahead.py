@@ -10,6 +10,11 @@ for. A batch takes the room that is left (in patents, by the measured share of p
 an image); when the room is small the batches shrink, and a smaller batch costs calls, not money.
 With the usual hours-long URLs the room is far larger than a batch and nothing changes: ⌈n/100⌉.
 
+A URL's life is what the CDN honours, not what the URL says (`core/urlclock.py`): the window
+counts on the CDN's clock, on the lifetime its refusals showed, and on no more than downloads have
+proven (twice the oldest age a URL was served at, a second at first), so URLs that claim an hour
+but are refused after seconds cost a few URLs, not batches of them.
+
 Before the first answer the URLs' life is unknown (unless URLs kept from an earlier run tell their
 lifetime). A download stage that can take a whole batch in FIRST_ROUNDS rounds (the default
 --download-concurrency 32) gets full batches at once; a narrow one (--download-concurrency 1)
@@ -24,6 +29,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+
+from downloader.core.expiry import MARGIN_FRACTION
+from downloader.core.urlclock import UrlClock
 
 FIRST_ROUNDS = 8  # images per download slot in a first batch of unknown URL life
 PRIOR_SECONDS = 0.1  # assumed time per image (per download slot) until one is measured
@@ -43,12 +51,20 @@ class Lookahead:
     asking: int = 0  # patents claimed for the API and not answered yet
     queued: int = 0  # images whose URL is known and whose download has not started
     active: int = 0  # downloads in progress
-    lives: deque[float] = field(default_factory=lambda: deque(maxlen=_LIVES))
+    # (remaining life as the URL states it, its age since signing) at each of the last answers
+    lives: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=_LIVES))
+    clock: UrlClock = field(default_factory=UrlClock)  # what the CDN has shown (shared with the fetcher)
 
     @property
     def window(self) -> float | None:
         """Seconds a fresh URL stays usable after its answer (None before any answer had one)."""
-        return None if not self.lives else min(self.lives) - self.margin
+        if not self.lives:
+            return None
+        # The margin is relative to a URL's whole life, as the fetcher keeps it (`expiry.margin`).
+        return min(life - min(self.margin, MARGIN_FRACTION * (life + age)) for life, age in self._believed())
+
+    def _believed(self) -> list[tuple[float, float]]:
+        return [(self.clock.believable(left, age), age) for left, age in self.lives]
 
     @property
     def capacity(self) -> float:
@@ -92,18 +108,19 @@ class Lookahead:
     def lifetime_seen(self, lifetime: float, margin: float) -> None:
         """A URL kept from earlier (claimed for download) was signed for `lifetime` seconds: a fresh
         one will live about as long."""
-        self.lives.append(lifetime)
+        self.lives.append((lifetime, 0.0))
         self.margin = margin
 
-    def answered(self, asked: int, images: int, life: float | None, margin: float | None) -> None:
+    def answered(self, asked: int, images: int, life: float | None, margin: float | None, age: float = 0.0) -> None:
         """An API answer for `asked` patents gave `images` URLs; `life` is the shortest remaining
-        life among them at the answer, `margin` the expiry margin of such a URL."""
+        life among them at the answer, as the URL states it, `age` how long ago that one was signed,
+        `margin` the expiry margin of such a URL."""
         self.asking = max(0, self.asking - asked)
         self.queued += images
         if asked:
             self.images_per_patent = max(0.05, (1 - _SMOOTH) * self.images_per_patent + _SMOOTH * images / asked)
         if life is not None and margin is not None:
-            self.lives.append(life)
+            self.lives.append((life, age))
             self.margin = margin
 
     def started(self) -> None:

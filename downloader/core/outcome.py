@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from downloader.core import errors
@@ -35,16 +35,13 @@ EXIT_BY_STOP: dict[StopReason, int] = {
     StopReason.RUNTIME: 4,
 }
 
-# Exception class → exit code for errors that end a command (first match wins).
+
+# Exception class → exit code for errors that end a command, from each class's own `exit_code`.
 EXIT_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
-    (errors.UsageError, 2),
-    (errors.InputError, 2),
-    (errors.LockedError, 2),
-    (errors.StateError, 2),
-    (errors.FatalError, 3),
-    (errors.Interrupted, 130),
+    *((cls, cls.exit_code) for cls in (errors.UsageError, errors.InputError, errors.LockedError,
+                                       errors.StateError, errors.FatalError, errors.Interrupted)),
     (KeyboardInterrupt, 130),
-    (errors.DownloaderError, 1),
+    (errors.DownloaderError, errors.DownloaderError.exit_code),
 )
 
 UNSETTLED = ("failed", "pending", "resolved")
@@ -58,16 +55,22 @@ def exit_code(stop: StopReason | None, by_status: Mapping[str, int]) -> int:
 
 
 def exit_code_for(err: BaseException) -> int:
-    """The exit code for an exception that ended a command."""
-    for cls, code in EXIT_BY_ERROR:
-        if isinstance(err, cls):
-            return code
-    return 1
+    """The exit code for an exception that ended a command: its own `exit_code` (errors.py), 130 for
+    KeyboardInterrupt, else 1."""
+    if isinstance(err, errors.DownloaderError):
+        return err.exit_code
+    return 130 if isinstance(err, KeyboardInterrupt) else 1
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Summary:
-    """What summary.json, the run history, the final line and --json report."""
+    """How a run ended, frozen: what `Job.run` returns and summary.json, the run history, the final
+    line and --json report.
+
+    A fatal condition, a cap or an interrupt is a result, not an exception: `stop_reason` says
+    which, `exit_code` what a command exits with, and `error` holds the FatalError (with its `hint`)
+    or Interrupted that stopped the run, for a caller that wants its words; it is not written out.
+    """
 
     run_id: int = 0
     exit_code: int = 1
@@ -93,17 +96,21 @@ class Summary:
     images: int = 0
     bytes: int = 0
     expired_urls: int = 0
+    fenced: int = 0  # results refused or images not put in place: the worker's lease had lapsed
     images_per_second: float = 0.0
     peak_rss_mb: float = 0.0
     manifest_rows: int = 0
+    manifest: str = ""  # where manifest.csv is: a path, or s3://bucket/prefix/manifest.csv
     workers: int = 1
     # Every patent of the inputs was already settled: nothing was asked or downloaded. Such a run
     # keeps the last real run's summary.json, and history views skip it.
     nothing_to_do: bool = False
+    error: errors.DownloaderError | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (the stop reason as its string)."""
-        data = asdict(self)
+        """Plain JSON-able values (the stop reason as its string; `error` is left out, `fatal` says it)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "error"}
+        data["by_status"] = dict(self.by_status)
         data["stop_reason"] = self.stop_reason.value if self.stop_reason else None
         return data
 

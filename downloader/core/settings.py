@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -15,7 +16,8 @@ DRAWINGS = ("abstract", "all")  # --drawings: see core.model.Drawings
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a run needs besides its inputs and output folder."""
+    """Everything a run needs besides its inputs and output folder (how it is shown and logged is the
+    caller's: the CLI's --no-progress and --log-file are not settings of the job)."""
 
     api_base: str = DEFAULT_API_BASE
     api_key: str | None = None
@@ -29,7 +31,6 @@ class Settings:
     retries: int = 5
     retry_failed: bool = False
     column: str | None = None
-    progress: bool | None = None  # None: bars when stderr is a terminal
     # Backoff between retries: exponential from backoff_initial, capped, with jitter.
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
@@ -55,6 +56,9 @@ class Settings:
     # How long throttling (67200002/67200007/429) may persist while the whole run is down to single
     # probes with growing pauses; then it is a spent quota, not a rate limit (exit 3).
     throttle_patience: float = 60.0
+    # How long a shared state store (PostgreSQL) may stay unreachable (a restart, a failover) before the
+    # run stops with exit 3; within it, every worker keeps what it holds and tries again with backoff.
+    state_patience: float = 300.0
     # How long every API call (or every download) may fail in transport, 5 in a row at least,
     # before the run stops as an outage (exit 3); deferred patents are retried after a third of it.
     outage_seconds: float = 30.0
@@ -63,9 +67,8 @@ class Settings:
     drawings: str = "abstract"
     max_runtime: float | None = None
     recheck_after_days: float | None = None
+    # A dry run never bills: `Job.run` refuses it (UsageError); `Job.plan` is the dry run.
     dry_run: bool = False
-    log_file: str | None = None
-    log_format: str = "text"
 
     def __post_init__(self) -> None:
         _check_url(self.api_base)
@@ -85,25 +88,41 @@ class Settings:
             raise UsageError(f"--lease must be between 1 and 3600 seconds, got {self.lease}")
         if self.throttle_patience <= 0:
             raise UsageError("--throttle-patience must be positive")
+        if self.state_patience <= 0:
+            raise UsageError("--state-patience must be positive")
         if self.io not in IO_MODES:
             raise UsageError(f"--io must be auto, direct or threads, got {self.io!r}")
         if self.outage_seconds <= 0:
             raise UsageError("outage_seconds must be positive")
         if self.drawings not in DRAWINGS:
             raise UsageError(f"--drawings must be abstract or all, got {self.drawings!r}")
-        if self.log_format not in ("text", "json"):
-            raise UsageError("--log-format must be text or json")
+
+    @property
+    def api_in_flight(self) -> int:
+        """API requests in flight: --api-concurrency, and with --drawings all at least half a second of
+        calls at --rate (one call per patent: the gate stays busy while answers take their time)."""
+        if self.drawings == "all":
+            return max(self.api_concurrency, min(64, math.ceil(self.rate / 2)))
+        return self.api_concurrency
 
     @property
     def effective_api_key(self) -> str | None:
         """The apikey query parameter: given, else the OAuth client id (PatSnap needs one)."""
         return self.api_key or self.client_id
 
+    @property
+    def api_key_is_bearer(self) -> bool:
+        """True for a key of PatSnap's newer platform (`sk-…`): it alone authenticates, sent as
+        `Authorization: Bearer` as well as the apikey parameter, with no OAuth."""
+        return bool(self.api_key and self.api_key.startswith("sk-"))
+
     def require_credentials(self) -> None:
-        """Raise UsageError unless a token or client credentials, and an apikey, are there."""
+        """Raise UsageError unless an sk- key, or a token or client credentials and an apikey, are there."""
+        if self.api_key_is_bearer:
+            return
         if not self.token and not (self.client_id and self.client_secret):
-            raise UsageError("no credentials: give --token, or --client-id and --client-secret "
-                             "(or PATSNAP_TOKEN / PATSNAP_CLIENT_ID / PATSNAP_CLIENT_SECRET)")
+            raise UsageError("no credentials: give --api-key sk-…, --token, or --client-id and --client-secret "
+                             "(or PATSNAP_API_KEY / PATSNAP_TOKEN / PATSNAP_CLIENT_ID / PATSNAP_CLIENT_SECRET)")
         if not self.effective_api_key:
             raise UsageError("no apikey: give --api-key (or PATSNAP_API_KEY)")
 

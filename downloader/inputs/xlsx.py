@@ -1,7 +1,7 @@
 """Excel workbooks (.xlsx) as inputs, streamed with openpyxl's read-only mode (the optional `xlsx` extra).
 
 PatSnap and the patent offices export result lists as workbooks, so analysts need not convert
-them. The same column rules as for CSV apply (`reader.RowRules`): header aliases or `--column`,
+them. The same column rules as for CSV apply (`rows.RowRules`): header aliases or `--column`,
 a headerless single column, one `Reject` per unusable row, its source written `FILE[Sheet]`
 and its line the sheet's row number. The first worksheet whose first non-blank row gives a
 layout is read; earlier sheets without one (a cover sheet, the search query) are passed over,
@@ -22,7 +22,7 @@ from typing import Any
 
 from downloader.core.errors import InputError
 from downloader.core.model import PatentKey, Reject
-from downloader.inputs.reader import RowRules
+from downloader.inputs.rows import RowRules
 
 INSTALL = "pip install 'patent-images[xlsx]'"
 

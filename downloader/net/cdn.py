@@ -11,8 +11,14 @@ free file descriptors (LocalResourceError) is waited out, never counted against 
 
 A download starts only while its URL has more than a margin left: --expiry-margin, but never
 more than a quarter of the URL's own lifetime (`expiry.margin`), so short-lived URLs are used.
+The CDN's word beats the URL's: its "Request has expired" answers and its Date headers teach
+`self.clock` (`core/urlclock.py`) its clock and the lifetime it really honours, and every
+expiry is judged by what was learned.
 A transport failure whose retries are spent defers the patent (it keeps its URL; tried again
 later), and when every download fails that way for a while the CDN is out of reach: OutageError.
+A URL whose host refuses the connection while the API gives URLs on another host (the host moved:
+`core/moved.py` tells it from a host that is down, with one probe) is asked again at once, as an
+expired one is: charged once more and counted in `recharged`, never waited for until it expires.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from downloader.core.errors import (
     BadImageError,
     DownloadError,
     FatalError,
+    HostRefusedError,
+    LeaseLostError,
     LocalResourceError,
     NotAnImageError,
     OutageError,
@@ -37,17 +45,23 @@ from downloader.core.errors import (
     describe,
 )
 from downloader.core.expiry import is_expired_403, is_usable, margin, parse_url_signed_at
-from downloader.core.model import Counters, Deferred, Downloaded, Failed, FigureKey, ImageJob, UrlExpired
+from downloader.core.model import Counters, Deferred, Downloaded, Failed, FigureKey, ImageJob, PatentKey, UrlExpired
+from downloader.core.moved import MovedHosts
 from downloader.core.naming import CONTENT_TYPES, MAGIC_BYTES_NEEDED, figure_path, image_path, sniff_image_type
 from downloader.core.outage import SPAN, OutageDetector, origin
-from downloader.net.httperrors import map_client_errors
+from downloader.core.urlclock import UrlClock, cdn_time
+from downloader.net.httperrors import cause, map_client_errors
 from downloader.net.proxies import proxy_for
 from downloader.net.retrying import RetryPolicy
 from downloader.sinks.base import ImageSink, Upload
 
 _ERROR_BODY_BYTES = 64 * 1024
+# A key whose URLs expired unused again and again (transitions.MAX_EXPIRIES) waits this long: longer
+# than a run waits for deferred keys, so this run stops paying for it; the next run asks again.
+EXPIRED_DEFER = 300.0
 # Waiting for file descriptors to be freed (by the downloads that hold them): first pause, cap, patience.
 _FD_PAUSE, _FD_PAUSE_MAX, _FD_PATIENCE = 0.05, 2.0, 120.0
+_PROBE_WAIT = 1.0  # a refused URL waits this long while its host's probe is out (see core/moved.py)
 
 
 class ImageFetcher:
@@ -55,21 +69,27 @@ class ImageFetcher:
 
     def __init__(self, session: aiohttp.ClientSession, sink: ImageSink, counters: Counters, *,
                  policy: Callable[[], RetryPolicy], expiry_margin: float, max_bytes: int,
-                 outage_seconds: float = SPAN) -> None:
+                 outage_seconds: float = SPAN, clock: UrlClock | None = None,
+                 holds: Callable[[int], bool] | None = None) -> None:
         self._session = session
+        self.clock = clock if clock is not None else UrlClock()
+        self._holds = holds  # whether a claim (its generation) is still this worker's: see state.base
         self._sink = sink
         self._counters = counters
         self._policy = policy
         self._margin = expiry_margin
         self._max_bytes = max_bytes
         self.outage = OutageDetector("the CDN", outage_seconds)
+        self.moves: MovedHosts[PatentKey] = MovedHosts(patience=self.outage.defer_seconds)
+        self._last_host = "\0"  # the origin of the last successful download (told to `moves` once per change)
 
     async def fetch(self, job: ImageJob) -> Downloaded | UrlExpired | Failed | Deferred:
         """Download `job` with retries on transient faults.
 
         Raises the sink's OutputError when the output cannot take the image (a condition of the run),
         OutageError when every download failed in transport for a while (the CDN is out of reach),
-        and FatalError when no file descriptor came free for minutes.
+        FatalError when no file descriptor came free for minutes, and LeaseLostError when the job's
+        claim lapsed before the image could be put in place (another worker may hold the key now).
         """
         pause, waited = _FD_PAUSE, 0.0
         while True:
@@ -89,7 +109,9 @@ class ImageFetcher:
             return await self._policy().call(lambda: self._once(job))
         except UrlExpiredError as err:
             self._counters.expired_urls += 1
-            return UrlExpired(job.key, describe(err))
+            return UrlExpired(job.key, describe(err), time.time() + EXPIRED_DEFER)
+        except HostRefusedError as err:
+            return Deferred(job.key, describe(err), time.time() + _PROBE_WAIT)
         except NotAnImageError as err:  # every try got a page that is no image: the patent's problem
             return Failed(job.key, describe(err))
         except TransientDownloadError as err:  # not the patent's fault: it keeps its URL, tried again later
@@ -98,9 +120,15 @@ class ImageFetcher:
             return Failed(job.key, describe(err))
 
     def usable(self, job: ImageJob, now: float) -> bool:
-        """Whether `job` may start now: more than its margin (relative to the URL's lifetime) left."""
-        signed = job.signed_at if job.signed_at is not None else parse_url_signed_at(job.url)
-        return is_usable(job.expires_at, now, margin(job.expires_at, signed, now, self._margin))
+        """Whether `job` may start now: more than its margin (relative to the URL's lifetime) left,
+        by what the CDN has shown of its clock and of the lifetime it honours."""
+        signed = self._signed_at(job)
+        expires = self.clock.expires_at(signed, job.expires_at)
+        return is_usable(expires, now, margin(expires, self.clock.signed_at(signed), now, self._margin))
+
+    @staticmethod
+    def _signed_at(job: ImageJob) -> float | None:
+        return job.signed_at if job.signed_at is not None else parse_url_signed_at(job.url)
 
     async def _once(self, job: ImageJob) -> Downloaded:
         outage = self.outage.error(time.monotonic())
@@ -108,13 +136,21 @@ class ImageFetcher:
             raise outage
         if not self.usable(job, time.time()):
             raise UrlExpiredError("the URL expires too soon to start the download")
+        if self.moves.probing:
+            self.moves.arrived(origin(job.url), job.key)
         try:
             done = await self._attempt(job)
         except NotAnImageError:
             self.outage.succeeded()
             raise
         except TransientDownloadError as err:
-            self.outage.failed(time.monotonic(), str(err), origin(job.url))
+            host = origin(job.url)
+            verdict = self.moves.refused(host, job.key, time.monotonic()) if _refused(err) else "down"
+            if verdict == "ask":
+                raise UrlExpiredError(f"{host} refused the connection: asking the API for a fresh URL") from err
+            self.outage.failed(time.monotonic(), str(err), host)
+            if verdict == "wait":
+                raise HostRefusedError(f"{host} refused the connection; waiting to learn whether it moved") from err
             outage = self.outage.error(time.monotonic())
             if outage is not None:
                 raise outage from err
@@ -123,7 +159,16 @@ class ImageFetcher:
             self.outage.succeeded()  # the CDN answered (403, 404, a bad image): it is reachable
             raise
         self.outage.succeeded()
+        self._note_served(job.url)
         return done
+
+    def _note_served(self, url: str) -> None:
+        """Tell `moves` the host of a successful download, hashing the URL only when the host changed."""
+        served = self._last_host
+        if url.startswith(served) and url[len(served):len(served) + 1] in ("/", "?", "#"):
+            return
+        self._last_host = origin(url)
+        self.moves.served(self._last_host)
 
     def outage_error(self) -> OutageError | None:
         """The OutageError to stop with when every download failed for a while (checked on a timer too)."""
@@ -133,20 +178,33 @@ class ImageFetcher:
         with map_client_errors(TransientDownloadError, "image download"):
             # Signed URLs must go out byte for byte: re-quoting would break the signature.
             url = URL(job.url, encoded=True)
+            started = time.time()
             async with self._session.get(url, allow_redirects=True, proxy=proxy_for(url)) as resp:
                 if resp.status != 200:
                     await self._refuse(resp, job)
+                self._served(job, started, resp)
                 declared = resp.content_length
                 if declared is not None and declared > self._max_bytes:
                     raise BadImageError(f"image is {declared} bytes, over the {self._max_bytes}-byte cap")
                 return await self._stream(resp, job, declared)
 
+    def _served(self, job: ImageJob, started: float, resp: aiohttp.ClientResponse) -> None:
+        """Teach the clock the age this URL was honoured at (and, now and then, the CDN's Date)."""
+        now = time.time()
+        date = resp.headers.get("Date") if self.clock.wants_date(now) else None
+        self.clock.served(signed_at=self._signed_at(job), started=started, now=now, server_time=cdn_time(None, date))
+
     async def _refuse(self, resp: aiohttp.ClientResponse, job: ImageJob) -> None:
         status = resp.status
         if status == 403:
             body = await resp.content.read(_ERROR_BODY_BYTES)
-            if is_expired_403(body) or not is_usable(job.expires_at, time.time(), 0):
+            now = time.time()
+            if is_expired_403(body):  # unambiguous, and it carries the CDN's time: learn from it
+                self.clock.refused(signed_at=self._signed_at(job), stated=job.expires_at, now=now,
+                                   server_time=cdn_time(body, resp.headers.get("Date")))
                 raise UrlExpiredError("the CDN says the URL has expired (HTTP 403)")
+            if not is_usable(self.clock.expires_at(self._signed_at(job), job.expires_at), now, 0):
+                raise UrlExpiredError("the CDN refused the URL past its expiry (HTTP 403)")
             raise BadImageError("the CDN refused the URL (HTTP 403)")
         if status >= 500 or status in (408, 429):
             raise TransientDownloadError(f"HTTP {status} from the CDN")
@@ -180,6 +238,8 @@ class ImageFetcher:
             key = job.key
             relative = figure_path(pn, key.figure, ext) if isinstance(key, FigureKey) else image_path(pn, job.num, ext)
             sha = digest.hexdigest()
+            if self._holds is not None and not self._holds(job.lease):  # checked last: nothing may wait after it
+                raise LeaseLostError(job.key.value)
             done, upload = upload, None
             await done.commit(relative, content_type=CONTENT_TYPES[ext], sha256=sha)
         finally:
@@ -195,3 +255,8 @@ class ImageFetcher:
             # CDNs do answer 200 with an HTML error page now and then: worth another try.
             raise NotAnImageError(f"not an image: the body starts with {head[:16]!r}")
         return self._sink.begin()
+
+
+def _refused(err: TransientDownloadError) -> bool:
+    """True when the host refused the connection (nothing listens there), not a timeout, reset or 5xx."""
+    return err.__cause__ is not None and cause(err.__cause__) == "connection refused"

@@ -4,12 +4,12 @@ Transient faults get `attempts` tries with exponential backoff and jitter. Throt
 retried with no wait of their own: the API gate (`net/ratelimit.py`) paces the retry, and it is
 the gate that decides, run-wide, when throttling is a spent quota (a FatalApiError, not retried).
 A refused token is retried at once after the credential check (`net/api.py`) at most twice.
-Everything else propagates at once. `set_testing(True)` removes the sleeps.
+Everything else propagates at once. `set_testing(True)` removes the sleeps. The backoff arithmetic
+itself is pure and lives in `core/backoff.py` (the S3 sink uses it too).
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -17,6 +17,7 @@ from typing import TypeVar
 import anyio
 from tenacity import AsyncRetrying, RetryCallState
 
+from downloader.core.backoff import backoff
 from downloader.core.errors import ThrottledError, TokenExpiredError, TransientApiError, TransientDownloadError
 
 T = TypeVar("T")
@@ -30,11 +31,6 @@ def set_testing(on: bool) -> None:
     """In testing mode backoffs are zero, so fault tests run fast."""
     global _testing
     _testing = on
-
-
-def backoff(attempt: int, initial: float, maximum: float, rng: Callable[[], float] = random.random) -> float:
-    """Full-jitter exponential backoff for the n-th failure (1-based)."""
-    return rng() * min(maximum, initial * 2 ** (attempt - 1))
 
 
 @dataclass

@@ -4,20 +4,28 @@ Paths are `/cdn/{office}/{pn}/{pn}_{num}.{ext}` (office = first two letters of t
 drawings of P042 `/fulltext-image/{office}/{pn}/{image_id}.{ext}` (figure n: `num` n, zero-padded).
 Only a path this simulator signed verifies, so there is no per-path existence check:
 a verified path always has bytes, unless its pn is listed in `config.missing_images`.
+
+The CDN keeps its own clock (`config.cdn_clock_skew` ahead of the API's) and may honour URLs
+for less than they say (`config.url_honoured`). Its answers carry its time as real CDNs do:
+a `Date` header on every answer, and an expired sigv4 URL gets S3's body (`X-Amz-Expires`,
+`Expires`, `ServerTime`); a COS one gets COS's, which has no time in it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Iterator
+import secrets
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from email.utils import formatdate
 
 from aiohttp import web
 
 from downloader.simulator import images
 from downloader.simulator.api import down_answer, reset_connection
 from downloader.simulator.core import SIM_KEY, Simulator
-from downloader.simulator.signing import verify
+from downloader.simulator.signing import signed_window, verify
 
 CHUNK = 64 * 1024
 _PATH = re.compile(r"^/cdn/[A-Z]{2}/(?P<pn>[A-Z0-9]+)/(?P=pn)_(?P<num>\d{4})\.(?P<ext>png|jpg)$")
@@ -25,12 +33,12 @@ _PATH = re.compile(r"^/cdn/[A-Z]{2}/(?P<pn>[A-Z0-9]+)/(?P=pn)_(?P<num>\d{4})\.(?
 _FULLTEXT_PATH = re.compile(r"^/fulltext-image/[A-Z]{2}/(?P<pn>[A-Z0-9]+)/HDA\d{15}(?P<num>\d{4})\.(?P<ext>png|jpg)$")
 _CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
 _HTML_PAGE = "<!DOCTYPE html><html><head><title>Access check</title></head><body>Please wait…</body></html>"
-_XML = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{}</Code><Message>{}</Message></Error>'
+_XML = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{}</Code><Message>{}</Message>{}</Error>'
 
 
-def xml_error(status: int, code: str, message: str) -> web.Response:
-    """An S3/COS-style XML error document."""
-    return web.Response(status=status, text=_XML.format(code, message), content_type="application/xml")
+def xml_error(status: int, code: str, message: str, details: str = "") -> web.Response:
+    """An S3/COS-style XML error document (`details`: further elements, already XML)."""
+    return web.Response(status=status, text=_XML.format(code, message, details), content_type="application/xml")
 
 
 async def image_handler(request: web.Request) -> web.StreamResponse:
@@ -48,10 +56,21 @@ async def image_handler(request: web.Request) -> web.StreamResponse:
             return _not_found(sim)
         refusal = _signature_refusal(sim, request)
         if refusal is not None:
-            return refusal
+            return _dated(sim, refusal)
         if match["pn"] in sim.config.missing_images:
-            return _not_found(sim)
+            return _dated(sim, _not_found(sim))
         return await _serve(sim, request, match["pn"], match["num"])
+
+
+def _cdn_now(sim: Simulator) -> float:
+    return sim.clock() + sim.config.cdn_clock_skew
+
+
+def _dated(sim: Simulator, response: web.StreamResponse) -> web.StreamResponse:
+    """The CDN's own time in the Date header (aiohttp's default is the host's clock)."""
+    if sim.config.cdn_clock_skew:
+        response.headers["Date"] = formatdate(_cdn_now(sim), usegmt=True)
+    return response
 
 
 def _not_found(sim: Simulator) -> web.Response:
@@ -60,10 +79,11 @@ def _not_found(sim: Simulator) -> web.Response:
 
 
 def _signature_refusal(sim: Simulator, request: web.Request) -> web.Response | None:
-    problem = verify(request.path, request.query, now=sim.clock(), secret=sim.secret)
+    now = _cdn_now(sim)
+    problem = verify(request.path, request.query, now=now, secret=sim.secret, honoured=sim.config.url_honoured)
     if problem == "expired":
         sim.counters.image_403_expired += 1
-        return xml_error(403, "AccessDenied", "Request has expired")
+        return xml_error(403, "AccessDenied", "Request has expired", _expired_details(request, now))
     if problem is not None:
         sim.counters.image_403_signature += 1
         return xml_error(
@@ -72,6 +92,21 @@ def _signature_refusal(sim: Simulator, request: web.Request) -> web.Response | N
             "The request signature we calculated does not match the signature you provided.",
         )
     return None
+
+
+def _expired_details(request: web.Request, now: float) -> str:
+    """What S3 adds to "Request has expired" (the URL's lifetime and end, its own time), or COS's ids."""
+    query: Mapping[str, str] = request.query
+    request_id = secrets.token_hex(8).upper()
+    if "X-Amz-Signature" not in query:
+        return f"<Resource>{request.path}</Resource><RequestId>{request_id}</RequestId><TraceId>{request_id}</TraceId>"
+    _, end = signed_window(query)
+    return (f"<X-Amz-Expires>{query['X-Amz-Expires']}</X-Amz-Expires><Expires>{_iso(end)}</Expires>"
+            f"<ServerTime>{_iso(now)}</ServerTime><RequestId>{request_id}</RequestId><HostId>{request_id}</HostId>")
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 async def _serve(sim: Simulator, request: web.Request, pn: str, num: str) -> web.StreamResponse:
@@ -88,12 +123,16 @@ async def _serve(sim: Simulator, request: web.Request, pn: str, num: str) -> web
         if fault == "html":
             return web.Response(text=_HTML_PAGE, content_type="text/html")
     headers = {"Content-Type": content_type}
+    if sim.config.cdn_clock_skew:
+        headers["Date"] = formatdate(_cdn_now(sim), usegmt=True)
     if "response-content-disposition" in request.query:  # S3 echoes it, so do we
         headers["Content-Disposition"] = request.query["response-content-disposition"]
     response = web.StreamResponse(headers=headers)
     response.content_length = size
-    await response.prepare(request)
     try:
+        # A client that went away (a stopped run) before the headers went out is no server error:
+        # aiohttp would log it with a traceback on stderr, under the demo's own output.
+        await response.prepare(request)
         if await _write_body(sim, request, response, body, size, fault):
             sim.counters.images_served += 1
             sim.counters.image_bytes_served += size

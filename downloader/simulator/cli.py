@@ -50,6 +50,10 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     add("--fulltext-url-lifetime", type=float, default=d.fulltext_url_lifetime,
         help="signed URL lifetime of P042 drawings, seconds (default 7 days)")
     add("--url-style", choices=("cos", "sigv4"), default=d.url_style, help="signed URL shape")
+    add("--url-honoured", type=float, default=None, metavar="SECONDS",
+        help="the CDN refuses a URL this long after signing, whatever it says (a revoked key)")
+    add("--cdn-clock-skew", type=float, default=0.0, metavar="SECONDS",
+        help="the CDN's clock runs this far ahead of the API's (negative: behind)")
     add("--qps-limit", type=float, default=None, help="API requests per second allowed (default none)")
     add("--throttle-mode", choices=THROTTLE_MODES, default=d.throttle_mode,
         help="over the limit: 'code' = 67200007, '429' = HTTP 429 + Retry-After")
@@ -89,6 +93,8 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
         url_lifetime=ns.url_lifetime,
         fulltext_url_lifetime=ns.fulltext_url_lifetime,
         url_style=ns.url_style,
+        url_honoured=ns.url_honoured,
+        cdn_clock_skew=ns.cdn_clock_skew,
         qps_limit=ns.qps_limit,
         throttle_mode=ns.throttle_mode,
         api_latency=ns.api_latency,

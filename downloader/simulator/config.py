@@ -19,7 +19,9 @@ class SimulatorConfig:
     """Behaviour of the fake PatSnap API and CDN; every field may be changed at run time.
 
     `api_key` and `client_id` are both accepted as the `apikey` parameter (PatSnap's apikey
-    is the client id; the tool defaults to it with client credentials). Image URLs point at
+    is the client id; the tool defaults to it with client credentials). An `api_key` of the
+    newer platform (`sk-…`) authenticates alone, as `Authorization: Bearer sk-…`; a wrong
+    sk- bearer is refused as a bad token (67200003). Image URLs point at
     this server's `/cdn/...` unless `cdn_base` is set: then they are
     `{cdn_base}/{pn}_{num}.{ext}?<signature>`, and the file there must hold
     `Universe(seed).image_bytes(pn, num)` (the benchmark's nginx serves such a folder).
@@ -64,6 +66,11 @@ class SimulatorConfig:
     huge_image_bytes: int = 60 * 1024 * 1024
     # ...or a 404 NoSuchKey (after the signature check, as S3 does).
     missing_images: set[str] = field(default_factory=set)
+    # A CDN that refuses URLs earlier than they say: `url_honoured` seconds after signing, whatever
+    # end they carry (a revoked signing key), and a CDN clock `cdn_clock_skew` seconds ahead of the
+    # API's (negative: behind); its Date headers and ServerTime say its own time.
+    url_honoured: float | None = None
+    cdn_clock_skew: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -97,6 +104,8 @@ class SimulatorConfig:
                 raise ValueError(f"{name} must be one of {DOWN_KINDS} or null")
         if self.apikey_refusal not in APIKEY_REFUSALS:
             raise ValueError(f"apikey_refusal must be one of {APIKEY_REFUSALS}")
+        if self.url_honoured is not None and self.url_honoured <= 0:
+            raise ValueError("url_honoured must be positive or null")
 
     def as_json(self) -> dict[str, Any]:
         """The config as JSON-serialisable values (sets and tuples become sorted lists)."""

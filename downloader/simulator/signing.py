@@ -8,7 +8,8 @@
 
 Both signatures cover the path and the validity times, so editing either is caught. The
 host header is named but its value is left out of the signed text, so URLs stay valid
-behind any host name or port.
+behind any host name or port. `verify` can also refuse a genuine URL earlier than it says
+(`honoured`: seconds after signing, as a CDN does whose signing key was revoked).
 """
 
 from __future__ import annotations
@@ -41,13 +42,32 @@ def sign_url(base: str, path: str, *, style: str, start: float, lifetime: float,
     return f"{base.rstrip('/')}{quote(path)}?{query}"
 
 
-def verify(path: str, query: Mapping[str, str], *, now: float, secret: bytes) -> str | None:
-    """None if the URL is genuine and current, else "expired" or "signature"."""
+def verify(path: str, query: Mapping[str, str], *, now: float, secret: bytes,
+           honoured: float | None = None) -> str | None:
+    """None if the URL is genuine and current, else "expired" or "signature".
+
+    `honoured`: a genuine URL is refused as expired once `now` is that many seconds past its
+    signing, whatever end it carries."""
     if "sign" in query:
-        return _cos_verify(path, query["sign"], now, secret)
-    if "X-Amz-Signature" in query:
-        return _sigv4_verify(path, query, now, secret)
-    return "signature"
+        problem = _cos_verify(path, query["sign"], secret)
+    elif "X-Amz-Signature" in query:
+        problem = _sigv4_verify(path, query, secret)
+    else:
+        return "signature"
+    if problem is not None:
+        return problem
+    begin, end = signed_window(query)
+    last = end if honoured is None else min(end, begin + honoured)
+    return "expired" if now > last else None
+
+
+def signed_window(query: Mapping[str, str]) -> tuple[int, int]:
+    """(signed at, expires at) in epoch seconds of a URL that `verify` found genuine."""
+    if "sign" in query:
+        start, _, end = dict(parse_qsl(query["sign"]))["q-key-time"].partition(";")
+        return int(start), int(end)
+    begin = calendar.timegm(time.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
+    return begin, begin + int(query["X-Amz-Expires"])
 
 
 def _same(given: str, expected: str) -> bool:
@@ -75,18 +95,15 @@ def _cos_query(path: str, begin: int, end: int, secret: bytes) -> str:
     return urlencode({"sign": auth, "response-expires": formatdate(end, usegmt=True)}, quote_via=quote)
 
 
-def _cos_verify(path: str, sign: str, now: float, secret: bytes) -> str | None:
+def _cos_verify(path: str, sign: str, secret: bytes) -> str | None:
     fields = dict(parse_qsl(sign, keep_blank_values=True))
     key_time = fields.get("q-key-time", "")
     if fields.get("q-sign-time") != key_time or not _same(
         fields.get("q-signature", ""), _cos_signature(path, key_time, secret)
     ):
         return "signature"
-    try:
-        end = int(key_time.split(";")[1])
-    except (IndexError, ValueError):
-        return "signature"
-    return "expired" if now > end else None
+    begin, _, end = key_time.partition(";")
+    return None if begin.isdigit() and end.isdigit() else "signature"
 
 
 def _sigv4_query(path: str, begin: int, seconds: int, secret: bytes) -> str:
@@ -118,14 +135,14 @@ def _sigv4_signature(path: str, params: Mapping[str, str], secret: bytes) -> str
     return _hmac_hex(key, string_to_sign, "sha256")
 
 
-def _sigv4_verify(path: str, query: Mapping[str, str], now: float, secret: bytes) -> str | None:
+def _sigv4_verify(path: str, query: Mapping[str, str], secret: bytes) -> str | None:
     if any(name not in query for name in _AMZ_FIELDS):
         return "signature"
     if not _same(query["X-Amz-Signature"], _sigv4_signature(path, query, secret)):
         return "signature"
     try:
-        begin = calendar.timegm(time.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
-        end = begin + int(query["X-Amz-Expires"])
+        time.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+        int(query["X-Amz-Expires"])
     except ValueError:
         return "signature"
-    return "expired" if now > end else None
+    return None

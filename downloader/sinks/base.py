@@ -58,10 +58,6 @@ class ImageSink(Protocol):
         """Put the file written at `staged` in place as `name`, atomically; `staged` is consumed."""
         ...
 
-    async def read_bytes(self, name: str) -> bytes | None:
-        """An output file's bytes (summary.json for `status`), or None when it is not there."""
-        ...
-
     def url_of(self, name: str) -> str:
         """Where `name` lives, for messages and links: a path or s3://bucket/prefix/name."""
         ...

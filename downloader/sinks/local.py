@@ -121,13 +121,6 @@ class LocalSink:
             if self.durable:
                 await anyio.to_thread.run_sync(_fsync_path, self._root)
 
-    async def read_bytes(self, name: str) -> bytes | None:
-        """An output file's bytes, or None."""
-        try:
-            return (self.root / name).read_bytes()
-        except FileNotFoundError:
-            return None
-
     def url_of(self, name: str) -> str:
         """The file's path."""
         return str(self.root / name)

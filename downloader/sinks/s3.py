@@ -44,8 +44,8 @@ import obstore
 from botocore.exceptions import BotoCoreError, ClientError
 from obstore.store import S3Store
 
+from downloader.core.backoff import backoff
 from downloader.core.errors import OutputError, UsageError
-from downloader.net.retrying import backoff
 from downloader.sinks.s3errors import Failure, classify
 from downloader.sinks.s3uploads import UploadSweeper
 from downloader.sinks.s3url import S3Location, endpoint_host, parse_s3_url, resolve_endpoint
@@ -254,19 +254,6 @@ class S3Sink:
                     await self._abort_dead_uploads(only_writer=True, key=self._where.key(name))
             raise
         await path.unlink(missing_ok=True)
-
-    async def read_bytes(self, name: str) -> bytes | None:
-        """The object's bytes, or None when there is no such object."""
-        async def get(store: S3Store) -> bytes:
-            result = await obstore.get_async(store, name)
-            return bytes(await result.bytes_async())
-
-        try:
-            return await self._call(get)
-        except _Fatal as fatal:
-            if fatal.failure.status == 404 and not fatal.failure.missing_bucket:
-                return None
-            raise self._output_error("read", name, fatal) from None
 
     def url_of(self, name: str) -> str:
         """`s3://bucket/prefix/name`."""

@@ -1,4 +1,4 @@
-"""`patent-images report`: one self-contained `report.html` describing a job folder.
+"""`Job.report` (and `patent-images report`): one self-contained `report.html` describing a job folder.
 
 The page works offline and from any copy of DIR: inline CSS, JS and SVG only, no fonts, CDNs or
 inlined image bytes; thumbnails are `<img loading="lazy">` pointing at DIR/images relative to the
@@ -24,14 +24,12 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
-import anyio
-
-from downloader.cli.advice import advice_for
-from downloader.cli.finalline import count, stop_words
-from downloader.cli.reportchart import chart_svg, escape
 from downloader.core.model import Status
+from downloader.report.advice import advice_for
+from downloader.report.chart import chart_svg, escape
+from downloader.report.words import count, stop_words
 from downloader.sinks import is_remote, open_sink
-from downloader.state import open_existing
+from downloader.state import open_existing, state_folder
 from downloader.state.base import PatentRow, StateStore
 from downloader.state.sqlite import STATE_FILE
 
@@ -157,16 +155,10 @@ class ReportData:
     drawings: dict[str, int] | None = None  # --drawings all: drawings by status
 
 
-def write_report(out: str, to: Path | None = None, *, state_url: str | None = None,
-                 endpoint_url: str | None = None) -> str:
+async def write_report(out: str, to: Path | None = None, *, state_url: str | None = None,
+                       endpoint_url: str | None = None) -> str:
     """Write `report.html` for the job at `out` (a folder or s3://…) into `to` (default: beside the
-    manifest); returns where it went."""
-    return anyio.run(_write_report, out, to, state_url, endpoint_url)
-
-
-async def _write_report(out: str, to: Path | None, state_url: str | None, endpoint_url: str | None) -> str:
-    from downloader.job import state_folder
-
+    manifest); returns where it went. `Job.report` is the public way in."""
     store = await open_existing(state_url, state_folder(out) / STATE_FILE)
     try:
         data = await _read(store)

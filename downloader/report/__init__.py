@@ -1,0 +1,2 @@
+"""What a job folder says about itself, for people: the self-contained report.html (`html`, with its
+chart and the advice per kind of failure) and the words the final line and `status` share."""

@@ -2,6 +2,7 @@
 sharing PostgreSQL state, into a local folder and into s3:// on moto and on SeaweedFS, against the simulator.
 
     python bench/fleet.py [--patents 5000] [--workers 1,2,3] [--rate 50] [--targets disk,moto,seaweedfs]
+                          [--storm SECONDS]
 
 Everything runs on this machine and on 127.0.0.1: the simulator (its own process), moto (a Python
 model of S3, its own process), SeaweedFS (a real object store: `weed server` from PyPI's
@@ -10,6 +11,9 @@ schema per run, dropped after). Each run starts N processes at once with the sam
 `--workers 1`, into a fresh bucket, and is timed from the first start to the last exit. Every
 image object is then checked against the manifest (count and sha256 metadata). Writes
 bench/results/fleet.md and fleet.json. Stops what it starts, by pid.
+
+With --storm S, the workers reach the S3 store through tests/s3_proxy.py, which answers every request
+with 503 SlowDown for S seconds once 200 PUTs went through (results: fleet-storm.md and .json).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -105,7 +110,10 @@ def check_bucket(client: Any, bucket: str) -> str:
     import csv
     import io
 
-    manifest = client.get_object(Bucket=bucket, Key="run/manifest.csv")["Body"].read().decode()
+    try:
+        manifest = client.get_object(Bucket=bucket, Key="run/manifest.csv")["Body"].read().decode()
+    except client.exceptions.NoSuchKey:
+        return "no manifest"
     rows = {f"run/{r['local_file']}": r["sha256"] for r in csv.DictReader(io.StringIO(manifest))
             if r["status"] == "downloaded"}
     keys = {obj["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="run/images/")
@@ -125,6 +133,16 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def storm_midway(proxy: Any, seconds: float) -> None:
+    """503 SlowDown on every request for `seconds`, once 200 PUTs went through (images are being stored)."""
+    deadline = time.monotonic() + 600
+    while proxy.count("PUT") < 200:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+    proxy.storm(seconds)
+
+
 def drop_schema(schema: str) -> None:
     import psycopg
 
@@ -133,8 +151,12 @@ def drop_schema(schema: str) -> None:
 
 
 def one_run(n: int, target: str, csv_path: Path, sim_url: str, store: tuple[str, int] | None, rate: float,
-            work: Path) -> dict[str, object]:
+            work: Path, storm: float = 0.0) -> dict[str, object]:
+    from tests.s3_proxy import S3Proxy
+
     endpoint, store_pid = store if store else (None, None)
+    proxy = S3Proxy(endpoint).start() if endpoint and storm else None
+    storming = threading.Thread(target=storm_midway, args=(proxy, storm), daemon=True) if proxy else None
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     state = f"{PG}{'&' if '?' in PG else '?'}schema={schema}"
     client, bucket = None, ""
@@ -147,13 +169,21 @@ def one_run(n: int, target: str, csv_path: Path, sim_url: str, store: tuple[str,
     before = counters(sim_url)
     cmd = [sys.executable, "-m", "downloader", "run", str(csv_path), "--out", out, "--state", state,
            "--api-base", sim_url, "--token", "demo-token", "--api-key", "demo-key", "--rate", str(rate),
-           "--workers", "1", "--no-progress"] + (["--s3-endpoint-url", endpoint] if endpoint else [])
+           "--workers", "1", "--no-progress"]
+    cmd += ["--s3-endpoint-url", proxy.endpoint if proxy else endpoint] if endpoint else []
     env = {**os.environ, **AWS}
     started = time.monotonic()
     cpu0, store0 = os.times(), cpu_seconds(store_pid)
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env) for _ in range(n)]
+    if storming:
+        storming.start()
     codes = [p.wait() for p in procs]
+    said = sorted({line for p in procs if p.returncode and p.stderr for line in p.stderr.read().decode().splitlines()
+                   if line.startswith("patent-images:")})
     seconds = time.monotonic() - started
+    if proxy:
+        proxy.calm()  # (the storm watcher gives up by itself when no PUT comes)
+        proxy.stop()
     cpu1, store1 = os.times(), cpu_seconds(store_pid)
     after = counters(sim_url)
     drop_schema(schema)
@@ -166,7 +196,8 @@ def one_run(n: int, target: str, csv_path: Path, sim_url: str, store: tuple[str,
             "charged": after["charged"] - before["charged"],
             "workers_cpu_s": round((cpu1.children_user + cpu1.children_system)
                                    - (cpu0.children_user + cpu0.children_system), 2),
-            "store_cpu_s": round(store1 - store0, 2), "load_average": round(os.getloadavg()[0], 1)}
+            "store_cpu_s": round(store1 - store0, 2), "load_average": round(os.getloadavg()[0], 1),
+            "refused_503": proxy.refused if proxy else 0, "stderr": said}
 
 
 def main() -> int:
@@ -175,6 +206,7 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2,3")
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--targets", default="disk,moto,seaweedfs")
+    parser.add_argument("--storm", type=float, default=0.0, help="seconds of 503 SlowDown for S3 targets")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from downloader.simulator import generate_numbers
@@ -194,7 +226,7 @@ def main() -> int:
     try:
         for target in targets:
             for n in (int(x) for x in args.workers.split(",")):
-                row = one_run(n, target, csv_path, sim_url, stores[target], args.rate, work)
+                row = one_run(n, target, csv_path, sim_url, stores[target], args.rate, work, args.storm)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     finally:
@@ -205,17 +237,19 @@ def main() -> int:
             seaweed.stop()
         subprocess.run(["rm", "-rf", str(work)], check=False)
     load = os.getloadavg()
-    lines = [f"# Several workers, one job ({args.patents:,} patents, --rate {args.rate:g}, this machine: "
+    storm = f", a {args.storm:g} s 503 SlowDown storm from the 200th PUT on" if args.storm else ""
+    lines = [f"# Several workers, one job ({args.patents:,} patents, --rate {args.rate:g}{storm}, this machine: "
              f"{os.cpu_count()} cores, load average at the end {load[0]:.1f})", "",
              "| target | workers | seconds | patents/s | images/s | API calls | charged | workers' CPU s | "
-             "store's CPU s | load | exits | objects |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "store's CPU s | load | exits | objects | 503s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['target']} | {r['workers']} | {r['seconds']} | {r['patents_per_s']} | {r['images_per_s']} | "
               f"{r['api_calls']} | {r['charged']} | {r['workers_cpu_s']} | {r['store_cpu_s']} | {r['load_average']} | "
-              f"{r['exit_codes']} | {r['objects']} |" for r in rows]
+              f"{r['exit_codes']} | {r['objects']} | {r['refused_503']} |" for r in rows]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fleet.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "fleet.json").write_text(json.dumps(rows, indent=2) + "\n")
+    name = "fleet-storm" if args.storm else "fleet"
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -52,7 +52,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from downloader.core import halt
-from downloader.core.errors import FatalError, OutputError
+from downloader.core.errors import FatalError, LeaseLostError, OutputError
 from downloader.core.events import BatchDone, ImageDone, Notice, Planned, Problem, Sink
 from downloader.core.expiry import margin, parse_url_signed_at
 from downloader.core.lookahead import Lookahead
@@ -73,7 +73,7 @@ from downloader.core.outcome import StopReason
 from downloader.core.ports import Fetcher, Resolver
 from downloader.core.problems import Problems
 from downloader.core.urlclock import UrlClock
-from downloader.state.base import StateEvent, StateStore
+from downloader.state.base import Held, StateStore
 
 T = TypeVar("T")
 _FLUSH_ITEMS = 500
@@ -85,7 +85,7 @@ _SIGNAL_GRACE = 3.0
 _IDLE_POLL = 0.5  # how often an idle planner looks again while others hold keys
 _SOON = 60.0  # deferred keys due within this many seconds are waited for
 
-Record = Sequence[StateEvent]
+Record = Sequence[Held]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +105,15 @@ class PipelineResult:
     """How one worker's pipeline ended: why it stopped early (if it did) and what only it counted.
 
     `fatal` is the condition that stopped it (already written to the halt record); `asked` the keys
-    answered by the API, `recharged` those paid again because their earlier URL expired unused.
+    answered by the API, `recharged` those paid again because their earlier URL expired unused,
+    `fenced` the results refused (or images not put in place) because this worker's lease had lapsed.
     """
 
     stop_reason: StopReason | None = None
     fatal: FatalError | None = None
     asked: int = 0
     recharged: int = 0
+    fenced: int = 0
 
     @property
     def stopped(self) -> bool:
@@ -163,6 +165,7 @@ class Pipeline:
     url_clock: UrlClock = field(default_factory=UrlClock)  # what the CDN has shown: the fetcher's, shared
     _asked: int = field(default=0, init=False)
     _recharged: int = field(default=0, init=False)
+    _fenced: int = field(default=0, init=False)
     _control: _Control = field(default_factory=_Control, init=False)
     _recorded: anyio.Event = field(default_factory=anyio.Event, init=False)
     _outer: TaskGroup | None = field(default=None, init=False)
@@ -198,7 +201,7 @@ class Pipeline:
     def so_far(self) -> PipelineResult:
         """How the pipeline stands now (its final result once `run` returned)."""
         c = self._control
-        return PipelineResult(c.stop_reason, c.fatal, self._asked, self._recharged)
+        return PipelineResult(c.stop_reason, c.fatal, self._asked, self._recharged, self._fenced)
 
     def interrupt(self, message: str) -> None:
         """Stop as after SIGINT: claim nothing more, cancel the downloads now, and give API calls in
@@ -279,7 +282,7 @@ class Pipeline:
                     return
                 if result.unasked:
                     self._stop(StopReason.BUDGET, "the --max-charged budget is spent; the next run continues")
-                await _deliver(to_results, result.outcomes)  # billed: recorded even when stopping
+                await _deliver(to_results, [Held(o, batch.lease) for o in result.outcomes])  # billed: recorded anyway
                 images = [o for o in result.outcomes if isinstance(o, Resolved)]
                 self._answered(batch, result.outcomes, images, len(result.unasked))
                 answered = sum(not isinstance(o, Deferred) and type(o.key) is PatentKey for o in result.outcomes)
@@ -291,7 +294,8 @@ class Pipeline:
                     else:
                         self._problems.settled(o.key.value)
                 for o in images:
-                    await _send_quietly(to_downloads, ImageJob(o.key, o.pn, o.num, o.url, o.expires_at, o.signed_at))
+                    await _send_quietly(to_downloads, ImageJob(o.key, o.pn, o.num, o.url, o.expires_at, o.signed_at,
+                                                               batch.lease))
 
     def _answered(self, batch: Batch, outcomes: Sequence[object], images: Sequence[Resolved], unasked: int) -> None:
         """Count recharges, and tell the lookahead how much URL life and how many images the answer gave."""
@@ -361,14 +365,20 @@ class Pipeline:
                 self.lookahead.started()
                 started = time.monotonic()
                 try:
+                    if not self.store.holds(job.lease):
+                        raise LeaseLostError(job.key.value)
                     result = await self.fetcher.fetch(job)
                 except FatalError as err:  # the output cannot take the image, or the CDN is out of reach
                     self.lookahead.finished(None)
                     await self._fatal(err)
                     continue
+                except LeaseLostError:  # another worker may hold the key now: leave it to them
+                    self.lookahead.finished(None)
+                    self._note_fenced([job.key.value])
+                    continue
                 self.lookahead.finished(time.monotonic() - started if isinstance(result, Downloaded) else None)
                 self._move()
-                await _deliver(to_results, [result])  # a file put in place is recorded even when stopping
+                await _deliver(to_results, [Held(result, job.lease)])  # a file in place is recorded anyway
                 self.events(_image_event(result))
                 if isinstance(result, Failed | Deferred):
                     self._problem(result)
@@ -384,7 +394,7 @@ class Pipeline:
         An API answer is flushed at once: it was billed, and a kill before its commit would make
         the next run pay for it again. Download results can wait for company.
         """
-        pending: list[StateEvent] = []
+        pending: list[Held] = []
         due = math.inf
         async with results:
             while True:
@@ -395,7 +405,7 @@ class Pipeline:
                 now = time.monotonic()
                 if items:
                     pending.extend(items)
-                    billed = any(isinstance(i, Resolved | NoImage | NotFound) for i in items)
+                    billed = any(isinstance(i.event, Resolved | NoImage | NotFound) for i in items)
                     due = now if billed else min(due, now + _FLUSH_SECONDS)
                 if pending and (len(pending) >= _FLUSH_ITEMS or now >= due):
                     due = math.inf
@@ -404,15 +414,16 @@ class Pipeline:
         if pending:
             await self._flush(pending)
 
-    async def _flush(self, pending: list[StateEvent]) -> bool:
+    async def _flush(self, pending: list[Held]) -> bool:
         """Commit `pending`; False when the store's disk cannot take it (kept and tried again at the end,
         when the downloads' temp files are gone and the space reserve is given back)."""
         try:
             with anyio.CancelScope(shield=True):
-                await self.store.apply(pending)
+                refused = await self.store.apply(pending)
         except FatalError as err:
             await self._fatal(err)
             return False
+        self._note_fenced([w.event.key.value for w in refused])
         self._recorded.set()
         self._recorded = anyio.Event()
         return True
@@ -454,6 +465,14 @@ class Pipeline:
                     await self.store.update_shared(halt.RECORD, halt.record(err, self.run_id, self.worker))
                 except FatalError:
                     pass  # the store's own disk is the full one: this worker stops all the same
+
+    def _note_fenced(self, keys: Sequence[str]) -> None:
+        """Results refused, or images not put in place: this worker's lease lapsed (it was cut off from the
+        store, or paused) and the keys may be another worker's now. It goes on with what it can claim."""
+        self._fenced += len(keys)
+        for key in keys:
+            self._problems.add(key, "fenced", "LeaseLostError: this worker's lease lapsed (cut off from the "
+                                              "state store, or paused)")
 
     def _stop(self, reason: StopReason, message: str) -> None:
         if self._control.stop_reason is None:

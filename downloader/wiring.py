@@ -48,7 +48,7 @@ async def http_clients(settings: Settings, sink: ImageSink, store: StateStore, r
                                apikey_is_client_id=not s.api_key or s.api_key == s.client_id, worker=worker,
                                outage_seconds=s.outage_seconds)
         fetcher = ImageFetcher(cdn, sink, counters, policy=policy, expiry_margin=s.expiry_margin,
-                               max_bytes=s.max_image_bytes, outage_seconds=s.outage_seconds)
+                               max_bytes=s.max_image_bytes, outage_seconds=s.outage_seconds, holds=store.holds)
         try:
             yield (FulltextResolver(client) if s.drawings == "all" else client), fetcher
         finally:
@@ -64,6 +64,8 @@ def _session(limit: int, total: float, stall: float,
 
 
 def _tokens(settings: Settings, session: aiohttp.ClientSession, events: Sink, records: SharedRecords) -> TokenProvider:
+    if settings.api_key_is_bearer:  # an sk- key of PatSnap's newer platform: the bearer itself, no OAuth
+        return StaticToken(settings.api_key or "", option="--api-key")
     if settings.client_id and settings.client_secret:
         return OAuthToken(session, settings.api_base, settings.client_id, settings.client_secret, records,
                           on_refresh=lambda: events(Notice("token", "token refreshed")))

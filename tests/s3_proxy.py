@@ -10,7 +10,8 @@
     proxy.stop()
 
 Everything else is forwarded to the server unchanged. It counts what it saw: `seen` (method, path and
-query, access key id), `count(method)`, `refused`. It runs in a thread so that sync tests, async tests
+query, access key id), `answers` (when, method, status), `count(method)`, `refused` (of which
+`stormed`). It runs in a thread so that sync tests, async tests
 (on another loop) and benchmarks (bench/chaos.py) use it alike; it needs no pytest.
 """
 
@@ -54,6 +55,7 @@ class S3Proxy:
         self.upstream = upstream.rstrip("/")
         self.endpoint = ""
         self.seen: list[tuple[str, str, str]] = []  # (method, path?query, access key id)
+        self.answers: list[tuple[float, str, int]] = []  # (time.monotonic() answered, method, status)
         self.refused = 0  # requests answered with an injected error
         self.stormed = 0  # of which during a storm
         self._faults: list[Fault] = []
@@ -69,9 +71,10 @@ class S3Proxy:
 
     # ------------------------------------------------------------------------------------------ control
 
-    def storm(self, seconds: float) -> None:
-        """Answer every request with 503 SlowDown for the next `seconds`."""
+    def storm(self, seconds: float) -> float:
+        """Answer every request with 503 SlowDown for the next `seconds`; returns its end (time.monotonic())."""
         self._storm_until = time.monotonic() + seconds
+        return self._storm_until
 
     def throttle(self, share: float) -> None:
         """Answer about `share` (0–1) of the requests with 503 SlowDown from now on."""
@@ -162,10 +165,17 @@ class S3Proxy:
             if code is not None:
                 self.refused += 1
         if code is not None:
+            self._answered(request.method, code[0])
             return web.Response(status=code[0], body=error_xml(code[1], key_id), content_type="application/xml")
         while self._stall[0] and self._stall[0] in request.query_string and time.monotonic() < self._stall[1]:
             await asyncio.sleep(0.05)
-        return await self._forward(request, body)
+        answer = await self._forward(request, body)
+        self._answered(request.method, answer.status)
+        return answer
+
+    def _answered(self, method: str, status: int) -> None:
+        with self._lock:
+            self.answers.append((time.monotonic(), method, status))
 
     def _injected(self, request: web.Request) -> tuple[int, str] | None:
         """The (status, code) to answer instead of forwarding, if any (under the lock)."""

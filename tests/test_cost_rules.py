@@ -16,6 +16,7 @@ from downloader.core.expiry import margin, parse_url_signed_at, url_window
 from downloader.core.lookahead import FIRST_ROUNDS, Lookahead
 from downloader.core.outage import SPAN, STREAK, OutageDetector, origin, reason_of
 from downloader.core.problems import Problems, kind_of
+from downloader.core.sealing import TokenSeal
 
 COS = ("https://cdn.test/a.png?sign=q-sign-algorithm%3Dsha1%26q-sign-time%3D1700000000%3B1700000002"
        "%26q-key-time%3D1700000000%3B1700000002%26q-signature%3Dab")
@@ -207,37 +208,65 @@ def test_a_checkers_success_opens_the_gate_and_a_dead_checker_lapses():
 # --- credentials ------------------------------------------------------------------------------------
 
 
+SEAL = TokenSeal("https://api.test", "cid", "secret")
+
+
 def test_the_fleet_shares_one_token_fetch():
-    record, first = credentials.token_step(None, 0.0, me="w1", stale=None, waited_on=None)
-    record, second = credentials.token_step(record, 0.1, me="w2", stale=None, waited_on=None)
+    record, first = credentials.token_step(None, 0.0, me="w1", stale=None, waited_on=None, seal=SEAL)
+    record, second = credentials.token_step(record, 0.1, me="w2", stale=None, waited_on=None, seal=SEAL)
     assert isinstance(first, credentials.Fetch) and isinstance(second, credentials.Wait)
     record, renew_in = credentials.token_fetched(record, 0.5, attempt=first.attempt, token="T1", lifetime=1799,
-                                                 started=0.0)
-    record, use = credentials.token_step(record, 0.6, me="w2", stale=None, waited_on=second.attempt)
+                                                 started=0.0, seal=SEAL)
+    record, use = credentials.token_step(record, 0.6, me="w2", stale=None, waited_on=second.attempt, seal=SEAL)
     assert use == credentials.Use("T1", pytest.approx(1739 - 0.6)) and renew_in == pytest.approx(1738.5)
-    record, again = credentials.token_step(record, 0.7, me="w2", stale="T1", waited_on=None)
+    record, again = credentials.token_step(record, 0.7, me="w2", stale="T1", waited_on=None, seal=SEAL)
     assert isinstance(again, credentials.Fetch)  # T1 was refused: one new fetch
 
 
 def test_waiters_on_a_refused_fetch_stop_but_a_later_fetch_is_free_to_try():
-    record, fetch = credentials.token_step(None, 0.0, me="w1", stale=None, waited_on=None)
-    record, wait = credentials.token_step(record, 0.1, me="w2", stale=None, waited_on=None)
+    record, fetch = credentials.token_step(None, 0.0, me="w1", stale=None, waited_on=None, seal=SEAL)
+    record, wait = credentials.token_step(record, 0.1, me="w2", stale=None, waited_on=None, seal=SEAL)
     refused = FatalApiError("the token endpoint refused the client credentials (HTTP 401)", hint="check", status=401)
     record, _ = credentials.token_failed(record, 0.2, attempt=fetch.attempt, error=refused)
-    record, step = credentials.token_step(record, 0.3, me="w2", stale=None, waited_on=wait.attempt)
+    record, step = credentials.token_step(record, 0.3, me="w2", stale=None, waited_on=wait.attempt, seal=SEAL)
     assert isinstance(step, credentials.Refused) and step.status == 401
-    assert isinstance(credentials.token_step(record, 99.0, me="w9", stale=None, waited_on=None)[1], credentials.Fetch)
+    assert isinstance(credentials.token_step(record, 99.0, me="w9", stale=None, waited_on=None, seal=SEAL)[1],
+                      credentials.Fetch)
+
+
+def test_the_shared_token_is_sealed_and_bound_to_the_credentials_that_fetched_it():
+    """The record holds no token in clear; another secret, client id or API base finds another record and
+    cannot open this one's blob; a blob moved to another record does not open either."""
+    record, fetch = credentials.token_step(None, 0.0, me="w1", stale=None, waited_on=None, seal=SEAL)
+    record, _ = credentials.token_fetched(record, 0.5, attempt=fetch.attempt, token="Tok-plain-123", lifetime=1799,
+                                          started=0.0, seal=SEAL)
+    assert "Tok-plain-123" not in repr(record) and "secret" not in repr(record) + SEAL.record + repr(SEAL)
+    assert SEAL.open(record["sealed"]) == "Tok-plain-123" and record["sealed"] != SEAL.seal("Tok-plain-123")
+    others = [TokenSeal("https://api.test", "cid", "WRONG"), TokenSeal("https://api.test", "cid2", "secret"),
+              TokenSeal("https://other.test", "cid", "secret")]
+    for other in others:
+        assert other.record != SEAL.record and other.open(record["sealed"]) is None
+        assert isinstance(credentials.token_step(record, 1.0, me="w2", stale=None, waited_on=None, seal=other)[1],
+                          credentials.Fetch)  # never a Use of the token another secret fetched
+    assert SEAL.open("not base64!") is None and SEAL.open(None) is None
+    assert TokenSeal("https://api.test/", "cid", "secret").open(record["sealed"]) == "Tok-plain-123"
+
+
+def test_a_legacy_plain_token_is_emptied():
+    assert credentials.without_plain_token({"token": "T", "renew_at": 5.0}, 0.0) == ({"renew_at": 5.0}, None)
+    assert credentials.legacy_record_name("https://api.test", "cid") != SEAL.record
 
 
 @pytest.mark.parametrize(("static", "code", "status", "apikey_is_client_id", "suspect"), [
-    (True, None, 401, False, "static token (--token"),
-    (False, None, 401, False, "apikey (--api-key"),
-    (False, 67200003, None, False, "client id and secret"),
-    (False, None, 401, True, "client id and secret"),
+    ("--token", None, 401, False, "static token (--token"),
+    ("--api-key", 67200003, None, False, "API key (--api-key"),
+    (None, None, 401, False, "apikey (--api-key"),
+    (None, 67200003, None, False, "client id and secret"),
+    (None, None, 401, True, "client id and secret"),
 ])
 def test_a_refusal_after_the_refresh_names_the_suspect_never_its_value(static, code, status, apikey_is_client_id,
                                                                        suspect):
-    err = credentials.refused_error(ApiError("x", code=code, status=status), static_token=static,
+    err = credentials.refused_error(ApiError("x", code=code, status=status), static=static,
                                     apikey_is_client_id=apikey_is_client_id)
     assert suspect in err.hint and (str(code) if code else f"HTTP {status}") in str(err)
 

@@ -289,7 +289,7 @@ async def test_a_store_from_before_migrates_and_holds_abstract_drawings(tmp_path
     finally:
         await old.close()
     version = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert int(version) == SCHEMA_VERSION == 3
+    assert int(version) == SCHEMA_VERSION
     fresh = await SqliteStore.open(tmp_path / "new.sqlite")
     try:
         assert await fresh.drawings_kind("all") == "all" and await fresh.drawings_kind("abstract") == "all"
@@ -336,6 +336,14 @@ async def test_a_patent_follows_its_drawings_in_both_stores(backend) -> None:  #
     again = await b.claim(run, "B", limit=1, usable_after=time.time(), lease=30)
     assert again.to_ask is not None and again.to_ask.keys == ("P2",)
     await b.apply(drawings("P2", 2))  # fresh URLs; the stored figure 1 stays stored
+    for _ in range(4):  # its URLs keep expiring: the fifth time the patent waits, pending, never failed
+        await b.apply([UrlExpired(FigureKey(Kind.NUMBER, "P2", 2), "expired", time.time() + 300)])
+        assert await b.counts(run) == {"downloaded": 1, "pending": 1, "failed": 1}
+        deferred = await b.claim(run, "B", limit=1, usable_after=time.time(), lease=30)
+        if deferred.to_ask is not None:
+            await b.apply(drawings("P2", 2))
+    assert deferred.empty and deferred.next_retry is not None and deferred.next_retry > time.time() + 200
+    await b.apply(drawings("P2", 2))  # (a later run) fresh URLs again
     await b.apply([done("P2", 2)])
     rows = [(r.key, r.figure, r.status.value, r.local_file) async for r in b.rows(run)]
     assert rows == [("P1", 1, "downloaded", "images/P1/1.png"), ("P1", 2, "downloaded", "images/P1/2.png"),

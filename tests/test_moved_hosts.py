@@ -7,6 +7,7 @@ asked again (charged once more, counted in `recharged`), never a stall until the
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import subprocess
@@ -67,6 +68,13 @@ def _ended(source: Path, out: Path, sim: object, **overrides: object) -> dict[st
     return dict(json.loads((out / "summary.json").read_text(encoding="utf-8")))
 
 
+def test_a_host_that_served_this_run_and_then_refuses_is_down_without_a_probe():
+    """A CDN restarting mid-run is an outage: nothing is asked again (no result paid twice)."""
+    hosts: MovedHosts[str] = MovedHosts(patience=10.0)
+    hosts.served(A)
+    assert hosts.refused(A, "k1", now=0.0) == "down" and not hosts.probing
+
+
 def _resolved_at_a_host_that_goes_away(tmp_path: Path, n: int) -> tuple[Path, Path, int]:
     """A job whose downloads never happened (its CDN answered 502 until the run stopped as an outage),
     then its server gone: (input, DIR, keys left with a paid URL on the dead host)."""
@@ -95,6 +103,56 @@ def test_urls_of_a_host_that_moved_are_asked_again_at_once(tmp_path):
     rows = manifest(out)
     assert {r["status"] for r in rows} <= {"downloaded", "no_image", "not_found"}, figures
     assert all(r["path"].startswith(str(second.base_url)) for r in rows if r["status"] == "downloaded")
+
+
+async def test_a_cdn_that_served_and_then_refuses_is_an_outage_and_nothing_is_paid_twice(tmp_path):
+    """The image host stops listening mid-run while the API still names it: the run stops as an outage
+    (exit 3), no key is asked again (it served this run: down, not moved), no patent failed."""
+    from aiohttp import web
+
+    from downloader import Job
+    from downloader.simulator import Universe, running_simulator
+
+    from .support import settings_for
+
+    universe, served = Universe(0), [0]
+    stopped = asyncio.Event()
+
+    async def image(request: web.Request) -> web.Response:
+        pn, num = request.match_info["name"].rsplit(".", 1)[0].rsplit("_", 1)
+        served[0] += 1
+        if served[0] == 20:
+            stopped.set()
+        return web.Response(body=universe.image_bytes(pn, num), content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/img/{name}", image)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    cdn = f"http://127.0.0.1:{runner.addresses[0][1]}/img"
+
+    async def stop_cdn() -> None:
+        await stopped.wait()
+        await runner.cleanup()  # the port closes: every new connection is refused
+
+    source, out = write_csv(tmp_path / "in.csv", numbers(400)), tmp_path / "out"
+    async with running_simulator(SimulatorConfig(seed=0, cdn_base=cdn)) as sim:
+        stopper = asyncio.create_task(stop_cdn())
+        settings = settings_for(sim, outage_seconds=2.0, download_concurrency=2, retries=2)
+        try:
+            summary = (await Job(out, settings).run([source])).to_dict()
+        except FatalError:
+            import json
+
+            summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        await stopper
+    figures = f"{served[0]} served; {summary}; API asks repeated {sum(n > 1 for n in sim.counters.asks.values())}"
+    print(f"\n[CDN gone mid-run] {figures}")
+    assert summary["exit_code"] == 3 and "cannot reach the CDN" in str(summary["fatal"]), figures
+    assert summary["recharged"] == 0 and summary["expired_urls"] == 0, figures
+    assert max(sim.counters.asks.values()) == 1 and "failed" not in summary["by_status"], figures
 
 
 def _closed_port() -> int:

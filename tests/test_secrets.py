@@ -1,16 +1,28 @@
 """Secrets never leave the process: not on stdout/stderr (even with --debug), not in the log file,
-the manifest, the summary, rejects.csv or the SQLite files, whatever happens (failures, a fatal stop)."""
+the manifest, the summary, rejects.csv or the SQLite files, whatever happens (failures, a fatal stop).
+
+The OAuth tokens the simulator issued are secrets too: the shared one is sealed in the state store
+(SQLite or every row of a PostgreSQL schema) and bound to the secret that fetched it, so a changed
+secret is refused at once instead of riding on the stored token. An sk- key of the newer platform
+authenticates alone and is never stored."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .support import cli_args, cli_command, numbers, run_cli, when, write_csv
+from downloader.simulator import Simulator
+
+from .support import check_downloads, cli_args, cli_command, numbers, one_clear_line, run_cli, when, write_csv
+from .test_store_contract import POSTGRES_DSN, pg_execute, postgres_unusable
 
 pytestmark = pytest.mark.slow
 
@@ -22,9 +34,10 @@ BASIC = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
 SECRETS = {"apikey": API_KEY, "token": TOKEN, "client secret": CLIENT_SECRET, "basic auth": BASIC}
 
 
-def leaks(texts: dict[str, bytes]) -> list[str]:
-    """Which secret turns up where."""
-    return [f"{what} in {where}" for where, data in texts.items() for what, secret in SECRETS.items()
+def leaks(texts: dict[str, bytes], sim: Simulator | None = None, **more: str) -> list[str]:
+    """Which secret (and which OAuth token the simulator issued) turns up where."""
+    secrets = {**SECRETS, **more, **{f"issued token {t[:4]}…": t for t in (sim.tokens if sim else ())}}
+    return [f"{what} in {where}" for where, data in texts.items() for what, secret in secrets.items()
             if secret.encode() in data]
 
 
@@ -76,8 +89,8 @@ def test_no_secret_in_any_output(tmp_path, sim_config, threaded_simulator, auth)
     assert log.exists() and log.stat().st_size > 0
     if auth == "client credentials":
         assert sim.counters.tokens_issued >= 2
-    assert "state.sqlite-wal" in killed and not leaks(killed)
-    assert not leaks(texts)
+    assert "state.sqlite-wal" in killed and not leaks(killed, sim)
+    assert not leaks(texts, sim)
 
 
 def _killed_midway(args: list[str], out: Path, err: Path) -> dict[str, bytes]:
@@ -97,3 +110,89 @@ def _killed_midway(args: list[str], out: Path, err: Path) -> dict[str, bytes]:
     texts = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     texts["stderr"] = err.read_bytes()
     return texts
+
+
+# --- the shared token at rest, a rotated secret, sk- keys ------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Where the state lives: DIR/state.sqlite (None), or a PostgreSQL schema of its own, dropped afterwards."""
+    if request.param == "sqlite":
+        yield None
+        return
+    if (reason := asyncio.run(postgres_unusable())) is not None:
+        pytest.skip(reason)
+    from psycopg import sql
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    yield f"{POSTGRES_DSN}{'&' if '?' in POSTGRES_DSN else '?'}schema={schema}"
+    asyncio.run(pg_execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))))
+
+
+def stored(out: Path, state: str | None) -> dict[str, bytes]:
+    """Every file in DIR (the SQLite files' bytes included) and, with PostgreSQL, every row of every table
+    of the run's schema as text."""
+    texts = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    if state is not None:
+        from psycopg import sql
+
+        schema = state.rpartition("schema=")[2]
+        tables = asyncio.run(pg_execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                                        (schema,)))
+        assert {"patents", "shared"} <= {t for (t,) in tables}
+        for (table,) in tables:
+            rows = asyncio.run(pg_execute(sql.SQL("SELECT t::text FROM {}.{} t").format(
+                sql.Identifier(schema), sql.Identifier(table))))
+            texts[f"postgres {table}"] = "\n".join(r for (r,) in rows).encode()
+        assert b"sealed" in texts["postgres shared"]  # the token record was read, and it is sealed
+    return texts
+
+
+def test_the_shared_token_is_sealed_at_rest_and_a_changed_secret_is_refused_at_once(tmp_path, sim_config,
+                                                                                     threaded_simulator, state):
+    """A good run leaves no token, secret or apikey readable in DIR or the database; right after it, with new
+    patents to ask, `--client-secret WRONG` exits 3 with the refused-credentials line, asking no API call."""
+    sim = threaded_simulator
+    sim_config.api_key, sim_config.client_id, sim_config.client_secret = API_KEY, CLIENT_ID, CLIENT_SECRET
+    out = tmp_path / "out"
+
+    def run_with(count: int, secret: str) -> Any:
+        args = cli_args(sim, [write_csv(tmp_path / f"in{count}.csv", numbers(count))], out, "--api-key", API_KEY,
+                        "--client-id", CLIENT_ID, "--client-secret", secret, credentials=False)
+        return run_cli(*args, *(["--state", state] if state else []))
+
+    good = run_with(100, CLIENT_SECRET)
+    texts = stored(out, state)
+    print(f"\n[sealed token, {state and 'postgres' or 'sqlite'}] first run exit {good.returncode}; "
+          f"{len(sim.tokens)} tokens issued; checked {len(texts)} files and tables")
+    assert good.returncode == 0 and sim.counters.tokens_issued == 1 and check_downloads(out, sim) > 50, good.stderr
+    assert not leaks(texts, sim)
+
+    calls = sim.counters.api_requests
+    wrong = run_with(150, "WRONG")  # 50 new patents: the API must be asked
+    line = one_clear_line(wrong.stderr)
+    assert wrong.returncode == 3 and "refused the client credentials" in line and "--client-secret" in line, line
+    assert sim.counters.token_refused == 1 and sim.counters.api_requests == calls
+    assert not leaks(stored(out, state), sim, wrong="WRONG")
+
+
+def test_an_sk_key_alone_authenticates_is_never_stored_and_a_wrong_one_is_refused(tmp_path, sim_config,
+                                                                                  threaded_simulator):
+    """`--api-key sk-…` with no other credential: sent as the bearer and the apikey, no OAuth, exit 0, every
+    image right, the key nowhere in DIR; a wrong sk- key: exit 3 naming --api-key, never its value."""
+    sim = threaded_simulator
+    key = "sk-9f8e7d6c5b4a39281706"
+    sim_config.api_key, sim_config.static_token = key, None
+    out = tmp_path / "out"
+    source = write_csv(tmp_path / "in.csv", numbers(100))
+    done = run_cli(*cli_args(sim, [source], out, "--api-key", key, credentials=False))
+    assert done.returncode == 0 and check_downloads(out, sim) > 50, done.stderr
+    assert sim.counters.api_ok == 1 and sim.counters.token_requests == 0 and sim.counters.auth_refused == 0
+    assert not leaks(stored(out, None), sk=key)
+
+    bad = "sk-0000000000000000wrong"
+    refused = run_cli(*cli_args(sim, [source], tmp_path / "other", "--api-key", bad, credentials=False))
+    line = one_clear_line(refused.stderr)
+    assert refused.returncode == 3 and "sk- key given with --api-key" in line and "67200003" in line, line
+    assert bad not in refused.stderr and sim.counters.auth_refused >= 1

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from downloader.core.errors import StateError
+from downloader.core.errors import StateError, StateOutageError
 from downloader.core.model import (
     Deferred,
     Downloaded,
@@ -37,7 +37,7 @@ from downloader.core.model import (
 )
 from downloader.state import pg_schema
 from downloader.state import sqlite as sqlite_module
-from downloader.state.base import Claim, PatentRow, StateStore
+from downloader.state.base import Claim, Held, PatentRow, StateStore
 
 POSTGRES_DSN = os.environ.get("PATENT_IMAGES_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 FAR = 4e9  # an expiry long after any test (epoch seconds, year 2096)
@@ -380,7 +380,64 @@ async def test_renew_keeps_and_release_gives_back(backend: Backend) -> None:
     asked = await b.claim(run, "B", limit=6, usable_after=soon(), lease=30)
     assert asked.to_ask is not None and asked.to_ask.keys == ("K3", "K4", "K5")
     await b.release(None)  # everyone's (a run holding the folder lock, after a crash)
-    assert (await a.claim(run, "A", limit=6, usable_after=soon(), lease=30)).to_download == took.to_download
+    again = await a.claim(run, "A", limit=6, usable_after=soon(), lease=30)
+    assert [job.key for job in again.to_download] == [keys[2]] and again.lease != took.lease
+
+
+# --- fencing -----------------------------------------------------------------------------------
+
+async def test_a_lapsed_claims_results_are_refused_and_the_new_owners_stand(backend: Backend) -> None:
+    """A's lease lapses, B claims the keys: A's late results are refused and returned, B's are written."""
+    a, b = await backend.open(), await backend.open()
+    keys = [k(f"K{i}") for i in range(4)]
+    run = await a.start_run({})
+    await a.ingest(keys, run)
+    old = await a.claim(run, "A", limit=4, usable_after=soon(), lease=0.4)
+    assert old.to_ask is not None and a.holds(old.lease)
+    await a.apply([Held(resolved(key), old.lease) for key in keys])  # still A's: written
+    await asyncio.sleep(0.6)  # A is cut off; its lease runs out
+    assert not a.holds(old.lease)
+    new = await b.claim(run, "B", limit=4, usable_after=soon(), lease=30)
+    assert [j.key for j in new.to_download] == keys and new.lease != old.lease and b.holds(new.lease)
+    await b.apply([Held(Downloaded(keys[0], "images/k0.png", 7, "b-sha"), new.lease)])
+    late = [Held(Downloaded(key, f"images/k{i}.png", 9, "a-sha"), old.lease) for i, key in enumerate(keys[:2])]
+    late.append(Held(Failed(keys[2], "X: a stale failure"), old.lease))
+    assert await a.apply(late) == late  # all refused, counted by the caller
+    rows = await by_key(b, run)
+    assert (rows["K0"].status, rows["K0"].sha256) == (Status.DOWNLOADED, "b-sha")
+    assert rows["K1"].status == rows["K2"].status == Status.RESOLVED  # B still holds them, untouched
+    assert await b.apply([Held(Downloaded(keys[1], "images/k1.png", 7, "b-sha"), new.lease)]) == []
+    assert (await by_key(b, run))["K1"].sha256 == "b-sha"
+
+
+async def test_a_late_result_of_a_lapsed_claim_nobody_took_is_kept(backend: Backend) -> None:
+    """A billed answer that lands after the lease lapsed is still written while no other claim took the key;
+    late or repeated events of the holder are ignored, not refused."""
+    a = await backend.open()
+    run = await a.start_run({})
+    await a.ingest([k("A"), k("B")], run)
+    claim = await a.claim(run, "A", limit=2, usable_after=soon(), lease=0.2)
+    await asyncio.sleep(0.3)
+    assert await a.apply([Held(resolved(k("A")), claim.lease), Held(NotFound(k("B")), claim.lease)]) == []
+    assert await a.apply([Held(NotFound(k("B")), claim.lease)]) == []  # a repeat: ignored, not refused
+    rows = await by_key(a, run)
+    assert (rows["A"].status, rows["B"].status) == (Status.RESOLVED, Status.NOT_FOUND)
+
+
+async def test_renew_extends_live_claims_only_and_a_lapsed_one_is_never_held_again(backend: Backend) -> None:
+    """Renewing keeps a live claim; once lapsed, even untaken, a claim stays lost and its keys go back to the pool."""
+    a, b = await backend.open(), await backend.open()
+    run = await a.start_run({})
+    await a.ingest([k("A"), k("B"), k("C")], run)
+    first = await a.claim(run, "A", limit=1, usable_after=soon(), lease=0.4)
+    second = await a.claim(run, "A", limit=1, usable_after=soon(), lease=30)
+    await asyncio.sleep(0.5)
+    await a.renew("A", 30)
+    assert not a.holds(first.lease) and a.holds(second.lease)
+    took = await b.claim(run, "B", limit=3, usable_after=soon(), lease=30)
+    assert took.to_ask is not None and took.to_ask.keys == ("A", "C")  # "B" is still A's (renewed)
+    await a.renew("A", 30)
+    assert not a.holds(first.lease) and not a.holds(took.lease)  # another store's claim is not A's
 
 
 async def test_deferred_keys_wait_for_retry_at(store: StateStore) -> None:
@@ -626,7 +683,8 @@ async def test_schema_is_versioned_and_a_newer_one_is_refused(backend: Backend, 
 # --- PostgreSQL only --------------------------------------------------------------------------
 
 async def test_postgres_location_and_unreachable_server(postgres_backend: Backend) -> None:
-    """The location hides the password; an unreachable server names host:port, never the password."""
+    """The location hides the password; a server unreachable for longer than the patience names host:port
+    (exit 3, an outage), never the password."""
     from downloader.state.postgres import PostgresStore
 
     parts = urlsplit(postgres_backend.url)
@@ -636,8 +694,11 @@ async def test_postgres_location_and_unreachable_server(postgres_backend: Backen
     postgres_backend.handles.append(store)
     assert store.location.startswith("postgresql://") and "schema=t_" in store.location
     assert parts.password not in store.location
-    with pytest.raises(StateError) as caught:
-        await PostgresStore.open("postgresql://someone:s3cret-pw@127.0.0.1:1/test?password=other-secret")
+    started = time.monotonic()
+    with pytest.raises(StateOutageError) as caught:
+        await PostgresStore.open("postgresql://someone:s3cret-pw@127.0.0.1:1/test?password=other-secret",
+                                 patience=0.6)
+    assert 0.6 <= time.monotonic() - started < 5  # tried again for the patience, then gave up
     message = str(caught.value)
     assert "127.0.0.1:1" in message and "s3cret" not in message and "other-secret" not in message
 

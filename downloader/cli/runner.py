@@ -21,7 +21,7 @@ def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
     fields = {name: getattr(args, name) for name in (
         "rate", "api_concurrency", "download_concurrency", "batch_size", "retries", "retry_failed", "column",
         "max_charged", "max_runtime", "recheck_after_days", "durable", "expiry_margin", "dry_run",
-        "state_url", "workers", "lease", "s3_endpoint_url", "throttle_patience", "io", "drawings")}
+        "state_url", "workers", "lease", "s3_endpoint_url", "throttle_patience", "state_patience", "io", "drawings")}
     for name in ("api_base", "api_key", "token", "client_id", "client_secret"):
         if hasattr(args, name):
             fields[name] = getattr(args, name)

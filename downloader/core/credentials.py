@@ -5,7 +5,8 @@ whose token is missing, due for renewal or refused asks the record what to do (`
 use the token there, wait for the worker that is fetching one, or fetch one itself. So one token
 request serves every worker, and a refusal triggers one refresh for the whole run. A refused
 client (the token endpoint said no) is written to the record, so the workers that waited on that
-fetch stop with the same error instead of asking again.
+fetch stop with the same error instead of asking again. The token in the record is sealed, and the
+record belongs to the credentials that fetched it (`core/sealing.py`).
 """
 
 from __future__ import annotations
@@ -15,16 +16,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from downloader.core.errors import ApiError, FatalApiError
+from downloader.core.sealing import TokenSeal
 
 FETCH_SECONDS = 30.0  # a token fetch that did not finish by then may be taken over by another worker
 
 Record = dict[str, Any]
 
 
-def record_name(api_base: str, client_id: str) -> str:
-    """The shared record of one client's token (a digest: the record never shows the client id)."""
+def legacy_record_name(api_base: str, client_id: str) -> str:
+    """Where versions before sealing kept a client's token in plain text (to be emptied)."""
     digest = hashlib.sha256(f"{api_base.rstrip('/')}\x1f{client_id}".encode()).hexdigest()[:16]
     return f"oauth-token:{digest}"
+
+
+def without_plain_token(old: Record | None, now: float) -> tuple[Record, None]:
+    """A legacy record with its plain-text token removed."""
+    return {k: v for k, v in (old or {}).items() if k != "token"}, None
 
 
 def refresh_at(issued: float, lifetime: float) -> float:
@@ -67,14 +74,14 @@ class Refused:
 Step = Use | Wait | Fetch | Refused
 
 
-def token_step(old: Record | None, now: float, *, me: str, stale: str | None,
-               waited_on: str | None) -> tuple[Record, Step]:
+def token_step(old: Record | None, now: float, *, me: str, stale: str | None, waited_on: str | None,
+               seal: TokenSeal) -> tuple[Record, Step]:
     """What a worker needing a token does next (`stale`: the token the API just refused)."""
     record = dict(old or {})
     failed = record.get("failed")
     if failed and waited_on is not None and failed.get("attempt") == waited_on:
         return record, Refused(failed["message"], failed.get("hint", ""), failed.get("status"))
-    token = record.get("token")
+    token = seal.open(record.get("sealed"))
     if token and record.get("renew_at", 0.0) > now and token != stale:
         return record, Use(token, record["renew_at"] - now)
     attempt = record.get("attempt")
@@ -86,11 +93,11 @@ def token_step(old: Record | None, now: float, *, me: str, stale: str | None,
 
 
 def token_fetched(old: Record | None, now: float, *, attempt: str, token: str, lifetime: float,
-                  started: float) -> tuple[Record, float]:
-    """Store a fetched token for everyone; returns seconds until it is due for renewal."""
+                  started: float, seal: TokenSeal) -> tuple[Record, float]:
+    """Store a fetched token for everyone, sealed; returns seconds until it is due for renewal."""
     record = dict(old or {})
     renew_at = refresh_at(started, lifetime)
-    record.update(token=token, renew_at=renew_at, failed=None)
+    record.update(sealed=seal.seal(token), renew_at=renew_at, failed=None)
     if (record.get("attempt") or {}).get("id") == attempt:
         record["attempt"] = None
     return record, renew_at - now
@@ -106,11 +113,16 @@ def token_failed(old: Record | None, now: float, *, attempt: str, error: FatalAp
     return record, None
 
 
-def refused_error(err: ApiError, *, static_token: bool, apikey_is_client_id: bool) -> FatalApiError:
+def refused_error(err: ApiError, *, static: str | None, apikey_is_client_id: bool) -> FatalApiError:
     """The fatal error for a refusal that survived a token refresh, naming the suspect credential
-    (never its value)."""
+    (never its value); `static` is the option that gave a static credential (--token, or --api-key
+    for an sk- key), None with OAuth."""
     what = f"PatSnap error {err.code}" if err.code else f"HTTP {err.status}" if err.status else "a refusal"
-    if static_token:
+    if static == "--api-key":
+        message = f"the API refused the sk- key given with --api-key ({what})"
+        hint = ("the suspect is the API key (--api-key / PATSNAP_API_KEY): check it on PatSnap's developer "
+                "platform; it may be revoked or not entitled to this API")
+    elif static is not None:
         message = f"the API refused the token given with --token ({what}); a static token cannot be refreshed"
         hint = ("the suspect is the static token (--token / PATSNAP_TOKEN): get a current one, or use "
                 "--client-id/--client-secret so it is renewed")

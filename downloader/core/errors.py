@@ -8,6 +8,7 @@
     ├── Interrupted             SIGINT/SIGTERM; state and manifest were saved    → exit 130
     ├── FatalError              the run cannot go on; state kept                  → exit 3
     │   ├── OutageError         the API or CDN unreachable / failing every call for a while
+    │   │   └── StateOutageError  the shared state store unreachable for longer than --state-patience
     │   ├── OutputError         the output folder or bucket is full, gone or read-only (see machine.py)
     │   └── FatalApiError       (also an ApiError, below)
     ├── ApiError(code, status)  the metadata API said no
@@ -18,6 +19,7 @@
     │   ├── InvalidParameterError 68300004, 68300007: split the batch to isolate bad keys
     │   └── FatalApiError       auth refused, quota, balance, expired client     → exit 3
     ├── LocalResourceError      this machine is out of open files (EMFILE, ENFILE) for now: back off, retry
+    ├── LeaseLostError          this worker's claim on a key lapsed: its image is not put in place
     └── DownloadError           one image could not be fetched (per patent, data not a stop)
         ├── TransientDownloadError  5xx, reset, timeout, truncated body: retry; spent: deferred
         │   └── NotAnImageError    a 200 whose body is no image: retry; spent: the patent fails
@@ -92,6 +94,10 @@ class OutageError(FatalError):
     """The API or the CDN failed every call for a while (refused, DNS, TLS, timeouts, 5xx)."""
 
 
+class StateOutageError(OutageError):
+    """The shared state store (PostgreSQL) stayed unreachable for longer than --state-patience."""
+
+
 class OutputError(FatalError):
     """The output folder or bucket cannot take more: full, gone, read-only.
 
@@ -108,6 +114,11 @@ class LocalResourceError(DownloaderError):
 
     A shortage of this machine, never a patent's fault: it is not counted against a download's retries.
     """
+
+
+class LeaseLostError(DownloaderError):
+    """This worker's claim on a key lapsed (cut off from the state store, or paused): another worker may
+    hold the key now, so the image is not put under its final name (the temp file is dropped)."""
 
 
 class ApiError(DownloaderError):

@@ -67,10 +67,12 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Up to 100 keys of one kind, asked in one API call."""
+    """Up to 100 keys of one kind, asked in one API call; `lease` is the generation of the claim
+    that holds them (0: no claim), which the results' writes must match."""
 
     kind: Kind
     keys: tuple[str, ...]
+    lease: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,8 @@ class ImageJob:
     """A download to do: the key, its signed URL and where the file belongs.
 
     `signed_at` is None when not known (a URL claimed from the store): read from the URL then.
+    `lease` is the generation of the claim that holds the key (0: no claim): the image is put in
+    place, and its result written, only while that claim stands.
     """
 
     key: PatentKey
@@ -175,6 +179,7 @@ class ImageJob:
     url: str
     expires_at: float
     signed_at: float | None = None
+    lease: int = 0
 
 
 @dataclass(slots=True)
@@ -191,3 +196,4 @@ class Counters:
     bytes: int = 0
     images: int = 0
     expired_urls: int = 0
+    fenced: int = 0  # results refused or images not put in place: the lease had lapsed, another worker held the keys

@@ -7,8 +7,9 @@ run and then stops it as an outage; asking the API again costs one more charged 
 in `recharged`) and continues at once. But a host that refuses because it is *down* would turn
 every key into a recharge, and the fresh URLs would point at the same dead host.
 
-So the first refusal by a host sends that one key back to the API as a probe, and the fresh URL
-the API gives for it decides:
+A host that served a download in this run and then refuses is down (restarted, overloaded), not
+moved: no key is asked again for it. Otherwise the first refusal by a host sends that one key back
+to the API as a probe, and the fresh URL the API gives for it decides:
 - a different host: the old one moved; every later refusal there is asked again at once;
 - the same host: it is down; its refusals are transport failures like any other (deferred,
   and the run stops as an outage when they persist).
@@ -33,7 +34,7 @@ class MovedHosts(Generic[K]):
 
     patience: float
     moved: set[str] = field(default_factory=set)
-    down: set[str] = field(default_factory=set)
+    down: set[str] = field(default_factory=set)  # hosts that served this run, or that the API still names
     _probed_at: dict[str, float] = field(default_factory=dict)  # host → when its last probe was sent
     _probes: dict[K, str] = field(default_factory=dict)  # key sent back as a probe → the host it probes
 
@@ -49,6 +50,11 @@ class MovedHosts(Generic[K]):
         self._probed_at[host] = now
         self._probes[key] = host
         return "ask"
+
+    def served(self, host: str) -> None:
+        """A download from `host` succeeded: should it refuse later, it is down, not moved."""
+        if host not in self.moved:
+            self.down.add(host)
 
     @property
     def probing(self) -> bool:

@@ -96,6 +96,7 @@ class Summary:
     images: int = 0
     bytes: int = 0
     expired_urls: int = 0
+    fenced: int = 0  # results refused or images not put in place: the worker's lease had lapsed
     images_per_second: float = 0.0
     peak_rss_mb: float = 0.0
     manifest_rows: int = 0

@@ -13,7 +13,8 @@ from collections import Counter
 _LONG_NUMBER = re.compile(r"\d{5,}")
 _CLASS = re.compile(r"^[A-Za-z]+: ")
 _CLASS_NOTE = re.compile(r"\s*\([A-Z][A-Za-z]+\)$")  # "(ClientConnectorError)" at the end
-_OUTCOMES = {"failed": "failed", "deferred": "left pending; the next run retries them"}
+_OUTCOMES = {"failed": "failed", "deferred": "left pending; the next run retries them",
+             "fenced": "left to the worker that holds them now"}
 
 
 def kind_of(error: str) -> str:

@@ -26,7 +26,7 @@ class Settings:
     client_secret: str | None = field(default=None, repr=False)
     rate: float = 5.0
     api_concurrency: int = 4
-    download_concurrency: int = 32
+    download_concurrency: int = 64  # per worker process: one, by default, unless it is CPU-bound
     batch_size: int = 100
     retries: int = 5
     retry_failed: bool = False
@@ -56,6 +56,9 @@ class Settings:
     # How long throttling (67200002/67200007/429) may persist while the whole run is down to single
     # probes with growing pauses; then it is a spent quota, not a rate limit (exit 3).
     throttle_patience: float = 60.0
+    # How long a shared state store (PostgreSQL) may stay unreachable (a restart, a failover) before the
+    # run stops with exit 3; within it, every worker keeps what it holds and tries again with backoff.
+    state_patience: float = 300.0
     # How long every API call (or every download) may fail in transport, 5 in a row at least,
     # before the run stops as an outage (exit 3); deferred patents are retried after a third of it.
     outage_seconds: float = 30.0
@@ -85,6 +88,8 @@ class Settings:
             raise UsageError(f"--lease must be between 1 and 3600 seconds, got {self.lease}")
         if self.throttle_patience <= 0:
             raise UsageError("--throttle-patience must be positive")
+        if self.state_patience <= 0:
+            raise UsageError("--state-patience must be positive")
         if self.io not in IO_MODES:
             raise UsageError(f"--io must be auto, direct or threads, got {self.io!r}")
         if self.outage_seconds <= 0:
@@ -105,11 +110,19 @@ class Settings:
         """The apikey query parameter: given, else the OAuth client id (PatSnap needs one)."""
         return self.api_key or self.client_id
 
+    @property
+    def api_key_is_bearer(self) -> bool:
+        """True for a key of PatSnap's newer platform (`sk-…`): it alone authenticates, sent as
+        `Authorization: Bearer` as well as the apikey parameter, with no OAuth."""
+        return bool(self.api_key and self.api_key.startswith("sk-"))
+
     def require_credentials(self) -> None:
-        """Raise UsageError unless a token or client credentials, and an apikey, are there."""
+        """Raise UsageError unless an sk- key, or a token or client credentials and an apikey, are there."""
+        if self.api_key_is_bearer:
+            return
         if not self.token and not (self.client_id and self.client_secret):
-            raise UsageError("no credentials: give --token, or --client-id and --client-secret "
-                             "(or PATSNAP_TOKEN / PATSNAP_CLIENT_ID / PATSNAP_CLIENT_SECRET)")
+            raise UsageError("no credentials: give --api-key sk-…, --token, or --client-id and --client-secret "
+                             "(or PATSNAP_API_KEY / PATSNAP_TOKEN / PATSNAP_CLIENT_ID / PATSNAP_CLIENT_SECRET)")
         if not self.effective_api_key:
             raise UsageError("no apikey: give --api-key (or PATSNAP_API_KEY)")
 

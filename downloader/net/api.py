@@ -137,7 +137,7 @@ class PatsnapClient:
         """Keys whose call failed past its retries: refused credentials stop the run; a transport
         failure defers them (they wait and are asked again), or stops the run when every call fails."""
         if isinstance(err, TokenExpiredError):  # refused over and over, past every check
-            raise refused_error(err, static_token=not self._tokens.refreshable,
+            raise refused_error(err, static=self._tokens.static,
                                 apikey_is_client_id=self._apikey_is_client_id) from err
         outage = self.outage.error(time.monotonic())
         if outage is not None:
@@ -208,7 +208,7 @@ class PatsnapClient:
         """A refusal: become the fleet's checker (refresh once; the caller retries once) or wait
         for the check another request is making; a checker refused again stops the run."""
         if call.holder is not None:
-            fatal = refused_error(err, static_token=not self._tokens.refreshable,
+            fatal = refused_error(err, static=self._tokens.static,
                                   apikey_is_client_id=self._apikey_is_client_id)
             await self.gate.conclude(fatal)
             raise fatal from err
@@ -218,7 +218,8 @@ class PatsnapClient:
             return
         call.holder = me
         if not self._tokens.refreshable:
-            fatal = refused_error(err, static_token=True, apikey_is_client_id=self._apikey_is_client_id)
+            fatal = refused_error(err, static=self._tokens.static or "--token",
+                                  apikey_is_client_id=self._apikey_is_client_id)
             await self.gate.conclude(fatal)
             raise fatal from err
         try:

@@ -1,6 +1,9 @@
-"""Bearer tokens: a static one, or OAuth2 client credentials shared by the whole fleet.
+"""Bearer tokens: a static one (--token, or an sk- key of PatSnap's newer platform given with
+--api-key), or OAuth2 client credentials shared by the whole fleet.
 
-The OAuth token lives in a record of the state store (`core/credentials.py` decides each step),
+A static credential stays in memory, never in the state store. The OAuth token lives in a record
+of the state store, sealed and bound to the credentials that fetched it (`core/sealing.py`: another
+client id or secret never finds it); `core/credentials.py` decides each step,
 so every worker of a run uses one token and one refresh: a worker whose token is due, or was
 refused, asks the record; it uses the token there, waits while another worker fetches one, or
 fetches one itself. Within a process a lock keeps that to one task at a time, and the token is
@@ -23,6 +26,7 @@ from yarl import URL
 
 from downloader.core import credentials
 from downloader.core.errors import FatalApiError, TokenExpiredError, TransientApiError
+from downloader.core.sealing import TokenSeal
 from downloader.net.httperrors import map_client_errors
 from downloader.net.proxies import proxy_for
 from downloader.net.ratelimit import SharedRecords
@@ -36,6 +40,7 @@ class TokenProvider(Protocol):
 
     refreshes: int
     refreshable: bool
+    static: str | None  # the option that gave a static credential (--token, --api-key), None for OAuth
 
     async def get(self) -> str: ...
 
@@ -43,26 +48,32 @@ class TokenProvider(Protocol):
 
 
 class StaticToken:
-    """A token given on the command line; when it is refused there is nothing to refresh."""
+    """A token given on the command line (`option`: --token, or --api-key for an sk- key); when it
+    is refused there is nothing to refresh."""
 
     refreshes = 0
     refreshable = False
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, option: str = "--token") -> None:
         self._token = token
+        self.static: str | None = option
 
     async def get(self) -> str:
         return self._token
 
     async def refresh(self, stale: str) -> str:
-        raise FatalApiError("the API refused the token given with --token; a static token cannot be refreshed",
-                            hint="get a new token, or use --client-id/--client-secret so it is renewed")
+        raise FatalApiError(f"the API refused the credential given with {self.static}; it cannot be refreshed",
+                            hint=f"check {self.static}, or use --client-id/--client-secret so a token is renewed")
+
+    def __repr__(self) -> str:
+        return f"StaticToken({self.static})"  # never the value
 
 
 class OAuthToken:
     """OAuth2 client credentials against `{api_base}/oauth/token` (PatSnap's answer shape)."""
 
     refreshable = True
+    static: str | None = None
 
     def __init__(self, session: aiohttp.ClientSession, api_base: str, client_id: str, secret: str,
                  records: SharedRecords, clock: Callable[[], float] = time.monotonic,
@@ -73,7 +84,9 @@ class OAuthToken:
         basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
         self._headers = {"Authorization": f"Basic {basic}", "Accept": "application/json"}
         self._records = records
-        self._record = credentials.record_name(api_base, client_id)
+        self._seal = TokenSeal(api_base, client_id, secret)
+        self._record = self._seal.record
+        self._legacy: str | None = credentials.legacy_record_name(api_base, client_id)
         self._me = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._clock = clock
         self._on_refresh = on_refresh
@@ -96,10 +109,13 @@ class OAuthToken:
         async with self._lock:
             if self._token is not None and self._token != stale and self._clock() < self._renew_at:
                 return self._token
+            if self._legacy is not None:  # a store written before tokens were sealed: empty its record
+                await self._records.update_shared(self._legacy, credentials.without_plain_token)
+                self._legacy = None
             waited_on: str | None = None
             while True:
                 step: credentials.Step = await self._records.update_shared(self._record, functools.partial(
-                    credentials.token_step, me=self._me, stale=stale, waited_on=waited_on))
+                    credentials.token_step, me=self._me, stale=stale, waited_on=waited_on, seal=self._seal))
                 match step:
                     case credentials.Use(token, renew_in):
                         self._token, self._renew_at = token, self._clock() + renew_in
@@ -122,7 +138,7 @@ class OAuthToken:
             await self._update(credentials.token_failed, attempt=attempt, error=None)
             raise
         renew_in: float = await self._update(credentials.token_fetched, attempt=attempt, token=token,
-                                             lifetime=lifetime, started=started)
+                                             lifetime=lifetime, started=started, seal=self._seal)
         self._token, self._renew_at = token, self._clock() + renew_in
         self.refreshes += 1
         if self._on_refresh:

@@ -36,6 +36,7 @@ from downloader.core.errors import (
     DownloadError,
     FatalError,
     HostRefusedError,
+    LeaseLostError,
     LocalResourceError,
     NotAnImageError,
     OutageError,
@@ -68,9 +69,11 @@ class ImageFetcher:
 
     def __init__(self, session: aiohttp.ClientSession, sink: ImageSink, counters: Counters, *,
                  policy: Callable[[], RetryPolicy], expiry_margin: float, max_bytes: int,
-                 outage_seconds: float = SPAN, clock: UrlClock | None = None) -> None:
+                 outage_seconds: float = SPAN, clock: UrlClock | None = None,
+                 holds: Callable[[int], bool] | None = None) -> None:
         self._session = session
         self.clock = clock if clock is not None else UrlClock()
+        self._holds = holds  # whether a claim (its generation) is still this worker's: see state.base
         self._sink = sink
         self._counters = counters
         self._policy = policy
@@ -78,13 +81,15 @@ class ImageFetcher:
         self._max_bytes = max_bytes
         self.outage = OutageDetector("the CDN", outage_seconds)
         self.moves: MovedHosts[PatentKey] = MovedHosts(patience=self.outage.defer_seconds)
+        self._last_host = "\0"  # the origin of the last successful download (told to `moves` once per change)
 
     async def fetch(self, job: ImageJob) -> Downloaded | UrlExpired | Failed | Deferred:
         """Download `job` with retries on transient faults.
 
         Raises the sink's OutputError when the output cannot take the image (a condition of the run),
         OutageError when every download failed in transport for a while (the CDN is out of reach),
-        and FatalError when no file descriptor came free for minutes.
+        FatalError when no file descriptor came free for minutes, and LeaseLostError when the job's
+        claim lapsed before the image could be put in place (another worker may hold the key now).
         """
         pause, waited = _FD_PAUSE, 0.0
         while True:
@@ -154,7 +159,16 @@ class ImageFetcher:
             self.outage.succeeded()  # the CDN answered (403, 404, a bad image): it is reachable
             raise
         self.outage.succeeded()
+        self._note_served(job.url)
         return done
+
+    def _note_served(self, url: str) -> None:
+        """Tell `moves` the host of a successful download, hashing the URL only when the host changed."""
+        served = self._last_host
+        if url.startswith(served) and url[len(served):len(served) + 1] in ("/", "?", "#"):
+            return
+        self._last_host = origin(url)
+        self.moves.served(self._last_host)
 
     def outage_error(self) -> OutageError | None:
         """The OutageError to stop with when every download failed for a while (checked on a timer too)."""
@@ -224,6 +238,8 @@ class ImageFetcher:
             key = job.key
             relative = figure_path(pn, key.figure, ext) if isinstance(key, FigureKey) else image_path(pn, job.num, ext)
             sha = digest.hexdigest()
+            if self._holds is not None and not self._holds(job.lease):  # checked last: nothing may wait after it
+                raise LeaseLostError(job.key.value)
             done, upload = upload, None
             await done.commit(relative, content_type=CONTENT_TYPES[ext], sha256=sha)
         finally:

@@ -142,17 +142,34 @@ def _refusal(sim: Simulator, request: web.Request) -> web.StreamResponse | None:
     """The account-level answers, in PatSnap's order: apikey, token, rate, fatal, quota."""
     config, counters = sim.config, sim.counters
     apikey = request.query.get("apikey", "")
+    scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+    if bearer.strip().startswith("sk-"):  # the newer platform: the key is the bearer, a wrong one a bad token
+        if not _sk_key_accepted(config.api_key, scheme, bearer.strip(), apikey):
+            counters.auth_refused += 1
+            counters.refused()
+            return coded_error(67200003)
+        return _account_answer(sim)
     if apikey not in (config.api_key, config.client_id):
         counters.auth_refused += 1
         counters.refused()
         if config.apikey_refusal == "401":
             return web.json_response({"error": "unauthorized", "message": "Invalid apikey"}, status=401)
         return coded_error(67200008)
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not sim.token_valid(token.strip()):
+    if scheme.lower() != "bearer" or not sim.token_valid(bearer.strip()):
         counters.auth_refused += 1
         counters.refused()
         return coded_error(67200003)
+    return _account_answer(sim)
+
+
+def _sk_key_accepted(api_key: str, scheme: str, key: str, apikey: str) -> bool:
+    """An sk- key is good when it is the account's key, as the bearer, and the apikey (if sent) is it too."""
+    return api_key.startswith("sk-") and scheme.lower() == "bearer" and key == api_key and apikey in ("", key)
+
+
+def _account_answer(sim: Simulator) -> web.StreamResponse | None:
+    """The answers after authentication, in PatSnap's order: rate, fatal, quota."""
+    config, counters = sim.config, sim.counters
     if not sim.admit():
         counters.throttled += 1
         counters.throttled_now()

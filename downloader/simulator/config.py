@@ -19,7 +19,9 @@ class SimulatorConfig:
     """Behaviour of the fake PatSnap API and CDN; every field may be changed at run time.
 
     `api_key` and `client_id` are both accepted as the `apikey` parameter (PatSnap's apikey
-    is the client id; the tool defaults to it with client credentials). Image URLs point at
+    is the client id; the tool defaults to it with client credentials). An `api_key` of the
+    newer platform (`sk-…`) authenticates alone, as `Authorization: Bearer sk-…`; a wrong
+    sk- bearer is refused as a bad token (67200003). Image URLs point at
     this server's `/cdn/...` unless `cdn_base` is set: then they are
     `{cdn_base}/{pn}_{num}.{ext}?<signature>`, and the file there must hold
     `Universe(seed).image_bytes(pn, num)` (the benchmark's nginx serves such a folder).
@@ -178,6 +180,8 @@ class Counters:
         """Counters as JSON; `asks` in full only when it has at most `max_asks` keys."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("asks", "api_times")}
         out["busiest_second"] = self.busiest_second()
+        out["api_first_at"] = min(self.api_times, default=None)  # the sustained rate is over this span
+        out["api_last_at"] = max(self.api_times, default=None)
         out["asks_distinct"] = len(self.asks)
         out["asks_repeated"] = sum(1 for n in self.asks.values() if n > 1)
         if len(self.asks) <= max_asks:

@@ -28,8 +28,12 @@ def is_shared(url: str | None) -> bool:
     return bool(url) and str(url).startswith(("postgresql://", "postgres://"))
 
 
-async def open_store(url: str | None, default: Path, *, durable: bool = False) -> StateStore:
-    """The store named by `--state` (a postgresql:// URL, or a SQLite file path), else `default`."""
+async def open_store(url: str | None, default: Path, *, durable: bool = False,
+                     patience: float | None = None) -> StateStore:
+    """The store named by `--state` (a postgresql:// URL, or a SQLite file path), else `default`.
+
+    `patience`: how long a shared store may stay unreachable (--state-patience; None: its default).
+    """
     if is_shared(url):
         try:
             from downloader.state.postgres import PostgresStore
@@ -37,7 +41,9 @@ async def open_store(url: str | None, default: Path, *, durable: bool = False) -
             raise UsageError("--state postgresql://… needs the PostgreSQL extra: "
                              "pip install 'patent-images[postgres]'") from err
         assert url is not None
-        return await PostgresStore.open(url, durable=durable)
+        if patience is None:
+            return await PostgresStore.open(url, durable=durable)
+        return await PostgresStore.open(url, durable=durable, patience=patience)
     from downloader.state.sqlite import SqliteStore
 
     if url == ":memory:":

@@ -13,6 +13,13 @@ alive (`renew`), and its results release the keys as they settle (`apply`). A ke
 out (its worker died) is claimable again: a resolved one with a still-valid URL is downloaded
 without a new API call, so a dead worker costs at most the batches it had in flight.
 
+Fencing. Every claim gets a new generation (`Batch.lease`, `ImageJob.lease`), stored on its keys.
+A result written under it (`Held`) is applied only while the key still has that generation, so
+a worker whose lease lapsed (a network partition, a paused machine) cannot overwrite the keys
+another worker claimed since: `apply` returns such writes as refused. `holds` answers, without
+I/O, whether a claim is still provably this process's (`core.leases`): an image goes under its
+final name only then, so no row ever points at a file that a stale worker replaces afterwards.
+
 Shared records. The account-wide rate bucket, the OAuth token and the halt record are small JSON
 values that every worker reads and changes under the store's own transaction (`update_shared`),
 so the logic stays in pure functions of `core` and each store only provides the atomic update.
@@ -22,13 +29,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from downloader.core.model import Batch, Deferred, Downloaded, ImageJob, Kind, Outcome, PatentKey, Status, UrlExpired
 
 T = TypeVar("T")
 StateEvent = Outcome | Downloaded | UrlExpired | Deferred
 Shared = dict[str, Any]
+
+
+class Held(NamedTuple):
+    """A result of work done under a claim: written only while the key still has that generation."""
+
+    event: StateEvent
+    lease: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +111,13 @@ class Claim:
     def empty(self) -> bool:
         """True when the claim holds no work."""
         return self.to_ask is None and not self.to_download
+
+    @property
+    def lease(self) -> int:
+        """The claim's generation (0 for an empty claim)."""
+        if self.to_ask is not None:
+            return self.to_ask.lease
+        return self.to_download[0].lease if self.to_download else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +191,11 @@ class StateStore(Protocol):
         ...
 
     async def renew(self, worker: str, lease: float) -> None:
-        """Extend the lease on every key `worker` holds."""
+        """Extend the lease on the keys `worker` holds under claims still live (see `holds`)."""
+        ...
+
+    def holds(self, lease: int) -> bool:
+        """Whether the claim of generation `lease` is still provably this process's (no I/O)."""
         ...
 
     async def release(self, worker: str | None) -> None:
@@ -178,8 +203,12 @@ class StateStore(Protocol):
         (only for a run that holds the folder lock, so no other worker can be alive)."""
         ...
 
-    async def apply(self, events: Sequence[StateEvent]) -> None:
-        """Write a batch of results in one transaction, in order; settled keys are released."""
+    async def apply(self, events: Sequence[StateEvent | Held]) -> list[Held]:
+        """Write a batch of results in one transaction, in order; settled keys are released.
+
+        A bare event is written unfenced (a key under no claim: tools, tests). Returns the Held
+        writes refused because their key has another generation now (another worker claimed it).
+        """
         ...
 
     # --- reading ---

@@ -69,8 +69,11 @@ _DUE = "(retry_at IS NULL OR retry_at <= %(now)s)"
 # (A patent of --drawings all that is resolved has drawings waiting for downloads, not for the API.)
 _NEEDS_API = f"""((status = 'pending' OR (status = 'resolved' AND figures IS NULL
     AND (expires_at IS NULL OR expires_at <= %(usable)s))) AND {_DUE})"""
-_TAKE = """UPDATE patents p SET claimed_by = %(worker)s, lease_until = %(lease_until)s
+_TAKE = """UPDATE patents p SET claimed_by = %(worker)s, lease_until = %(lease_until)s, lease_gen = %(gen)s
     FROM c WHERE p.kind = c.kind AND p.key = c.key"""
+NEXT_GENERATION = "SELECT nextval('lease_generations')"
+# A claim retried after its connection broke: the first try may have committed before its answer was lost.
+RELEASE_TRIED = "UPDATE {} SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s AND lease_gen = ANY(%s)"
 
 CLAIM_DOWNLOADS = f"""WITH c AS (SELECT kind, key FROM patents WHERE {_UNSETTLED} AND status = 'resolved'
         AND expires_at > %(usable)s AND {_DUE} AND {_FREE} ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
@@ -80,7 +83,7 @@ CLAIM_DRAWINGS = """WITH c AS (SELECT d.kind, d.key, d.figure FROM drawings d JO
         AND p.key = d.key WHERE d.status = 'resolved' AND p.seen_run = %(run)s
         AND (d.claimed_by IS NULL OR d.lease_until < %(now)s) AND (d.retry_at IS NULL OR d.retry_at <= %(now)s)
         LIMIT %(limit)s FOR UPDATE OF d SKIP LOCKED)
-    UPDATE drawings d SET claimed_by = %(worker)s, lease_until = %(lease_until)s FROM c
+    UPDATE drawings d SET claimed_by = %(worker)s, lease_until = %(lease_until)s, lease_gen = %(gen)s FROM c
     WHERE d.kind = c.kind AND d.key = c.key AND d.figure = c.figure
     RETURNING d.kind, d.key, d.figure, d.pn, d.num, d.url, d.expires_at"""
 WAITING_DRAWINGS = """SELECT count(*) FILTER (WHERE claimed_by IS NOT NULL AND lease_until >= %(now)s),
@@ -102,12 +105,23 @@ WAITING = f"""SELECT count(*) FILTER (WHERE NOT deferred), count(*) FILTER (WHER
         min(retry_at) FILTER (WHERE deferred)
     FROM (SELECT retry_at, ({_DEFERRED}) AS deferred FROM patents WHERE {_UNSETTLED}) u"""
 # Claims live on patents and on drawings: each of these runs on both tables ({} is the table).
-RENEW = f"UPDATE {{}} SET lease_until = {NOW_SQL} + %s WHERE claimed_by = %s"
+# Renewed: only claims whose lease has not run out, since keys of a lapsed one may have been taken
+# (then the whole generation is lost to this worker; its other keys come back when their lease lapses).
+RENEW = f"""WITH r AS (UPDATE {{}} SET lease_until = {NOW_SQL} + %(lease)s WHERE claimed_by = %(worker)s
+        AND lease_gen = ANY(%(gens)s) AND lease_until >= {NOW_SQL} RETURNING lease_gen)
+    SELECT DISTINCT lease_gen FROM r"""
 RELEASE = "UPDATE {} SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s"
 RELEASE_ALL = "UPDATE {} SET claimed_by = NULL, lease_until = NULL WHERE claimed_by IS NOT NULL"
 TABLES_WITH_CLAIMS = ("patents", "drawings")
 
 # --- results (the per-event UPDATEs are `transitions.update_for`, shared with SQLite) ----------
+
+# The current generation of the rows some held writes were meant for (patents: figure 0).
+GENERATIONS = """SELECT 'patents', p.kind, p.key, 0, p.lease_gen FROM patents p
+        JOIN unnest(%(kinds)s::text[], %(keys)s::text[]) AS w(kind, key) ON p.kind = w.kind AND p.key = w.key
+    UNION ALL SELECT 'drawings', d.kind, d.key, d.figure, d.lease_gen FROM drawings d
+        JOIN unnest(%(dkinds)s::text[], %(dkeys)s::text[], %(figures)s::int[]) AS w(kind, key, figure)
+        ON d.kind = w.kind AND d.key = w.key AND d.figure = w.figure"""
 
 _SETTLE = "claimed_by = NULL, lease_until = NULL, retry_at = NULL"
 # --- reading ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from downloader.core.errors import StateError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Index n holds the statements that take a store from version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -90,6 +90,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (kind, key, figure))""",
         "CREATE INDEX drawings_waiting ON drawings (kind, key) WHERE status = 'resolved'",
         "CREATE INDEX drawings_claimed ON drawings (claimed_by) WHERE claimed_by IS NOT NULL",
+    ),
+    (
+        # Lease fencing: each claim's generation on its keys; results are written only under it.
+        "ALTER TABLE patents ADD COLUMN lease_gen bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE drawings ADD COLUMN lease_gen bigint NOT NULL DEFAULT 0",
+        "CREATE SEQUENCE lease_generations",
     ),
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -15,10 +15,19 @@ PostgreSQL adds is the fleet. Theory of operation:
   nothing committed, a crash of the database server may lose the last moments of progress
   (the keys are asked or downloaded again), never consistency. `durable=True` keeps the server's
   default (every commit flushed), the equivalent of SQLite's `synchronous=FULL`.
+- A restart or failover of the server is ridden out (`pg_patience`): each operation is tried again
+  with backoff for up to `--state-patience`, on fresh connections of the pool; the worker keeps what
+  it holds in memory meanwhile. Every transaction is safe to run twice, since a first try may have
+  committed before its answer was lost: results are guarded UPDATEs, and a claim's retry first gives
+  back what its lost try may have taken. Longer than the patience: StateOutageError (exit 3).
+- Claims are fenced (`base.py`): a claim's generation comes from the `lease_generations` sequence,
+  renewals extend only live generations, and a result is written only under its key's generation.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -31,11 +40,13 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from downloader.core.errors import StateError
+from downloader.core.errors import StateError, StateOutageError
+from downloader.core.leases import LeaseBook
 from downloader.core.model import Batch, FigureKey, ImageJob, Kind, PatentKey, Status
 from downloader.state import pg_queries as q
 from downloader.state.base import (
     Claim,
+    Held,
     IngestCounts,
     PatentRow,
     RunRecord,
@@ -44,8 +55,14 @@ from downloader.state.base import (
     WorkerRecord,
     patent_row,
 )
-from downloader.state.pg_schema import migrate, parse_url
-from downloader.state.transitions import settle_patent, settles_patent, statement_for
+from downloader.state.pg_patience import Patience, is_lost
+from downloader.state.pg_schema import StateUrl, migrate, parse_url
+from downloader.state.transitions import Fence, fence_of, fenced_statement, refused, settle_patent, settles_patent
+
+# psycopg_pool says what it does about broken connections as log warnings; without a handler of our own,
+# Python's last-resort handler would print them on stderr in the middle of a run (the application's
+# logging configuration, if any, still receives them).
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 T = TypeVar("T")
 CHUNK = 5000  # keys per ingest statement: memory stays flat however long the input
@@ -53,25 +70,27 @@ PAGE = 2000  # rows per round trip when streaming
 _RETRIES = 5
 _DRAWINGS_A_CLAIM = 100  # drawings (--drawings all) a claim may take at once for download
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+IDLE_IN_TRANSACTION_MS = 10_000
+DEFAULT_PATIENCE = 300.0  # --state-patience: a restart or a failover takes seconds to a minute or two
 
 
 class PostgresStore:
     """The PostgreSQL implementation of the state store (see the module docstring)."""
 
-    def __init__(self, pool: AsyncConnectionPool, location: str) -> None:
+    def __init__(self, pool: AsyncConnectionPool, location: str, patience: Patience) -> None:
         self._pool = pool
         self.location = location
+        self._patience = patience
+        self._leases = LeaseBook()
 
     @classmethod
-    async def open(cls, url: str, *, durable: bool = False, max_connections: int = 8) -> PostgresStore:
-        """Connect, create or migrate the schema; StateError if unreachable or written by a newer version."""
+    async def open(cls, url: str, *, durable: bool = False, max_connections: int = 8,
+                   patience: float = DEFAULT_PATIENCE) -> PostgresStore:
+        """Connect (waiting up to `patience` seconds for a server that is restarting), create or migrate the
+        schema; StateError if refused or written by a newer version, StateOutageError if never reachable."""
         target = parse_url(url)
-        try:
-            conn = await AsyncConnection.connect(target.conninfo, autocommit=True, connect_timeout=10)
-        except psycopg.OperationalError as err:
-            reason = " ".join(str(err).split()) or type(err).__name__
-            raise StateError(f"cannot connect to the PostgreSQL state store at {target.address} "
-                             f"({target.location}): {reason}") from err
+        waiting = Patience(patience, target.address)
+        conn = await _connect(target.conninfo, target, waiting)
         try:
             await migrate(conn, target.schema, target.location)
         except psycopg.Error as err:
@@ -84,12 +103,19 @@ class PostgresStore:
                 await conn.execute("SELECT set_config('search_path', %s, false)", [target.schema])
             if not durable:
                 await conn.execute("SET synchronous_commit TO off")
+            # A worker cut off mid-transaction (a partition, a pause) would keep its row locks, and claims
+            # skip locked rows: the server ends such a session instead (its transaction rolls back).
+            await conn.execute(f"SET idle_in_transaction_session_timeout TO {IDLE_IN_TRANSACTION_MS}")
 
+        # The pool replaces broken connections in the background, trying again with backoff for as
+        # long as the patience (then `reconnect_failed`; a later request starts new attempts).
         pool = AsyncConnectionPool(target.conninfo, min_size=1, max_size=max_connections, open=False,
-                                   kwargs={"autocommit": True, "fallback_application_name": "patent-images"},
-                                   configure=configure, name="patent-images")
+                                   kwargs={"autocommit": True, "fallback_application_name": "patent-images",
+                                           "connect_timeout": 10},
+                                   configure=configure, name="patent-images", timeout=10,
+                                   reconnect_timeout=patience)
         await pool.open(wait=True, timeout=30)
-        return cls(pool, target.location)
+        return cls(pool, target.location, waiting)
 
     async def close(self) -> None:
         """Close every connection of the pool."""
@@ -99,29 +125,60 @@ class PostgresStore:
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection; a lost server becomes a StateError (a deadlock stays itself, to retry)."""
+        """A pooled connection for a read that cannot simply be tried again (a stream); a lost server is a
+        StateOutageError, other failures a StateError (a deadlock stays itself, to retry)."""
         try:
             async with self._pool.connection() as conn:
                 yield conn
         except _RETRYABLE:
             raise
-        except (psycopg.OperationalError, PoolTimeout) as err:
-            raise StateError(f"the state store at {self.location} failed: {' '.join(str(err).split())}") from err
+        except (psycopg.Error, PoolTimeout) as err:
+            where = f"the state store at {self.location} failed: {' '.join(str(err).split())}"
+            if is_lost(err):
+                raise StateOutageError(where) from err
+            if isinstance(err, psycopg.OperationalError | PoolTimeout):
+                raise StateError(where) from err
+            raise
+
+    async def _patiently(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt` until it succeeds, trying again while the server is out of reach (see pg_patience).
+
+        Each try is shielded: a caller cancelled meanwhile (a stopping pipeline) gets its cancellation once
+        the transaction is over, as with SQLite's worker thread, instead of a query cut off mid-way; the
+        pauses between tries are not (a stop during an outage does not wait for the server).
+        """
+        while True:
+            try:
+                with anyio.CancelScope(shield=True), anyio.fail_after(
+                        self._patience.attempt_timeout(time.monotonic())):
+                    result = await attempt()
+            except (psycopg.Error, PoolTimeout, TimeoutError) as err:
+                if not is_lost(err):
+                    if isinstance(err, psycopg.OperationalError | PoolTimeout):
+                        raise StateError(f"the state store at {self.location} failed: "
+                                         f"{' '.join(str(err).split())}") from err
+                    raise
+                first = not self._patience.in_outage
+                pause = self._patience.failed(err, time.monotonic())
+                if first:  # every pooled connection may be broken: drop them now, not one failed try each
+                    with anyio.move_on_after(pause + 1):
+                        await self._pool.check()
+                await anyio.sleep(pause)
+                continue
+            self._patience.recovered()
+            return result
 
     async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run `work` in one transaction, again after a deadlock or serialization failure.
+        """Run `work` in one transaction: again after a deadlock, and after a lost connection (patiently).
 
-        Shielded: a caller cancelled meanwhile (a stopping pipeline) gets its cancellation once the
-        transaction is over, as with SQLite's worker thread, instead of a query cut off mid-way.
+        Every `work` is safe to run twice: its first try may have committed before the answer was lost.
         """
-        with anyio.CancelScope(shield=True):
-            result = await self._transaction(work)
-        return result
+        return await self._patiently(partial(self._transaction, work))
 
     async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         for attempt in range(_RETRIES):
             try:
-                async with self._connection() as conn, conn.transaction():
+                async with self._pool.connection() as conn, conn.transaction():
                     return await work(conn)
             except _RETRYABLE:
                 if attempt == _RETRIES - 1:
@@ -130,10 +187,10 @@ class PostgresStore:
         raise AssertionError("unreachable")
 
     async def _fetch(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
-        with anyio.CancelScope(shield=True):  # a short read: finish it (see `_write`)
-            async with self._connection() as conn:
-                rows = await (await conn.execute(query, params)).fetchall()
-        return rows
+        async def read() -> list[tuple[Any, ...]]:
+            async with self._pool.connection() as conn:
+                return await (await conn.execute(query, params)).fetchall()
+        return await self._patiently(read)
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -203,12 +260,49 @@ class PostgresStore:
     # --- work -----------------------------------------------------------------------------
 
     async def claim(self, run_id: int, worker: str, *, limit: int, usable_after: float, lease: float) -> Claim:
-        """Keys of this run nobody holds: still-good URLs first, else one kind's batch for the API."""
-        return await self._write(lambda conn: _claim(conn, run_id, worker, limit, usable_after, lease))
+        """Keys of this run nobody holds: still-good URLs first, else one kind's batch for the API.
+
+        Under a new generation; a try whose answer was lost (the connection broke) is undone by the next.
+        """
+        tried: list[int] = []
+        sent = 0.0
+
+        async def take(conn: AsyncConnection) -> Claim:
+            nonlocal sent
+            sent = time.monotonic()
+            if tried:
+                await _each_table(q.RELEASE_TRIED, [worker, tried], conn)
+            gen = int((await (await conn.execute(q.NEXT_GENERATION)).fetchone() or (0,))[0])
+            tried.append(gen)
+            return await _claim(conn, run_id, worker, gen, limit, usable_after, lease)
+
+        claim = await self._write(take)
+        if not claim.empty:
+            self._leases.claimed(claim.lease, sent, lease)
+        return claim
 
     async def renew(self, worker: str, lease: float) -> None:
-        """Extend the lease on every key `worker` holds."""
-        await self._write(partial(_each_table, q.RENEW, [lease, worker]))
+        """Extend the lease on the keys `worker` holds under claims still live (not run out)."""
+        sent = time.monotonic()
+        asked = self._leases.live(sent)
+        if not asked:
+            return
+
+        async def renew(conn: AsyncConnection) -> set[int]:
+            nonlocal sent
+            sent = time.monotonic()
+            extended: set[int] = set()
+            for table in q.TABLES_WITH_CLAIMS:
+                cur = await conn.execute(q.RENEW.format(table), {"lease": lease, "worker": worker, "gens": asked})
+                extended.update(int(gen) for gen, in await cur.fetchall())
+            return extended
+
+        extended = await self._write(renew)
+        self._leases.renewed(asked, extended, sent, lease)
+
+    def holds(self, lease: int) -> bool:
+        """Whether the claim of generation `lease` is still provably this process's."""
+        return self._leases.holds(lease, time.monotonic())
 
     async def release(self, worker: str | None) -> None:
         """Give back every key `worker` still holds; None: every worker's (only when none can be alive)."""
@@ -217,29 +311,39 @@ class PostgresStore:
         else:
             await self._write(partial(_each_table, q.RELEASE, [worker]))
 
-    async def apply(self, events: Sequence[StateEvent]) -> None:
-        """Write a batch of results in one transaction, in order (one executemany per run of alike events).
+    async def apply(self, events: Sequence[StateEvent | Held]) -> list[Held]:
+        """Write a batch of results in one transaction, in order (one executemany per run of alike events);
+        the Held ones whose key another claim took since are refused and returned.
 
         The guarded UPDATEs come from `transitions`, as SQLite's do; `updated_at` is the server's clock.
         """
-        async def write(conn: AsyncConnection) -> None:
+        async def write(conn: AsyncConnection) -> list[Held]:
             async with conn.cursor() as cur:
                 now = (await (await cur.execute(q.NOW)).fetchone() or (0.0,))[0]
                 grouped: list[tuple[str, list[tuple[Any, ...]]]] = []
                 patents: dict[tuple[Any, ...], None] = {}  # whose drawings settled: the patent may settle too
                 for event in events:
-                    query, params = statement_for(event, "%s", now)
+                    query, params = fenced_statement(event, "%s", now)
                     if not grouped or grouped[-1][0] != query:
                         grouped.append((query, []))
                     grouped[-1][1].append(params)
-                    if settles_patent(event):
-                        patents[(now, event.key.kind.value, event.key.value)] = None
+                    if settles_patent(event.event if isinstance(event, Held) else event):
+                        key = event.event.key if isinstance(event, Held) else event.key
+                        patents[(now, key.kind.value, key.value)] = None
+                written = 0
                 for query, rows in grouped:
                     await cur.executemany(query, rows)
+                    written += max(cur.rowcount, 0)
                 if patents:
                     await cur.executemany(settle_patent("%s"), list(patents))
-        if events:
-            await self._write(write)
+                if written == len(events):
+                    return []
+                return refused(events, await _generations(cur, events))
+        if not events:
+            return []
+        lost = await self._write(write)
+        self._leases.lost({w.lease for w in lost})
+        return lost
 
     # --- reading --------------------------------------------------------------------------
 
@@ -319,25 +423,50 @@ class PostgresStore:
         return rows[0][0] if rows else None
 
 
-async def _claim(conn: AsyncConnection, run_id: int, worker: str, limit: int, usable_after: float,
+async def _connect(conninfo: str, target: StateUrl, patience: Patience) -> AsyncConnection:
+    """The first connection, waiting (with backoff) for a server that is restarting or not up yet."""
+    while True:
+        try:
+            return await AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as err:
+            if not is_lost(err):
+                reason = " ".join(str(err).split()) or type(err).__name__
+                raise StateError(f"cannot connect to the PostgreSQL state store at {target.address} "
+                                 f"({target.location}): {reason}") from err
+            await anyio.sleep(patience.failed(err, time.monotonic()))
+
+
+async def _generations(cur: psycopg.AsyncCursor[Any], events: Sequence[StateEvent | Held]) -> dict[Fence, int]:
+    """The current generation of each held write's row (the rare path: some write did not apply)."""
+    fences = {fence_of(w) for w in events if isinstance(w, Held)}
+    patents = [f for f in fences if f[0] == "patents"]
+    drawings = [f for f in fences if f[0] == "drawings"]
+    await cur.execute(q.GENERATIONS, {"kinds": [f[1] for f in patents], "keys": [f[2] for f in patents],
+                                      "dkinds": [f[1] for f in drawings], "dkeys": [f[2] for f in drawings],
+                                      "figures": [f[3] for f in drawings]})
+    return {(table, kind, key, int(figure)): int(gen) for table, kind, key, figure, gen in await cur.fetchall()}
+
+
+async def _claim(conn: AsyncConnection, run_id: int, worker: str, gen: int, limit: int, usable_after: float,
                  lease: float) -> Claim:
     """The three steps of a claim, in the caller's transaction (see `StateStore.claim`)."""
     now = (await (await conn.execute(q.NOW)).fetchone() or (0.0,))[0]
     params = {"run": run_id, "worker": worker, "limit": limit, "usable": usable_after, "now": now,
-              "lease_until": now + lease}
+              "lease_until": now + lease, "gen": gen}
     cur = await conn.execute(q.CLAIM_DRAWINGS, {**params, "limit": max(limit, _DRAWINGS_A_CLAIM)})
     if drawings := sorted(await cur.fetchall()):
-        return Claim(to_download=tuple(ImageJob(FigureKey(Kind(kind), key, figure), pn, num, url, expires_at)
+        return Claim(to_download=tuple(ImageJob(FigureKey(Kind(kind), key, figure), pn, num, url, expires_at,
+                                                lease=gen)
                                        for kind, key, figure, pn, num, url, expires_at in drawings))
     cur = await conn.execute(q.CLAIM_DOWNLOADS, params)
     if jobs := sorted(await cur.fetchall()):
-        return Claim(to_download=tuple(ImageJob(PatentKey(Kind(kind), key), pn, num, url, expires_at)
+        return Claim(to_download=tuple(ImageJob(PatentKey(Kind(kind), key), pn, num, url, expires_at, lease=gen)
                                        for _seq, kind, key, pn, num, url, expires_at in jobs))
     cur = await conn.execute(q.FIRST_TO_ASK, params)
     if (first := await cur.fetchone()) is not None:
         cur = await conn.execute(q.CLAIM_TO_ASK, {**params, "kind": first[0]})
         if keys := sorted(await cur.fetchall()):
-            return Claim(to_ask=Batch(Kind(first[0]), tuple(key for _seq, key, _repeat in keys)),
+            return Claim(to_ask=Batch(Kind(first[0]), tuple(key for _seq, key, _repeat in keys), gen),
                          repeats=tuple(key for _seq, key, repeat in keys if repeat))
     waiting, deferred, next_retry = await (await conn.execute(q.WAITING, params)).fetchone() or (0, 0, None)
     held, later, first_later = await (await conn.execute(q.WAITING_DRAWINGS, params)).fetchone() or (0, 0, None)

@@ -37,11 +37,13 @@ from typing import Any, TypeVar
 
 import anyio
 
+from downloader.core.leases import LeaseBook
 from downloader.core.model import Batch, FigureKey, ImageJob, Kind, PatentKey, Status
 from downloader.machine import state_error
 from downloader.state import sqlite_schema as schema
 from downloader.state.base import (
     Claim,
+    Held,
     IngestCounts,
     PatentRow,
     RunRecord,
@@ -52,9 +54,12 @@ from downloader.state.base import (
 )
 from downloader.state.transitions import (
     ALLOWED_FROM,
+    Fence,
+    fence_of,
+    fenced_statement,
+    refused,
     settle_patent,
     settles_patent,
-    statement_for,
     transition_allowed,
 )
 
@@ -88,6 +93,7 @@ class SqliteStore:
         self._conn = connect(path, durable=durable)
         self._reader = connect(path) if str(path) != ":memory:" else self._conn
         self._limiter = anyio.CapacityLimiter(1)
+        self._leases = LeaseBook()
 
     @classmethod
     async def open(cls, path: Path | str, *, durable: bool = False) -> SqliteStore:
@@ -203,20 +209,27 @@ class SqliteStore:
 
     async def claim(self, run_id: int, worker: str, *, limit: int, usable_after: float, lease: float) -> Claim:
         """Reusable URLs first (free to download), else one batch of keys of one kind to ask."""
-        return await self._run(self._claim, run_id, worker, limit, usable_after, lease)
+        sent = time.monotonic()
+        claim = await self._run(self._claim, run_id, worker, limit, usable_after, lease)
+        if not claim.empty:
+            self._leases.claimed(claim.lease, sent, lease)
+        return claim
 
     def _claim(self, run_id: int, worker: str, limit: int, usable_after: float, lease: float) -> Claim:
         now = time.time()
         args = {"run": run_id, "worker": worker, "limit": limit, "usable": usable_after, "now": now,
                 "until": now + lease}
         with self._transaction():
+            args["gen"] = gen = int(self._conn.execute(
+                "UPDATE meta SET value=CAST(value AS INTEGER)+1 WHERE key='lease_generation' RETURNING value"
+            ).fetchone()[0])
             drawings = self._claim_drawings({**args, "limit": max(limit, _DRAWINGS_A_CLAIM)})
             if drawings:
                 return Claim(to_download=drawings)
             jobs = self._claim_rows(f"status='resolved' AND expires_at>:usable AND {_DUE}", args,
                                     "seq, kind, key, pn, num, url, expires_at")
             if jobs:
-                return Claim(to_download=tuple(ImageJob(PatentKey(Kind(k), v), pn, num, url, exp)
+                return Claim(to_download=tuple(ImageJob(PatentKey(Kind(k), v), pn, num, url, exp, lease=gen)
                                                for _, k, v, pn, num, url, exp in jobs))
             for condition in (f"status='pending' AND {_DUE}", f"status='resolved' AND expires_at<=:usable AND {_DUE}"):
                 first = self._conn.execute(f"SELECT kind FROM patents WHERE seen_run=:run AND {condition} AND {_FREE} "
@@ -225,7 +238,7 @@ class SqliteStore:
                     # A key paid for before whose URL expired unused (counted or not yet) is a repeat.
                     rows = self._claim_rows(f"{condition} AND kind=:kind", {**args, "kind": first[0]},
                                             "seq, key, expiries>0 OR status='resolved'")
-                    return Claim(to_ask=Batch(Kind(first[0]), tuple(key for _, key, _ in rows)),
+                    return Claim(to_ask=Batch(Kind(first[0]), tuple(key for _, key, _ in rows), gen),
                                  repeats=tuple(key for _, key, repeat in rows if repeat))
             return self._nothing_free(args)
 
@@ -233,17 +246,19 @@ class SqliteStore:
         """Listed drawings of this run nobody holds (their asker died or stopped): download them, no call.
         One whose URL is too close to expiry comes back from the fetcher as expired: its patent is asked again."""
         rows = self._conn.execute(
-            "UPDATE drawings SET claimed_by=:worker, lease_until=:until WHERE rowid IN (SELECT d.rowid FROM drawings d "
+            "UPDATE drawings SET claimed_by=:worker, lease_until=:until, lease_gen=:gen WHERE rowid IN "
+            "(SELECT d.rowid FROM drawings d "
             "JOIN patents p ON p.kind=d.kind AND p.key=d.key WHERE d.status='resolved' AND p.seen_run=:run "
             "AND (d.claimed_by IS NULL OR d.lease_until < :now) AND (d.retry_at IS NULL OR d.retry_at<=:now) "
             "LIMIT :limit) RETURNING kind, key, figure, pn, num, url, expires_at", args).fetchall()
-        return tuple(ImageJob(FigureKey(Kind(k), v, figure), pn, num, url, exp)
+        return tuple(ImageJob(FigureKey(Kind(k), v, figure), pn, num, url, exp, lease=args["gen"])
                      for k, v, figure, pn, num, url, exp in sorted(rows))
 
     def _claim_rows(self, condition: str, args: dict[str, Any], columns: str) -> list[Any]:
         rows = self._conn.execute(
-            f"UPDATE patents SET claimed_by=:worker, lease_until=:until WHERE seq IN (SELECT seq FROM patents "
-            f"WHERE seen_run=:run AND {condition} AND {_FREE} ORDER BY seq LIMIT :limit) RETURNING {columns}",
+            "UPDATE patents SET claimed_by=:worker, lease_until=:until, lease_gen=:gen WHERE seq IN "
+            f"(SELECT seq FROM patents WHERE seen_run=:run AND {condition} AND {_FREE} ORDER BY seq LIMIT :limit) "
+            f"RETURNING {columns}",
             args).fetchall()
         return sorted(rows)
 
@@ -260,9 +275,28 @@ class SqliteStore:
         return Claim(waiting=int(waiting) + int(held), deferred=int(deferred) + int(later), next_retry=soonest)
 
     async def renew(self, worker: str, lease: float) -> None:
-        """Extend the lease on every key `worker` holds."""
-        await self._run(self._write_both, "UPDATE {} SET lease_until=? WHERE claimed_by=?",
-                        (time.time() + lease, worker))
+        """Extend the lease on the keys `worker` holds under claims still live (not run out)."""
+        sent = time.monotonic()
+        asked = self._leases.live(sent)
+        if asked:
+            extended = await self._run(self._renew, worker, lease, asked)
+            self._leases.renewed(asked, extended, sent, lease)
+
+    def _renew(self, worker: str, lease: float, generations: list[int]) -> set[int]:
+        now = time.time()
+        marks = ",".join("?" * len(generations))
+        extended: set[int] = set()
+        with self._transaction():
+            for table in ("patents", "drawings"):
+                rows = self._conn.execute(f"UPDATE {table} SET lease_until=? WHERE claimed_by=? AND lease_until>=? "
+                                          f"AND lease_gen IN ({marks}) RETURNING lease_gen",
+                                          (now + lease, worker, now, *generations)).fetchall()
+                extended.update(gen for gen, in rows)
+        return extended
+
+    def holds(self, lease: int) -> bool:
+        """Whether the claim of generation `lease` is still provably this process's."""
+        return self._leases.holds(lease, time.monotonic())
 
     async def release(self, worker: str | None) -> None:
         """Give back every key `worker` (None: anyone) still holds."""
@@ -283,27 +317,43 @@ class SqliteStore:
             for table in ("patents", "drawings"):
                 self._conn.execute(sql.format(table), params)
 
-    async def apply(self, events: Sequence[StateEvent]) -> None:
-        """Write a batch of results in one transaction, in order (one executemany per run of alike events)."""
-        if events:
-            await self._run(self._apply, events)
+    async def apply(self, events: Sequence[StateEvent | Held]) -> list[Held]:
+        """Write a batch of results in one transaction, in order (one executemany per run of alike events);
+        the Held ones whose key another claim took since are refused and returned."""
+        if not events:
+            return []
+        lost = await self._run(self._apply, events)
+        self._leases.lost({w.lease for w in lost})
+        return lost
 
-    def _apply(self, events: Sequence[StateEvent]) -> None:
+    def _apply(self, events: Sequence[StateEvent | Held]) -> list[Held]:
         now = time.time()
         grouped: list[tuple[str, list[tuple[Any, ...]]]] = []
         patents: dict[tuple[Any, ...], None] = {}  # whose drawings settled: the patent may settle too
         for event in events:
-            sql, params = statement_for(event, "?", now)
+            sql, params = fenced_statement(event, "?", now)
             if not grouped or grouped[-1][0] != sql:
                 grouped.append((sql, []))
             grouped[-1][1].append(params)
-            if settles_patent(event):
-                patents[(now, event.key.kind.value, event.key.value)] = None
+            plain = event.event if isinstance(event, Held) else event
+            if settles_patent(plain):
+                patents[(now, plain.key.kind.value, plain.key.value)] = None
+        written = 0
         with self._transaction():
             for sql, rows in grouped:
-                self._conn.executemany(sql, rows)
+                written += self._conn.executemany(sql, rows).rowcount
             if patents:
                 self._conn.executemany(settle_patent("?"), list(patents))
+            if written == len(events):
+                return []
+            return refused(events, self._generations(events))
+
+    def _generations(self, events: Sequence[StateEvent | Held]) -> dict[Fence, int]:
+        """The current generation of each held write's row (the rare path: some write did not apply)."""
+        fences = {fence_of(w) for w in events if isinstance(w, Held)}
+        return {fence: gen for fence in fences for gen, in self._conn.execute(
+            f"SELECT lease_gen FROM {fence[0]} WHERE kind=? AND key=?" + (" AND figure=?" if fence[3] else ""),
+            fence[1:] if fence[3] else fence[1:3])}
 
     # --- reading ------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from downloader.core.errors import StateError
 from downloader.core.model import PatentKey
 from downloader.machine import state_error
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _BASE = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -68,6 +68,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "lease_until REAL, retry_at REAL, expiries INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (kind, key, figure))",
         "CREATE INDEX IF NOT EXISTS drawings_waiting ON drawings (status) WHERE status='resolved'",
         "CREATE INDEX IF NOT EXISTS drawings_claims ON drawings (claimed_by) WHERE claimed_by IS NOT NULL",
+    ),
+    4: (
+        # Lease fencing: each claim's generation on its keys; results are written only under it.
+        "ALTER TABLE patents ADD COLUMN lease_gen INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE drawings ADD COLUMN lease_gen INTEGER NOT NULL DEFAULT 0",
+        "INSERT OR IGNORE INTO meta VALUES ('lease_generation', '0')",
     ),
 }
 

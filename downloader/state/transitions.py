@@ -3,10 +3,16 @@
 Pure: both stores build their statements here (only the placeholder differs), so their
 transitions cannot drift apart. A result whose guard does not match is ignored: a late or
 repeated event never undoes progress.
+
+Fencing: a result written under a claim (`Held`) also names the claim's generation, and its UPDATE
+matches only while the key's `lease_gen` is still that generation. A worker whose lease lapsed
+(cut off from the database, paused) and whose keys another worker claimed since writes nothing:
+the store counts such results as refused (`refused` tells them from late events).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from downloader.core.model import (
@@ -21,7 +27,7 @@ from downloader.core.model import (
     Status,
     UrlExpired,
 )
-from downloader.state.base import StateEvent
+from downloader.state.base import Held, StateEvent
 
 # Which statuses each new status may be reached from (UrlExpired leads back to pending; Deferred
 # changes no status: it only sets `retry_at`, so a resolved key keeps its URL for a later download).
@@ -53,10 +59,39 @@ def statement_for(event: StateEvent, mark: str, now: float) -> tuple[str, tuple[
     return sql, (*params, now, event.key.kind.value, event.key.value)
 
 
+def fenced_statement(write: StateEvent | Held, mark: str, now: float) -> tuple[str, tuple[Any, ...]]:
+    """`statement_for`, and for a Held write the fence: its row (or, for a drawing being listed, its
+    patent's row) must still have the write's generation. The generation is the last parameter."""
+    if not isinstance(write, Held):
+        return statement_for(write, mark, now)
+    sql, params = statement_for(write.event, mark, now)
+    if sql.startswith("INSERT"):  # a listed drawing, inserted from its patent's row: fenced there
+        sql = sql.replace(" ON CONFLICT", f" AND p.lease_gen={mark} ON CONFLICT", 1)
+    else:
+        sql = f"{sql} AND lease_gen={mark}"
+    return sql, (*params, write.lease)
+
+
+Fence = tuple[str, str, str, int]  # table, kind, key, figure (0 for a patent's row)
+
+
+def fence_of(write: Held) -> Fence:
+    """The row whose generation decides whether `write` applies."""
+    event, key = write.event, write.event.key
+    if isinstance(key, FigureKey) and not isinstance(event, Resolved):
+        return "drawings", key.kind.value, key.value, key.figure
+    return "patents", key.kind.value, key.value, 0
+
+
+def refused(writes: Sequence[StateEvent | Held], current: dict[Fence, int]) -> list[Held]:
+    """The held writes whose row now has another generation (`current`: fence → lease_gen)."""
+    return [w for w in writes if isinstance(w, Held) and current.get(fence_of(w), w.lease) != w.lease]
+
+
 def update_for(event: StateEvent, mark: str) -> tuple[str, tuple[Any, ...]]:
     """The guarded UPDATE of a patent's row for one event, with `mark` as placeholder ('?' or '%s').
 
-    Its trailing parameters, appended by the caller, are updated_at, kind, key.
+    Its trailing parameters, appended by the caller, are updated_at, kind, key (`fenced_update` does).
     """
     def guarded(new: Status | None, assignments: str, allowed: tuple[Status, ...] = ()) -> str:
         """The UPDATE of one key, allowed only from the statuses `allowed` (by default those that may
@@ -112,22 +147,22 @@ def drawing_update(event: StateEvent, key: FigureKey, mark: str, now: float) -> 
     match event:
         case Resolved(_, _, _, num, url, expires_at, _, image_type):
             return (f"INSERT INTO drawings (kind, key, figure, pn, num, url, expires_at, image_type, status, "
-                    f"claimed_by, lease_until, updated_at) SELECT p.kind, p.key, {m}, p.pn, {m}, {m}, {m}, {m}, "
-                    f"'resolved', p.claimed_by, p.lease_until, {m} FROM patents p WHERE p.kind={m} AND p.key={m} "
-                    "ON CONFLICT (kind, key, figure) DO UPDATE SET pn=excluded.pn, num=excluded.num, url=excluded.url, "
-                    "expires_at=excluded.expires_at, image_type=excluded.image_type, status='resolved', error=NULL, "
-                    "retry_at=NULL, claimed_by=excluded.claimed_by, lease_until=excluded.lease_until, "
-                    "updated_at=excluded.updated_at WHERE drawings.status IN ('pending','resolved','failed')",
+                    f"claimed_by, lease_until, lease_gen, updated_at) SELECT p.kind, p.key, {m}, p.pn, {m}, {m}, {m}, "
+                    f"{m}, 'resolved', p.claimed_by, p.lease_until, p.lease_gen, {m} FROM patents p WHERE p.kind={m} "
+                    f"AND p.key={m} ON CONFLICT (kind, key, figure) DO UPDATE SET pn=excluded.pn, num=excluded.num, "
+                    "url=excluded.url, expires_at=excluded.expires_at, image_type=excluded.image_type, "
+                    "status='resolved', error=NULL, retry_at=NULL, claimed_by=excluded.claimed_by, "
+                    "lease_until=excluded.lease_until, lease_gen=excluded.lease_gen, updated_at=excluded.updated_at "
+                    "WHERE drawings.status IN ('pending','resolved','failed')",
                     (key.figure, num, url, expires_at, image_type, now, key.kind.value, key.value))
         case Downloaded(_, local_file, size, sha):
             return _drawing(f"status='downloaded', local_file={m}, bytes={m}, sha256={m}, error=NULL, {_RELEASE}",
                             ("resolved",), m), (local_file, size, sha, *where)
-        case UrlExpired(_, reason):  # the patent is asked again (SETTLE_PATENT) for fresh URLs
-            gave_up = f"expiries+1>={MAX_EXPIRIES}"
-            return _drawing(f"status=CASE WHEN {gave_up} THEN 'failed' ELSE 'pending' END, url=NULL, "
-                            f"expires_at=NULL, expiries=expiries+1, error=CASE WHEN {gave_up} THEN 'UrlExpiredError: "
-                            f"the URL expired before the download {MAX_EXPIRIES} times' ELSE {m} END, {_RELEASE}",
-                            ("resolved",), m), (reason, *where)
+        case UrlExpired(_, reason, retry_at):  # the patent is asked again (SETTLE_PATENT) for fresh URLs
+            often = f"expiries+1>={MAX_EXPIRIES}"  # ... not before retry_at, when it happened often
+            return _drawing(f"status='pending', url=NULL, expires_at=NULL, expiries=expiries+1, error={m}, "
+                            f"retry_at=CASE WHEN {often} THEN {m} ELSE NULL END, {_RELEASE}",
+                            ("resolved",), m), (reason, retry_at, *where)
         case Failed(_, error):
             return _drawing(f"status='failed', error={m}, {_RELEASE}", ("resolved", "pending"), m), (error, *where)
         case Deferred(_, error, retry_at):
@@ -147,12 +182,14 @@ def settles_patent(event: StateEvent) -> bool:
 
 def settle_patent(mark: str) -> str:
     """A listed patent none of whose drawings waits for a download any more: pending again when a
-    URL expired (asked again: one call, fresh URLs), else failed if a drawing failed, else downloaded.
+    URL expired (asked again: one call, fresh URLs; not before a drawing's retry_at, set when its URLs
+    expired often), else failed if a drawing failed, else downloaded.
     Parameters: updated_at, kind, key."""
     m = mark
     left = "FROM drawings d WHERE d.kind=patents.kind AND d.key=patents.key AND d.status="
     return (f"UPDATE patents SET status=CASE WHEN EXISTS (SELECT 1 {left}'pending') THEN 'pending' "
             f"WHEN EXISTS (SELECT 1 {left}'failed') THEN 'failed' ELSE 'downloaded' END, "
-            f"error=(SELECT MIN(d.error) {left}'failed'), {_RELEASE}, updated_at={m} "
+            f"error=(SELECT MIN(d.error) {left}'failed'), retry_at=(SELECT MAX(d.retry_at) {left}'pending'), "
+            f"{_RELEASE}, updated_at={m} "
             f"WHERE kind={m} AND key={m} AND status='resolved' AND figures IS NOT NULL "
             f"AND NOT EXISTS (SELECT 1 {left}'resolved')")

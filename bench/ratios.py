@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import apibound
 from modes import IMAGE_MODES, MODES
 from report import Row
 
@@ -90,7 +91,13 @@ def targets(b: Bench) -> list[Target]:
             t, r = tmpfs[tool], tmpfs[bare]
             found.append(Target(f"tmpfs: CPU per image, {tool} ÷ {bare}", t.cpu_ms_per_image / r.cpu_ms_per_image,
                                 1.3, True, f"{t.cpu_ms_per_image:.3f} ÷ {r.cpu_ms_per_image:.3f} ms"))
-    return found + _scale_targets(b)
+    return found + _scale_targets(b) + _api_targets(b)
+
+
+def _api_targets(b: Bench) -> list[Target]:
+    """The api mode (issue 19): each run's sustained share of --rate, and its busiest second against ⌊R⌋."""
+    return [Target(name, ratio, goal, at_most, measured)
+            for name, ratio, goal, at_most, measured in apibound.targets(b.data.get("api", {}))]
 
 
 def _latency_targets(b: Bench, mode: str, share: float, best_peer: float | None = None) -> list[Target]:
@@ -214,9 +221,10 @@ def _method(b: Bench, skipped: str) -> str:
         "on this machine, and in disk mode the kernel's writeback threads). "
         f"{'One run per cell' if b.args.repeat == 1 else _rounds(b.args.repeat)}; "
         "2 cores shared by client, nginx (and the simulator for the tool).",
-        "- Tool rows: `patent-images` is the default (one worker per core, capped at one per 5,000 unsettled keys; "
-        "uvloop when installed, see the machine table), its `--download-concurrency` the mode's in-flight count "
-        "divided by its workers (2 × 32 = 64), so that every client has the same downloads in flight; "
+        "- Tool rows: `patent-images` is the default (one process, which adds a helper only while its event loop "
+        "is CPU-bound, up to one per core and one per 5,000 unsettled keys; uvloop when installed, see the machine "
+        "table), its first process given the mode's whole in-flight count; `--workers 2` is the default before "
+        "issue 19 on these 2 cores (two processes from the start, each with half the in-flight count); "
         "`--workers 1` is one process; `asyncio loop` sets "
         "`PATENT_IMAGES_LOOP=asyncio`; `--io threads` writes each image in one worker-thread hop (the path taken "
         "on NFS/SMB/FUSE folders). `bare aiohttp + uvloop` is the bare loop on uvloop's event loop.",

@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import apibound
 import ratios
 from corpus import Corpus, build_corpus, mixed_list, no_image_numbers, write_csv
 from install import ensure_debian_tools, ensure_img2dataset
@@ -35,16 +36,13 @@ from report import Row, image_table, machine_facts, package_revision, write_resu
 from spy import ensure_py_spy, profile_markdown, spy_prefix, summarise
 from tool import DEFAULT, Simulator, Variant, run_tool, tool_command, variants, verify_manifest
 
-from downloader.core.settings import Settings
-from downloader.workers import default_workers
-
 BENCH = Path(__file__).resolve().parent
 WORK = BENCH / "work"
 RESULTS = BENCH / "results"
 SHM = Path("/dev/shm/patent-images-bench")
 SPY_RATE = 200  # samples/s
 PROFILED = Variant(workers=1, loop="asyncio")  # one process; asyncio's loop shows as Python frames
-ALL_MODES = (*IMAGE_MODES, "meta", "scale", "profile")
+ALL_MODES = (*IMAGE_MODES, "meta", "api", "issue19", "scale", "profile")
 DEFAULT_MODES = (*IMAGE_MODES, "meta")
 QUICK_MODES = ("disk", "tmpfs", "lat30", "meta")
 
@@ -171,7 +169,9 @@ def run_tool_images(b: Bench, mode: Mode, base: str, variant: Variant = DEFAULT,
     out = fresh_dir(out_root(mode) / f"{mode.name}-tool")
     # --download-concurrency is per worker: the mode's in-flight total is split across the workers, so that
     # every client of a mode has the same downloads in flight (the latency bounds assume it).
-    workers = variant.workers or default_workers(Settings(), len(images))
+    # The default starts one process and adds helpers only while it is CPU-bound (when in-flight downloads no
+    # longer decide the speed): its first process gets the whole count.
+    workers = variant.workers or 1
     per_worker = max(1, mode.concurrency // workers)
     with simulator(base, mode.name) as sim:
         cmd = tool_command(csv_path, out, sim.base_url, API_RATE, 4, per_worker, variant)
@@ -343,6 +343,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds per image mode (every client once per round); rows show the medians")
     parser.add_argument("--no-img2dataset", action="store_true", help="skip the img2dataset peer")
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help="issue19 mode: an export of an older tree to measure beside this one")
     parser.add_argument("--clients", default="", metavar="REGEX",
                         help="image modes: only the clients whose name matches (a custom run)")
     args = parser.parse_args()
@@ -364,6 +366,10 @@ def run_modes(b: Bench) -> None:
             run_image_mode(b, MODES[name])
         elif name == "meta":
             run_meta(b)
+        elif name == "api":
+            apibound.run_api(b)
+        elif name == "issue19":
+            apibound.run_issue19(b, b.args.before)
         elif name == "scale":
             run_scale(b)
         elif name == "profile":

@@ -100,6 +100,7 @@ def variants(disk: bool, uvloop: bool) -> list[Variant]:
     installed) and on asyncio's, and in the disk mode --io threads (the path for NFS/SMB/FUSE folders)."""
     loops = ("auto", "asyncio") if uvloop else ("auto",)
     found = [Variant(workers, loop) for loop in loops for workers in (None, 1)]
+    found.append(Variant(2, loops[0]))  # the default before issue 19 on 2 cores: two processes from the start
     if disk:
         found.append(Variant(None, loops[0], "threads"))
     return found

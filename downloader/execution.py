@@ -31,6 +31,7 @@ import anyio
 from anyio.abc import Process
 
 from downloader import machine
+from downloader.core.busy import BusyWatch
 from downloader.core.errors import (
     DownloaderError,
     FatalError,
@@ -54,7 +55,7 @@ from downloader.state.base import StateStore
 from downloader.state.lock import DirLock
 from downloader.state.sqlite import STATE_FILE
 from downloader.wiring import http_clients
-from downloader.workers import default_workers, helpers, stop_helpers
+from downloader.workers import KEYS_PER_WORKER, Helpers, default_workers, helpers, loop_demand, stop_helpers
 
 _INTERRUPTED = "interrupted; state and manifest are saved, run the same command to continue"
 _ORPHANED = "the parent process is gone"
@@ -169,18 +170,34 @@ class Execution:
 
     async def _work(self, sink: ImageSink, store: StateStore, run_id: int, counts: Mapping[str, int]) -> None:
         """The pipeline of this process, with the helper processes --workers asks for beside it."""
-        extra = default_workers(self.settings, counts.get("pending", 0) + counts.get("resolved", 0)) - 1
-        async with helpers(extra, self.out, self.settings, run_id) as procs:
-            self.helpers = procs
+        most = default_workers(self.settings, counts.get("pending", 0) + counts.get("resolved", 0)) - 1
+        first = most if self.settings.workers is not None else 0  # by default, helpers only when busy
+        async with helpers(first, self.out, self.settings, run_id) as group:
+            self.helpers = procs = group.procs
             async with anyio.create_task_group() as tg:
-                if procs:
+                if most:
                     tg.start_soon(self._relay_progress, store, run_id)
+                if most > first:
+                    tg.start_soon(self._help_when_busy, group, most, store, run_id)
                 try:
                     await self._execute(sink, store, run_id, counts)  # counted above: not again
                 finally:
                     if self.interrupted or self.result.stopped or self.fatal is not None:
                         stop_helpers(procs)
                     tg.cancel_scope.cancel()
+
+    async def _help_when_busy(self, group: Helpers, most: int, store: StateStore, run_id: int) -> None:
+        """Start a helper each time this process's event loop is CPU-bound for a few seconds (core/busy.py),
+        up to `most`, while enough work is left for one."""
+        watch = BusyWatch()
+        while len(group.procs) < most:
+            await anyio.sleep(0.5)
+            if not watch.sample(time.monotonic(), loop_demand()) or self.interrupted:
+                continue
+            counts = await store.counts(run_id)
+            if counts.get("pending", 0) + counts.get("resolved", 0) >= KEYS_PER_WORKER:
+                await group.start()
+                self.events(Notice("workers", f"this process is CPU-bound: helper {len(group.procs)} started"))
 
     async def _ingest(self, sink: ImageSink, store: StateStore, run_id: int, draft: dict[str, Any]) -> None:
         rejects = RejectsWriter(sink)

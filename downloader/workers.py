@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -33,32 +34,55 @@ KEYS_PER_WORKER = 5000  # below this much work, another process costs more than 
 
 
 def default_workers(settings: Settings, unsettled: int) -> int:
-    """--workers, else the number of cores (capped), but never more processes than the work needs."""
+    """--workers, else the number of cores (capped), but never more processes than the work needs (by
+    default, helpers up to this count are started only while the first process is CPU-bound)."""
     if settings.workers is not None:
         return settings.workers
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cores, MAX_DEFAULT_WORKERS, unsettled // KEYS_PER_WORKER))
 
 
-@asynccontextmanager
-async def helpers(count: int, out: str, settings: Settings, run_id: int) -> AsyncIterator[list[Process]]:
-    """Start `count` helper workers for run `run_id`; on exit, wait for them (forwarding a stop)."""
-    procs: list[Process] = []
-    payload = json.dumps({"out": out, "run_id": run_id, "settings": asdict(settings),
-                          "use_uvloop": _running_on_uvloop()}).encode()
-    try:
+class Helpers:
+    """The helper workers of a run: started at once (--workers N) or one by one (`start`)."""
+
+    def __init__(self, out: str, settings: Settings, run_id: int) -> None:
+        self.procs: list[Process] = []
+        self._payload = json.dumps({"out": out, "run_id": run_id, "settings": asdict(settings),
+                                    "use_uvloop": _running_on_uvloop()}).encode()
+
+    async def start(self, count: int = 1) -> None:
+        """Start `count` more helpers (the settings reach each on its stdin)."""
         for _ in range(count):
             proc = await anyio.open_process([sys.executable, "-m", HELPER_MODULE], stdin=subprocess.PIPE,
                                             stdout=None, stderr=None)
-            procs.append(proc)
+            self.procs.append(proc)
             assert proc.stdin is not None
-            await proc.stdin.send(payload)
+            await proc.stdin.send(self._payload)
             await proc.stdin.aclose()
-        yield procs
+
+
+@asynccontextmanager
+async def helpers(count: int, out: str, settings: Settings, run_id: int) -> AsyncIterator[Helpers]:
+    """Start `count` helper workers for run `run_id` (more may be started later); on exit, wait for them."""
+    group = Helpers(out, settings, run_id)
+    try:
+        await group.start(count)
+        yield group
     finally:
         with anyio.CancelScope(shield=True):
-            for proc in procs:
+            for proc in group.procs:
                 await proc.wait()
+
+
+def loop_demand() -> float:
+    """Seconds the calling thread (the event loop's) ran or was runnable, so far (see core/busy.py);
+    where the kernel does not say, its CPU time alone."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            ran, waited = f.read().split()[:2]
+        return (int(ran) + int(waited)) / 1e9
+    except (OSError, ValueError):
+        return time.thread_time()
 
 
 def stop_helpers(procs: list[Process]) -> None:

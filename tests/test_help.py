@@ -84,7 +84,7 @@ def test_every_default_is_the_one_the_help_names(command):
         assert "default" in text and f"{shown})" in text, (action.option_strings, text)
     assert parser.get_default("rate") == (20.0 if command == "demo" else 5.0)
     workers = next(a for a in parser._actions if a.dest == "workers")
-    assert "default: one per 5,000 patents" in (workers.help or "")
+    assert "another each time the first is CPU-bound" in (workers.help or "")
 
 
 @pytest.mark.parametrize("command", ["run", "demo"])

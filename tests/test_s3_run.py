@@ -1,22 +1,24 @@
 """Whole jobs with `--out s3://bucket/prefix`, on moto and on SeaweedFS: the simulator's images end up as
-verified objects; a 503 SlowDown storm loses nothing; a missing bucket or refused access stops at once (exit 3)."""
+verified objects; a kill -9 leaves no partial object and no incomplete upload; a 503 SlowDown storm loses
+nothing; a missing bucket or refused access stops at once (exit 3)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from downloader.simulator import Simulator
+from downloader.simulator import Simulator, SimulatorConfig
 from tests.s3_proxy import S3Proxy
 
 from .s3_server import ACCESS_KEY, READER_KEY, READER_SECRET, SECRET_KEY, Bucket, MotoServer
-from .support import cli_args, numbers, run, run_cli, sha256, write_csv
+from .support import Cli, cli_args, numbers, run, run_cli, sha256, write_csv
 
 pytestmark = pytest.mark.slow
 
@@ -87,6 +89,36 @@ def test_a_slowdown_storm_during_a_run_loses_nothing_and_charges_nothing_twice(
     assert threaded_simulator.counters.charged == summary["charged"] <= 200
     rows = _check_objects(seaweed_bucket, "stormy", threaded_simulator, summary)
     assert len(rows) == 200
+
+
+def test_a_run_killed_midway_leaves_no_incomplete_upload_and_the_rerun_finishes(
+        tmp_path: Path, threaded_simulator: Simulator, sim_config: SimulatorConfig, seaweed_bucket: Bucket) -> None:
+    """kill -9 of `run` while it stores images in SeaweedFS: no incomplete multipart upload (images are single
+    PUTs), every object there is whole (its bytes match its sha256 metadata); the rerun exits 0, all right."""
+    sim_config.cdn_latency = 0.01  # downloads take a few seconds: room for the kill among them
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    source = write_csv(tmp_path / "in.csv", numbers(400))
+    args = cli_args(threaded_simulator, [source], tmp_path / "unused", "--s3-endpoint-url",
+                    seaweed_bucket.server.endpoint)
+    args[args.index("--out") + 1] = f"s3://{seaweed_bucket.name}/killed"
+    with Cli(args, tmp_path / "killed.log", env=env) as cli:
+        cli.when(lambda: len(seaweed_bucket.keys()) >= 40)
+        cli.proc.send_signal(signal.SIGKILL)
+        cli.proc.wait(timeout=30)
+    assert seaweed_bucket.incomplete_uploads() == []
+    stored = {key for key in seaweed_bucket.keys() if key.startswith("killed/images/")}
+    assert "killed/manifest.csv" not in seaweed_bucket.keys() and len(stored) >= 30
+    for key in stored:
+        data = seaweed_bucket.client.get_object(Bucket=seaweed_bucket.name, Key=key)["Body"].read()
+        meta = seaweed_bucket.client.head_object(Bucket=seaweed_bucket.name, Key=key)["Metadata"]
+        assert sha256(data) == meta["sha256"], key
+
+    done = run_cli(*args, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = {"by_status": {"downloaded": sum(1 for r in _manifest(seaweed_bucket, "killed")
+                                               if r["status"] == "downloaded")}}
+    assert len(_check_objects(seaweed_bucket, "killed", threaded_simulator, summary)) == 400
+    assert seaweed_bucket.incomplete_uploads() == []
 
 
 def _storm_once_images_flow(proxy: S3Proxy, done: threading.Event) -> None:

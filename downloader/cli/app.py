@@ -112,8 +112,8 @@ def _add_common(p: argparse.ArgumentParser, rate: float = 5.0) -> None:
     p.add_argument("--rate", type=float, default=rate, metavar="R",
                    help=f"API requests per second, account-wide (default {rate:g})")
     p.add_argument("--api-concurrency", type=int, default=4, metavar="N", help="API requests in flight (default 4)")
-    p.add_argument("--download-concurrency", type=int, default=32, metavar="N",
-                   help="image downloads in flight (default 32)")
+    p.add_argument("--download-concurrency", type=int, default=64, metavar="N",
+                   help="image downloads in flight, per worker process (default 64)")
     p.add_argument("--batch-size", type=int, default=100, metavar="N",
                    help="patents per API request, 1..100 (default 100)")
     p.add_argument("--drawings", choices=("abstract", "all"), default=_env("PATENT_IMAGES_DRAWINGS") or "abstract",
@@ -152,8 +152,9 @@ def _add_common(p: argparse.ArgumentParser, rate: float = 5.0) -> None:
                    help="where the state lives: default DIR/state.sqlite; postgresql://user@host:port/db for a "
                         "store shared by several workers (env PATENT_IMAGES_STATE)")
     p.add_argument("--workers", type=int, metavar="N",
-                   help="processes on this machine that share the job (default: one per 5,000 patents left to "
-                        "do, at most the number of cores and 8)")
+                   help="processes on this machine that share the job (default: one, and another each time "
+                        "the first is CPU-bound for a few seconds, up to one per 5,000 patents left to do, the "
+                        "number of cores and 8)")
     p.add_argument("--lease", type=float, default=60.0, metavar="SECONDS",
                    help="how long a worker's claim on a batch lives without renewal; a dead worker's keys are "
                         "taken over after it (default 60)")

@@ -26,7 +26,7 @@ class Settings:
     client_secret: str | None = field(default=None, repr=False)
     rate: float = 5.0
     api_concurrency: int = 4
-    download_concurrency: int = 32
+    download_concurrency: int = 64  # per worker process: one, by default, unless it is CPU-bound
     batch_size: int = 100
     retries: int = 5
     retry_failed: bool = False

@@ -21,6 +21,7 @@ process's next call to it (see `core/pacing.py`).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -59,13 +60,14 @@ class Ticket:
     report: bool
     probe: bool = False
     deadline: float = float("inf")
+    allowed: bool = field(default=False, repr=False)  # its write was let go
     written: float | None = field(default=None, repr=False)  # the store time it was written, at most
     _gate: ApiGate | None = field(default=None, repr=False)
 
     def writing(self) -> None:
-        """Called just before the request's bytes go out: let it go, or raise SlotMissed."""
-        if self._gate is not None:
-            self.written = self._gate.writing(self)
+        """Called just before the request's bytes go out: let them go, or raise SlotMissed."""
+        if self._gate is not None and not self.allowed:
+            self._gate.writing(self)
 
 
 def trace_config() -> aiohttp.TraceConfig:
@@ -89,7 +91,7 @@ async def _on_headers(session: aiohttp.ClientSession, context: SimpleNamespace,
 async def _on_chunk(session: aiohttp.ClientSession, context: SimpleNamespace,
                     params: aiohttp.TraceRequestChunkSentParams) -> None:
     ticket = getattr(context, "trace_request_ctx", None)
-    if isinstance(ticket, Ticket) and ticket.written is None:
+    if isinstance(ticket, Ticket):
         ticket.writing()
 
 
@@ -140,8 +142,10 @@ class ApiGate:
             self._sent[:0] = sent
             raise
 
-    def writing(self, ticket: Ticket) -> float:
-        """The request of `ticket` is being written now: the latest store time that is, or SlotMissed."""
+    def writing(self, ticket: Ticket) -> None:
+        """The request of `ticket` is about to be written: SlotMissed when its slot's guard has passed.
+        When it was written is read once the write is done (the next turn of the loop): a process
+        paused between this check and the write then reports its real, later time."""
         now = self._now()
         if now > ticket.deadline:
             late = now - ticket.deadline
@@ -151,9 +155,12 @@ class ApiGate:
             self._missing = anyio.Event()
             ticket.deadline = float("-inf")  # a retried write (a new connection) is no better
             raise SlotMissed(f"the request could not be written until {late:.3f} s after its slot's guard")
-        written = self._clock.latest(now)
-        self._sent.append((ticket.slot, written))
-        return written
+        ticket.allowed = True
+        asyncio.get_running_loop().call_soon(self._written, ticket)
+
+    def _written(self, ticket: Ticket) -> None:
+        ticket.written = self._clock.latest(self._now())
+        self._sent.append((ticket.slot, ticket.written))
 
     async def acquire(self, holder: str | None = None) -> Ticket:
         """Wait for this request's slot (a probe's, while throttled); raise the run's verdict if there is one."""

@@ -180,6 +180,8 @@ class Counters:
         """Counters as JSON; `asks` in full only when it has at most `max_asks` keys."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("asks", "api_times")}
         out["busiest_second"] = self.busiest_second()
+        out["api_first_at"] = min(self.api_times, default=None)  # the sustained rate is over this span
+        out["api_last_at"] = max(self.api_times, default=None)
         out["asks_distinct"] = len(self.asks)
         out["asks_repeated"] = sum(1 for n in self.asks.values() if n > 1)
         if len(self.asks) <= max_asks:

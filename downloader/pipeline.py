@@ -433,8 +433,8 @@ class Pipeline:
         every = max(0.2, min(self.config.lease / 3, 5.0))
         while True:
             try:
+                await self.store.renew(self.worker, self.config.lease)  # first: a late renewal may lose claims
                 await self.store.heartbeat(self.run_id, self.worker, self.info(self.so_far()), self.config.lease)
-                await self.store.renew(self.worker, self.config.lease)
             except FatalError as err:  # the store's disk is full or gone
                 await self._fatal(err)
                 return

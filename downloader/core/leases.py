@@ -54,5 +54,13 @@ class LeaseBook:
             self._until.pop(generation, None)
 
     def holds(self, generation: int, now: float) -> bool:
-        """Whether the claim `generation` is still provably this worker's at `now`."""
-        return self._until.get(generation, -1.0) > now
+        """Whether the claim `generation` is still provably this worker's at `now`.
+
+        Once not, never again: a renewal that was sent before the claim lapsed and answered after it
+        does not bring it back (the work it held may have been dropped meanwhile; its keys must go
+        back to the pool when their lease lapses, not stay held by a worker that no longer works them).
+        """
+        if self._until.get(generation, -1.0) > now:
+            return True
+        self._until.pop(generation, None)
+        return False

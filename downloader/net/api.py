@@ -244,10 +244,7 @@ class PatsnapClient:
                 if resp.status != 200:
                     retry_after = protocol.parse_retry_after(resp.headers.get("Retry-After"), time.time())
                     raise protocol.error_for_http(resp.status, retry_after, str(url.with_user(None)))
-                raw = await resp.content.read(_MAX_ANSWER_BYTES + 1)
-                if len(raw) > _MAX_ANSWER_BYTES:
-                    raise TransientApiError("the API answer is larger than 16 MB")
-                return _json(raw)
+                return _json(await _whole_body(resp.content))
 
     def count_charged(self, charged: int) -> None:
         """Add results charged by a call made through `exchange` (the caller knows what was billed)."""
@@ -264,6 +261,19 @@ def _abstract_items(body: object) -> tuple[Any, ...]:
     if answer.error is not None:
         raise answer.error
     return answer.items
+
+
+async def _whole_body(content: aiohttp.StreamReader) -> bytes:
+    """The answer's body to its end, up to 16 MB. `content.read(n)` would return the first piece that
+    arrived: an answer that came in two pieces read as "not JSON", was asked again and billed twice."""
+    pieces: list[bytes] = []
+    size = 0
+    async for piece in content.iter_any():
+        size += len(piece)
+        if size > _MAX_ANSWER_BYTES:
+            raise TransientApiError("the API answer is larger than 16 MB")
+        pieces.append(piece)
+    return b"".join(pieces)
 
 
 def _json(raw: bytes) -> object:

@@ -100,7 +100,7 @@ async def abstract_image_handler(request: web.Request) -> web.StreamResponse:
 
 
 async def guarded_api_request(request: web.Request,
-                              answer: Callable[[Simulator, web.Request], Awaitable[web.Response]]
+                              answer: Callable[[Simulator, web.Request], Awaitable[web.StreamResponse]]
                               ) -> web.StreamResponse:
     """An API request of any endpoint: counted, then the outage, account checks and random faults
     (the same for P021 and P042), and only then `answer`."""
@@ -205,7 +205,7 @@ async def _injected_fault(sim: Simulator, request: web.Request) -> web.StreamRes
     return None
 
 
-async def _answer(sim: Simulator, request: web.Request) -> web.Response:
+async def _answer(sim: Simulator, request: web.Request) -> web.StreamResponse:
     keys = _identifiers(request.query, sim.config.max_batch)
     if keys is None:
         sim.counters.invalid_requests += 1
@@ -216,8 +216,29 @@ async def _answer(sim: Simulator, request: web.Request) -> web.Response:
     counters.api_ok += 1
     counters.ids_asked += len(wanted)
     counters.asks.update(wanted)
-    counters.charged += len(data)
-    return web.json_response({"data": data, "status": True, "error_code": 0})
+    counters.charged += len(data)  # billed when answered, whether or not the client reads it all
+    answer = web.json_response({"data": data, "status": True, "error_code": 0})
+    if sim.config.api_answer_gap <= 0:
+        return answer
+    return await _in_two_pieces(request, answer, sim.config.api_answer_gap)
+
+
+async def _in_two_pieces(request: web.Request, answer: web.Response, gap: float) -> web.StreamResponse:
+    """Write `answer`'s body in two halves, `gap` seconds apart (the client sees the first half alone)."""
+    body = answer.body
+    assert isinstance(body, bytes)
+    half = len(body) // 2
+    response = web.StreamResponse(status=answer.status, headers={"Content-Type": answer.content_type})
+    response.content_length = len(body)
+    await response.prepare(request)
+    try:
+        await response.write(body[:half])
+        await asyncio.sleep(gap)
+        await response.write(body[half:])
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client hung up on the first half (it is billed all the same)
+    return response
 
 
 def _identifiers(query: Mapping[str, str], max_batch: int) -> tuple[str, list[str]] | None:

@@ -39,6 +39,9 @@ class SimulatorConfig:
     qps_limit: float | None = None
     throttle_mode: str = "code"
     api_latency: float = 0.0
+    # > 0: every P021 answer's body goes out in two writes this many seconds apart, as a slow link or a
+    # proxy delivers it: a client must read to the end of the body, not take the first piece for all of it.
+    api_answer_gap: float = 0.0
     cdn_latency: float = 0.0
     cdn_base: str | None = None
     max_batch: int = 100

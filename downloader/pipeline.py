@@ -105,8 +105,8 @@ class PipelineResult:
     """How one worker's pipeline ended: why it stopped early (if it did) and what only it counted.
 
     `fatal` is the condition that stopped it (already written to the halt record); `asked` the keys
-    answered by the API, `recharged` those paid again because their earlier URL expired unused,
-    `fenced` the results refused (or images not put in place) because this worker's lease had lapsed.
+    answered by the API, `recharged` those paid again (an earlier URL expired unused, or an answer was
+    lost on the way), `fenced` the results refused (or images not put in place) because this worker's lease had lapsed.
     """
 
     stop_reason: StopReason | None = None
@@ -287,6 +287,7 @@ class Pipeline:
                 self._answered(batch, result.outcomes, images, len(result.unasked))
                 answered = sum(not isinstance(o, Deferred) and type(o.key) is PatentKey for o in result.outcomes)
                 self._asked += answered
+                self._recharged += result.recharged  # an answer lost on the way and asked again
                 self.events(BatchDone(answered, len(images), result.charged))
                 for o in result.outcomes:
                     if isinstance(o, Failed | Deferred):

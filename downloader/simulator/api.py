@@ -29,6 +29,7 @@ ERROR_MESSAGES = {
     68300008: "Service error, please try again later!",
 }
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9-]+$")
+_CUT = web.RequestKey("cut", bool)
 _STATUS_PAGE = "<html><head><title>{0}</title></head><body><center><h1>{0}</h1></center></body></html>"
 _REASONS = {"500": "500 Internal Server Error", "502": "502 Bad Gateway", "503": "503 Service Unavailable"}
 
@@ -100,7 +101,7 @@ async def abstract_image_handler(request: web.Request) -> web.StreamResponse:
 
 
 async def guarded_api_request(request: web.Request,
-                              answer: Callable[[Simulator, web.Request], Awaitable[web.Response]]
+                              answer: Callable[[Simulator, web.Request], Awaitable[web.StreamResponse]]
                               ) -> web.StreamResponse:
     """An API request of any endpoint: counted, then the outage, account checks and random faults
     (the same for P021 and P042), and only then `answer`."""
@@ -199,13 +200,16 @@ async def _injected_fault(sim: Simulator, request: web.Request) -> web.StreamRes
     if kind == "reset":
         reset_connection(request)
         return web.Response()  # aiohttp swallows the failed write to the dead transport
+    if kind == "cut":
+        request[_CUT] = True  # answered (and billed) by `_answer`, then cut
+        return None
     if kind == "not_json":
         return web.Response(text=_STATUS_PAGE.format("Please wait"), content_type="text/html")
     await asyncio.sleep(sim.config.slow_seconds)  # "slow"
     return None
 
 
-async def _answer(sim: Simulator, request: web.Request) -> web.Response:
+async def _answer(sim: Simulator, request: web.Request) -> web.StreamResponse:
     keys = _identifiers(request.query, sim.config.max_batch)
     if keys is None:
         sim.counters.invalid_requests += 1
@@ -216,8 +220,43 @@ async def _answer(sim: Simulator, request: web.Request) -> web.Response:
     counters.api_ok += 1
     counters.ids_asked += len(wanted)
     counters.asks.update(wanted)
-    counters.charged += len(data)
-    return web.json_response({"data": data, "status": True, "error_code": 0})
+    counters.charged += len(data)  # billed when answered, whether or not the client reads it all
+    answer = web.json_response({"data": data, "status": True, "error_code": 0})
+    if request.get(_CUT):
+        return await _cut(request, answer)
+    if sim.config.api_answer_gap <= 0:
+        return answer
+    return await _in_two_pieces(request, answer, sim.config.api_answer_gap)
+
+
+async def _cut(request: web.Request, answer: web.Response) -> web.StreamResponse:
+    """The "cut" fault: the headers and half the (billed) body, then a TCP RST."""
+    body = answer.body
+    assert isinstance(body, bytes)
+    response = web.StreamResponse(status=answer.status, headers={"Content-Type": answer.content_type})
+    response.content_length = len(body)
+    await response.prepare(request)
+    await response.write(body[: len(body) // 2])
+    reset_connection(request)
+    return response
+
+
+async def _in_two_pieces(request: web.Request, answer: web.Response, gap: float) -> web.StreamResponse:
+    """Write `answer`'s body in two halves, `gap` seconds apart (the client sees the first half alone)."""
+    body = answer.body
+    assert isinstance(body, bytes)
+    half = len(body) // 2
+    response = web.StreamResponse(status=answer.status, headers={"Content-Type": answer.content_type})
+    response.content_length = len(body)
+    await response.prepare(request)
+    try:
+        await response.write(body[:half])
+        await asyncio.sleep(gap)
+        await response.write(body[half:])
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client hung up on the first half (it is billed all the same)
+    return response
 
 
 def _identifiers(query: Mapping[str, str], max_batch: int) -> tuple[str, list[str]] | None:

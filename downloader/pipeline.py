@@ -105,8 +105,8 @@ class PipelineResult:
     """How one worker's pipeline ended: why it stopped early (if it did) and what only it counted.
 
     `fatal` is the condition that stopped it (already written to the halt record); `asked` the keys
-    answered by the API, `recharged` those paid again because their earlier URL expired unused,
-    `fenced` the results refused (or images not put in place) because this worker's lease had lapsed.
+    answered by the API, `recharged` those paid again (an earlier URL expired unused, or an answer was
+    lost on the way), `fenced` the results refused (or images not put in place) because this worker's lease had lapsed.
     """
 
     stop_reason: StopReason | None = None
@@ -287,6 +287,7 @@ class Pipeline:
                 self._answered(batch, result.outcomes, images, len(result.unasked))
                 answered = sum(not isinstance(o, Deferred) and type(o.key) is PatentKey for o in result.outcomes)
                 self._asked += answered
+                self._recharged += result.recharged  # an answer lost on the way and asked again
                 self.events(BatchDone(answered, len(images), result.charged))
                 for o in result.outcomes:
                     if isinstance(o, Failed | Deferred):
@@ -430,7 +431,9 @@ class Pipeline:
 
     async def _keep_lease(self) -> None:
         """Renew this worker's claims and heartbeat; stop when another worker halted the run."""
-        every = max(0.2, min(self.config.lease / 3, 5.0))
+        # Often enough that a slow round trip or two never lets a claim outlive what the lease book trusts
+        # (three quarters of the lease from when the renewal was sent): a lapsed claim is paid for again.
+        every = max(0.2, min(self.config.lease / 6, 5.0))
         while True:
             try:
                 await self.store.renew(self.worker, self.config.lease)  # first: a late renewal may lose claims

@@ -26,3 +26,40 @@ def test_an_answer_that_arrives_in_pieces_is_read_whole_and_paid_once(tmp_path, 
     assert sim.counters.api_requests == 2 and summary["retries"] == 0
     assert sim.counters.charged == found(sim, values) == summary["charged"]
     assert max(sim.asks.values()) == 1
+
+
+def test_an_answer_cut_on_the_way_is_paid_again_and_counted(tmp_path, sim_config, threaded_simulator):
+    """A third of the answers are billed, then their connection drops halfway through the body ("cut"):
+    the batch is asked again and billed twice, an inherent cost the summary shows (recharged, retries),
+    so charged in the summary is what the API billed, and charged = found + recharged."""
+    sim = threaded_simulator
+    sim_config.api_fault_kinds, sim_config.api_fault_rate = ("cut",), 0.3
+    values = numbers(300)
+    summary = run([write_csv(tmp_path / "in.csv", values)], tmp_path / "out", sim, batch_size=20)
+    cuts = sim.counters.api_faults_injected
+    print(f"\n[cut] {sim.counters.api_requests} calls ({cuts} cut), charged {sim.counters.charged} for "
+          f"{found(sim, values)} found; summary: charged {summary['charged']}, recharged {summary['recharged']}, "
+          f"retries {summary['retries']}")
+    assert summary["exit_code"] == 0 and cuts >= 2
+    assert sim.counters.charged > found(sim, values)  # the cut answers were billed
+    assert summary["charged"] == sim.counters.charged
+    assert summary["recharged"] == sim.counters.charged - found(sim, values)
+    assert summary["retries"] == cuts
+
+
+def test_a_request_whose_connection_dropped_is_asked_again_through_the_gate_and_counted(
+        tmp_path, sim_config, threaded_simulator):
+    """A fifth of the calls lose their connection before any answer ("reset"): each is a retry the summary
+    counts, sent again through the gate (aiohttp's own quiet resend of a GET would bypass both), and nothing
+    is billed twice."""
+    sim = threaded_simulator
+    sim_config.api_fault_kinds, sim_config.api_fault_rate = ("reset",), 0.2
+    values = numbers(300)
+    summary = run([write_csv(tmp_path / "in.csv", values)], tmp_path / "out", sim, batch_size=20)
+    resets = sim.counters.api_faults_injected
+    print(f"\n[reset] {sim.counters.api_requests} calls ({resets} reset); summary: api_calls {summary['api_calls']}, "
+          f"retries {summary['retries']}, charged {summary['charged']}")
+    assert summary["exit_code"] == 0 and resets >= 2
+    assert summary["retries"] == resets
+    assert sim.counters.api_requests == summary["api_calls"] + resets
+    assert sim.counters.charged == found(sim, values) == summary["charged"] and summary["recharged"] == 0

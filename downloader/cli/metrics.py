@@ -29,7 +29,8 @@ LAST_SUCCESS = f"{PREFIX}_last_success_timestamp_seconds"
 _RUN_FIGURES = (
     ("last_run_api_calls", "API calls made by the last run.", "api_calls"),
     ("last_run_charged_results", "Results the API may have charged in the last run.", "charged"),
-    ("last_run_recharged_results", "Charged results of patents asked again (their URL had expired).", "recharged"),
+    ("last_run_recharged_results",
+     "Charged results of patents asked again (their URL had expired, or an answer was lost on the way).", "recharged"),
     ("last_run_retries", "Requests retried after transient faults in the last run.", "retries"),
     ("last_run_images", "Images downloaded by the last run.", "images"),
     ("last_run_bytes", "Bytes of images downloaded by the last run.", "bytes"),

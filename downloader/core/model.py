@@ -189,7 +189,7 @@ class Counters:
     api_calls: int = 0
     asked: int = 0
     charged: int = 0
-    recharged: int = 0  # results paid again because an earlier URL for them expired unused
+    recharged: int = 0  # results paid again: an earlier URL expired unused, or an answer was lost on the way
     retries: int = 0
     throttled: int = 0
     token_refreshes: int = 0

@@ -24,11 +24,13 @@ Fetched = Downloaded | UrlExpired | Failed | Deferred
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     """Outcomes for the keys that were asked (Deferred ones in an outage), and the keys left
-    unasked (budget spent); `charged` is how many results the answer billed."""
+    unasked (budget spent); `charged` is how many results the answer billed, `recharged` how many of
+    them were billed again because an earlier answer was lost on the way (its call was retried)."""
 
     outcomes: list[Answer]
     unasked: tuple[PatentKey, ...] = ()
     charged: int = 0
+    recharged: int = 0
 
 
 class Resolver(Protocol):

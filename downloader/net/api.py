@@ -80,6 +80,15 @@ class _Call:
     """One batch's tries: set `holder` while this call checks refused credentials."""
 
     holder: str | None = None
+    lost: int = 0  # answers given (HTTP 200: billed) whose body was lost on the way, so asked again
+
+
+@dataclass
+class _Bill:
+    """What one batch's calls were billed; `recharged`: results paid again because an answer was lost."""
+
+    charged: int = 0
+    recharged: int = 0
 
 
 class PatsnapClient:
@@ -111,27 +120,24 @@ class PatsnapClient:
         if granted == 0:
             return BatchResult([], unasked)
         asked = Batch(batch.kind, batch.keys[:granted])
-        charged = 0
+        bill = _Bill()
         try:
-            outcomes, charged = await self._resolve_splitting(asked)
+            outcomes = await self._resolve_splitting(asked, bill)
         finally:
             with anyio.CancelScope(shield=True):
-                await self.budget.settle(granted, charged)
-        return BatchResult(outcomes, unasked, charged)
+                await self.budget.settle(granted, bill.charged)
+        return BatchResult(outcomes, unasked, bill.charged, bill.recharged)
 
-    async def _resolve_splitting(self, batch: Batch) -> tuple[list[Answer], int]:
+    async def _resolve_splitting(self, batch: Batch, bill: _Bill) -> list[Answer]:
         try:
-            found, charged = await self._call(batch)
-            return list(found), charged
+            return list(await self._call(batch, bill))
         except InvalidParameterError as err:
             if len(batch.keys) == 1:
-                return [Failed(PatentKey(batch.kind, batch.keys[0]), describe(err))], 0
+                return [Failed(PatentKey(batch.kind, batch.keys[0]), describe(err))]
             left, right = protocol.split(batch)
-            first, charged_left = await self._resolve_splitting(left)
-            second, charged_right = await self._resolve_splitting(right)
-            return first + second, charged_left + charged_right
+            return await self._resolve_splitting(left, bill) + await self._resolve_splitting(right, bill)
         except (TokenExpiredError, TransientApiError) as err:
-            return self.unanswered(err, [PatentKey(batch.kind, k) for k in batch.keys]), 0
+            return self.unanswered(err, [PatentKey(batch.kind, k) for k in batch.keys])
 
     def unanswered(self, err: TokenExpiredError | TransientApiError, keys: Sequence[PatentKey]) -> list[Answer]:
         """Keys whose call failed past its retries: refused credentials stop the run; a transport
@@ -145,16 +151,24 @@ class PatsnapClient:
         retry_at = time.time() + self.outage.defer_seconds
         return [Deferred(key, describe(err), retry_at) for key in keys]
 
-    async def _call(self, batch: Batch) -> tuple[list[Outcome], int]:
+    async def _call(self, batch: Batch, bill: _Bill) -> list[Outcome]:
+        """Ask once (with retries). An answer lost on the way after the API gave it was billed, for
+        the same results as the one that arrived: counted in `charged` and `recharged`."""
         request = ApiRequest(API_PATH, protocol.request_params(batch, self.api_key))
-        items, answered_at = await self.exchange(request, _abstract_items)
-        self._counters.charged += len(items)
-        return protocol.map_answer(batch, items, answered_at), len(items)
+        call = _Call()
+        items, answered_at = await self._exchange(request, _abstract_items, call)
+        billed = len(items) * (1 + call.lost)
+        self._counters.charged += billed
+        bill.charged += billed
+        bill.recharged += billed - len(items)
+        return protocol.map_answer(batch, items, answered_at)
 
     async def exchange(self, request: ApiRequest, decode: Callable[[object], T]) -> tuple[T, float]:
         """One request through the gate, with retries and the credential check: `decode` turns the
         answer's JSON into a value or raises its ApiError. Returns the value and when it was answered."""
-        call = _Call()
+        return await self._exchange(request, decode, _Call())
+
+    async def _exchange(self, request: ApiRequest, decode: Callable[[object], T], call: _Call) -> tuple[T, float]:
         return await self._policy().call(lambda: self._once(request, decode, call))
 
     async def _once(self, request: ApiRequest, decode: Callable[[object], T], call: _Call) -> tuple[T, float]:
@@ -173,7 +187,7 @@ class PatsnapClient:
             token = ""
             try:
                 token = await self._tokens.get()  # cached unless it aged while waiting for the slot
-                body = await self._send(request, token, ticket)
+                body = await self._send(request, token, ticket, call)
                 answered_at = time.time()
                 value = decode(body)
             except SlotMissed:
@@ -232,7 +246,7 @@ class PatsnapClient:
             await self.gate.release(me)
             raise
 
-    async def _send(self, request: ApiRequest, token: str, ticket: Ticket) -> object:
+    async def _send(self, request: ApiRequest, token: str, ticket: Ticket, call: _Call) -> object:
         headers = {**HEADERS, "Authorization": f"Bearer {token}"}
         url = URL(self._base + request.path)
         params = {**request.params, "apikey": self.api_key}
@@ -244,7 +258,12 @@ class PatsnapClient:
                 if resp.status != 200:
                     retry_after = protocol.parse_retry_after(resp.headers.get("Retry-After"), time.time())
                     raise protocol.error_for_http(resp.status, retry_after, str(url.with_user(None)))
-                return _json(await _whole_body(resp.content))
+                try:
+                    raw = await _whole_body(resp.content)
+                except (aiohttp.ClientError, TimeoutError, ConnectionError):
+                    call.lost += 1  # answered, so billed: the retry pays for the same results again
+                    raise
+                return _json(raw)
 
     def count_charged(self, charged: int) -> None:
         """Add results charged by a call made through `exchange` (the caller knows what was billed)."""

@@ -34,7 +34,7 @@ import aiohttp
 import anyio
 
 from downloader.core import gate, pacing
-from downloader.core.errors import ApiError, FatalApiError
+from downloader.core.errors import ApiError, FatalApiError, TransientApiError
 
 T = TypeVar("T")
 RECORD = "api-gate"
@@ -85,6 +85,8 @@ async def _on_headers(session: aiohttp.ClientSession, context: SimpleNamespace,
                       params: aiohttp.TraceRequestHeadersSentParams) -> None:
     ticket = getattr(context, "trace_request_ctx", None)
     if isinstance(ticket, Ticket) and params.method in BODILESS:
+        if ticket.allowed:  # written before: aiohttp resends a GET whose connection dropped, by itself
+            raise TransientApiError("API request failed: the connection dropped before an answer")
         ticket.writing()
 
 

@@ -29,6 +29,7 @@ ERROR_MESSAGES = {
     68300008: "Service error, please try again later!",
 }
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9-]+$")
+_CUT = web.RequestKey("cut", bool)
 _STATUS_PAGE = "<html><head><title>{0}</title></head><body><center><h1>{0}</h1></center></body></html>"
 _REASONS = {"500": "500 Internal Server Error", "502": "502 Bad Gateway", "503": "503 Service Unavailable"}
 
@@ -199,6 +200,9 @@ async def _injected_fault(sim: Simulator, request: web.Request) -> web.StreamRes
     if kind == "reset":
         reset_connection(request)
         return web.Response()  # aiohttp swallows the failed write to the dead transport
+    if kind == "cut":
+        request[_CUT] = True  # answered (and billed) by `_answer`, then cut
+        return None
     if kind == "not_json":
         return web.Response(text=_STATUS_PAGE.format("Please wait"), content_type="text/html")
     await asyncio.sleep(sim.config.slow_seconds)  # "slow"
@@ -218,9 +222,23 @@ async def _answer(sim: Simulator, request: web.Request) -> web.StreamResponse:
     counters.asks.update(wanted)
     counters.charged += len(data)  # billed when answered, whether or not the client reads it all
     answer = web.json_response({"data": data, "status": True, "error_code": 0})
+    if request.get(_CUT):
+        return await _cut(request, answer)
     if sim.config.api_answer_gap <= 0:
         return answer
     return await _in_two_pieces(request, answer, sim.config.api_answer_gap)
+
+
+async def _cut(request: web.Request, answer: web.Response) -> web.StreamResponse:
+    """The "cut" fault: the headers and half the (billed) body, then a TCP RST."""
+    body = answer.body
+    assert isinstance(body, bytes)
+    response = web.StreamResponse(status=answer.status, headers={"Content-Type": answer.content_type})
+    response.content_length = len(body)
+    await response.prepare(request)
+    await response.write(body[: len(body) // 2])
+    reset_connection(request)
+    return response
 
 
 async def _in_two_pieces(request: web.Request, answer: web.Response, gap: float) -> web.StreamResponse:

@@ -123,7 +123,6 @@ GENERATIONS = """SELECT 'patents', p.kind, p.key, 0, p.lease_gen FROM patents p
         JOIN unnest(%(dkinds)s::text[], %(dkeys)s::text[], %(figures)s::int[]) AS w(kind, key, figure)
         ON d.kind = w.kind AND d.key = w.key AND d.figure = w.figure"""
 
-_SETTLE = "claimed_by = NULL, lease_until = NULL, retry_at = NULL"
 # --- reading ------------------------------------------------------------------------------
 
 COUNTS_ALL = "SELECT status, count(*) FROM patents GROUP BY status"

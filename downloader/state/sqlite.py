@@ -487,11 +487,6 @@ class SqliteStore:
         return schema.Transaction(self._conn)
 
 
-def default_path(folder: Path) -> Path:
-    """Where the embedded store lives for a local output folder."""
-    return folder / STATE_FILE
-
-
 def local_state_home() -> Path:
     """Where state for an object-store output lives when no --state is given (XDG state home)."""
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")

@@ -12,6 +12,7 @@ the store counts such results as refused (`refused` tells them from late events)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,11 +66,16 @@ def fenced_statement(write: StateEvent | Held, mark: str, now: float) -> tuple[s
     if not isinstance(write, Held):
         return statement_for(write, mark, now)
     sql, params = statement_for(write.event, mark, now)
+    return _fenced(sql, mark), (*params, write.lease)
+
+
+@functools.lru_cache(maxsize=64)
+def _fenced(sql: str, mark: str) -> str:
+    # Cached, as `_guarded` and `_drawing` are: the same few statements serve every event, and building
+    # them anew for each one cost a third of `fenced_statement` (3.1 → 2.1 µs CPU per event, timeit).
     if sql.startswith("INSERT"):  # a listed drawing, inserted from its patent's row: fenced there
-        sql = sql.replace(" ON CONFLICT", f" AND p.lease_gen={mark} ON CONFLICT", 1)
-    else:
-        sql = f"{sql} AND lease_gen={mark}"
-    return sql, (*params, write.lease)
+        return sql.replace(" ON CONFLICT", f" AND p.lease_gen={mark} ON CONFLICT", 1)
+    return f"{sql} AND lease_gen={mark}"
 
 
 Fence = tuple[str, str, str, int]  # table, kind, key, figure (0 for a patent's row)
@@ -94,13 +100,7 @@ def update_for(event: StateEvent, mark: str) -> tuple[str, tuple[Any, ...]]:
     Its trailing parameters, appended by the caller, are updated_at, kind, key (`fenced_update` does).
     """
     def guarded(new: Status | None, assignments: str, allowed: tuple[Status, ...] = ()) -> str:
-        """The UPDATE of one key, allowed only from the statuses `allowed` (by default those that may
-        become `new`); `new` None leaves the status as it is."""
-        if new is not None:
-            allowed, assignments = allowed or ALLOWED_FROM[new], f"status='{new.value}', {assignments}"
-        sources = ",".join(f"'{s.value}'" for s in allowed)
-        return (f"UPDATE patents SET {assignments}, updated_at={mark} "
-                f"WHERE kind={mark} AND key={mark} AND status IN ({sources})")
+        return _guarded(new, assignments, allowed, mark)
 
     m = mark
     match event:
@@ -129,6 +129,17 @@ def update_for(event: StateEvent, mark: str) -> tuple[str, tuple[Any, ...]]:
         case Deferred(_, error, retry_at):
             return guarded(None, f"error={m}, retry_at={m}, {_RELEASE}", _DEFERRED_FROM), (error, retry_at)
     raise TypeError(f"not a state event: {event!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def _guarded(new: Status | None, assignments: str, allowed: tuple[Status, ...], mark: str) -> str:
+    """The UPDATE of one key, allowed only from the statuses `allowed` (by default those that may
+    become `new`); `new` None leaves the status as it is. Cached: the same few statements serve every event."""
+    if new is not None:
+        allowed, assignments = allowed or ALLOWED_FROM[new], f"status='{new.value}', {assignments}"
+    sources = ",".join(f"'{s.value}'" for s in allowed)
+    return (f"UPDATE patents SET {assignments}, updated_at={mark} "
+            f"WHERE kind={mark} AND key={mark} AND status IN ({sources})")
 
 
 # --- drawings (--drawings all): one row per drawing under its patent ------------------------------
@@ -170,6 +181,7 @@ def drawing_update(event: StateEvent, key: FigureKey, mark: str, now: float) -> 
     raise TypeError(f"not an event of a drawing: {event!r}")
 
 
+@functools.lru_cache(maxsize=64)
 def _drawing(assignments: str, sources: tuple[str, ...], m: str) -> str:
     listed = ",".join(f"'{s}'" for s in sources)
     return f"UPDATE drawings SET {assignments}, updated_at={m} " + _DRAWING_WHERE.format(m=m, sources=listed)

@@ -205,7 +205,12 @@ def _sigv2(params: dict[str, str]) -> float | None:
 
 
 def _response_expires(params: dict[str, str]) -> float | None:
-    text = params.get("response-expires", "")
+    when = http_date(params.get("response-expires"))
+    return None if when is None else _absolute(when)
+
+
+def http_date(text: str | None) -> float | None:
+    """An HTTP date (`Expires`, `Date`) as epoch seconds; None when absent or unreadable."""
     if not text:
         return None
     try:
@@ -214,7 +219,7 @@ def _response_expires(params: dict[str, str]) -> float | None:
         return None
     if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are GMT
         when = when.replace(tzinfo=UTC)
-    return _absolute(when.timestamp())
+    return when.timestamp()
 
 
 def _int(text: str) -> int | None:

@@ -26,7 +26,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+
+from downloader.core.expiry import http_date
 
 SKEW_MIN = 1.5  # seconds; ServerTime and Date carry whole seconds, so less than this is noise
 TRUST_START = 1.0  # seconds of URL life the pacing believes before any download proved more
@@ -108,12 +109,5 @@ def cdn_time(body: bytes | None, date: str | None) -> float | None:
             return stamp.timestamp() + 0.5
         except ValueError:
             pass
-    if not date:
-        return None
-    try:
-        when = parsedate_to_datetime(date)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp() + 0.5
+    when = http_date(date)
+    return None if when is None else when + 0.5

@@ -9,10 +9,10 @@ paid for again. When nothing is free the planner waits while keys are held under
 
 Stages are joined by bounded memory object streams, so a slow stage holds back the ones before
 it: the planner cannot claim ahead of the API workers, and the API workers cannot resolve URLs
-faster than images are downloaded. Every result goes through one recorder task, which writes it to
-the state store in batched transactions; the API workers hand resolved URLs to the recorder before
-they hand them to the downloaders, so "resolved" is always written before "downloaded", and a
-billed answer is committed at once.
+faster than images are downloaded. Every result goes through one recorder task (`recorder`), which
+writes it to the state store in batched transactions; the API workers hand resolved URLs to the
+recorder before they hand them to the downloaders, so "resolved" is always written before
+"downloaded", and a billed answer is committed at once.
 
 Seams: the pipeline sees a `Resolver` and a `Fetcher` (`core/ports.py`), an event hook, a state
 store and a frozen `PipelineConfig`; it never knows which client is behind them. `run()` returns a
@@ -41,11 +41,10 @@ them; when the API or the CDN fails every call for a while the run stops (Outage
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -64,7 +63,6 @@ from downloader.core.model import (
     ImageJob,
     Listed,
     NoImage,
-    NotFound,
     PatentKey,
     Resolved,
     UrlExpired,
@@ -73,19 +71,13 @@ from downloader.core.outcome import StopReason
 from downloader.core.ports import Fetcher, Resolver
 from downloader.core.problems import Problems
 from downloader.core.urlclock import UrlClock
+from downloader.pipeline.recorder import RESULTS_BUFFER, Record, Recorder, tick
+from downloader.pipeline.streams import deliver, receive, send_quietly
 from downloader.state.base import Held, StateStore
 
-T = TypeVar("T")
-_FLUSH_ITEMS = 500
-# Room for the results that arrive while the recorder waits on a flush: with 64, half of the
-# deliveries found it full and took the slow path (a shielded, awaited send) at ~1,500 images/s.
-_RESULTS_BUFFER = 4 * _FLUSH_ITEMS
-_FLUSH_SECONDS = 0.25
 _SIGNAL_GRACE = 3.0
 _IDLE_POLL = 0.5  # how often an idle planner looks again while others hold keys
 _SOON = 60.0  # deferred keys due within this many seconds are waited for
-
-Record = Sequence[Held]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +159,7 @@ class Pipeline:
     _recharged: int = field(default=0, init=False)
     _fenced: int = field(default=0, init=False)
     _control: _Control = field(default_factory=_Control, init=False)
-    _recorded: anyio.Event = field(default_factory=anyio.Event, init=False)
+    _recorder: Recorder = field(init=False)
     _outer: TaskGroup | None = field(default=None, init=False)
     _moved: anyio.Event = field(default_factory=anyio.Event, init=False)  # downloads or answers made room
     _repeats: set[PatentKey] = field(default_factory=set, init=False)  # claimed keys whose URL expired unused
@@ -177,6 +169,7 @@ class Pipeline:
     def __post_init__(self) -> None:
         self.lookahead = Lookahead(self.config.batch_size, self.config.download_concurrency, clock=self.url_clock)
         self._control.deadline = self.config.deadline
+        self._recorder = Recorder(self.store, self._fatal, self._note_fenced)
 
     async def run(self) -> PipelineResult:
         """Work until done or stopped; state is recorded either way, and the result says how it ended."""
@@ -216,11 +209,11 @@ class Pipeline:
         self.events(Planned(counts.get("pending", 0), counts.get("resolved", 0), 1))
 
     async def _work(self) -> None:
-        to_results, results = anyio.create_memory_object_stream[Record](_RESULTS_BUFFER)
+        to_results, results = anyio.create_memory_object_stream[Record](RESULTS_BUFFER)
         self._control.cancel_all = anyio.CancelScope()
         self._control.cancel_downloads = anyio.CancelScope()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._record, results)
+            tg.start_soon(self._recorder.run, results)
             with self._control.cancel_all:
                 async with to_results, anyio.create_task_group() as workers:
                     self._start_workers(workers, to_results)
@@ -232,7 +225,7 @@ class Pipeline:
         for _ in range(self.config.api_concurrency):
             tg.start_soon(self._api_worker, api_in.clone(), to_downloads.clone(), to_results.clone())
         ticking = anyio.CancelScope()
-        tg.start_soon(self._tick, to_results.clone(), ticking)
+        tg.start_soon(tick, to_results.clone(), ticking)
         tg.start_soon(self._download_stage, downloads_in, to_results.clone(), ticking)
         api_in.close()
         to_downloads.close()
@@ -242,7 +235,7 @@ class Pipeline:
         """Claim work until nothing is left for anyone: known good URLs to the downloaders, the rest to the API."""
         async with to_api, to_downloads:
             while not self._control.stopping():
-                recorded = self._recorded
+                recorded = self._recorder.recorded
                 limit = self.lookahead.allowed()
                 if limit == 0:  # the downloads cannot use more URLs before they would expire
                     self._moved = anyio.Event()  # made here, not per image: only this wait needs a fresh one
@@ -254,7 +247,7 @@ class Pipeline:
                                                lease=self.config.lease)
                 self._reusing(claim.to_download)
                 for job in claim.to_download:
-                    await _send_quietly(to_downloads, job)
+                    await send_quietly(to_downloads, job)
                 if claim.to_ask is not None:
                     self.lookahead.claimed(len(claim.to_ask.keys))
                     self._repeats.update(PatentKey(claim.to_ask.kind, k) for k in claim.repeats)
@@ -282,7 +275,7 @@ class Pipeline:
                     return
                 if result.unasked:
                     self._stop(StopReason.BUDGET, "the --max-charged budget is spent; the next run continues")
-                await _deliver(to_results, [Held(o, batch.lease) for o in result.outcomes])  # billed: recorded anyway
+                await deliver(to_results, [Held(o, batch.lease) for o in result.outcomes])  # billed: recorded anyway
                 images = [o for o in result.outcomes if isinstance(o, Resolved)]
                 self._answered(batch, result.outcomes, images, len(result.unasked))
                 answered = sum(not isinstance(o, Deferred) and type(o.key) is PatentKey for o in result.outcomes)
@@ -295,8 +288,8 @@ class Pipeline:
                     else:
                         self._problems.settled(o.key.value)
                 for o in images:
-                    await _send_quietly(to_downloads, ImageJob(o.key, o.pn, o.num, o.url, o.expires_at, o.signed_at,
-                                                               batch.lease))
+                    await send_quietly(to_downloads, ImageJob(o.key, o.pn, o.num, o.url, o.expires_at, o.signed_at,
+                                                              batch.lease))
 
     def _answered(self, batch: Batch, outcomes: Sequence[object], images: Sequence[Resolved], unasked: int) -> None:
         """Count recharges, and tell the lookahead how much URL life and how many images the answer gave."""
@@ -344,23 +337,12 @@ class Pipeline:
         finally:
             ticking.cancel()
 
-    async def _tick(self, to_results: MemoryObjectSendStream[Record], ticking: anyio.CancelScope) -> None:
-        """Wake the recorder every _FLUSH_SECONDS (an empty record) so slow trickles get written."""
-        with ticking:
-            async with to_results:
-                while True:
-                    await anyio.sleep(_FLUSH_SECONDS)
-                    try:
-                        to_results.send_nowait([])
-                    except anyio.WouldBlock:
-                        pass  # the recorder has plenty to wake it
-
     async def _download_worker(self, jobs: MemoryObjectReceiveStream[ImageJob],
                                to_results: MemoryObjectSendStream[Record]) -> None:
         async with jobs, to_results:
             while True:
                 try:
-                    job = await _receive(jobs)
+                    job = await receive(jobs)
                 except anyio.EndOfStream:
                     return
                 self.lookahead.started()
@@ -379,55 +361,12 @@ class Pipeline:
                     continue
                 self.lookahead.finished(time.monotonic() - started if isinstance(result, Downloaded) else None)
                 self._move()
-                await _deliver(to_results, [Held(result, job.lease)])  # a file in place is recorded anyway
+                await deliver(to_results, [Held(result, job.lease)])  # a file in place is recorded anyway
                 self.events(_image_event(result))
                 if isinstance(result, Failed | Deferred):
                     self._problem(result)
                 elif isinstance(result, Downloaded):
                     self._problems.settled(result.key.value)
-
-    async def _record(self, results: MemoryObjectReceiveStream[Record]) -> None:
-        """The single writer: batches results into transactions, flushing at least every 0.25 s.
-
-        The wake-ups come from `_tick`, not from a timed receive: a receive cancelled by its
-        timeout just as an item arrives would lose that item.
-
-        An API answer is flushed at once: it was billed, and a kill before its commit would make
-        the next run pay for it again. Download results can wait for company.
-        """
-        pending: list[Held] = []
-        due = math.inf
-        async with results:
-            while True:
-                try:
-                    items = await _receive(results)  # at least a tick every _FLUSH_SECONDS
-                except anyio.EndOfStream:
-                    break
-                now = time.monotonic()
-                if items:
-                    pending.extend(items)
-                    billed = any(isinstance(i.event, Resolved | NoImage | NotFound) for i in items)
-                    due = now if billed else min(due, now + _FLUSH_SECONDS)
-                if pending and (len(pending) >= _FLUSH_ITEMS or now >= due):
-                    due = math.inf
-                    if await self._flush(pending):
-                        pending = []
-        if pending:
-            await self._flush(pending)
-
-    async def _flush(self, pending: list[Held]) -> bool:
-        """Commit `pending`; False when the store's disk cannot take it (kept and tried again at the end,
-        when the downloads' temp files are gone and the space reserve is given back)."""
-        try:
-            with anyio.CancelScope(shield=True):
-                refused = await self.store.apply(pending)
-        except FatalError as err:
-            await self._fatal(err)
-            return False
-        self._note_fenced([w.event.key.value for w in refused])
-        self._recorded.set()
-        self._recorded = anyio.Event()
-        return True
 
     async def _keep_lease(self) -> None:
         """Renew this worker's claims and heartbeat; stop when another worker halted the run."""
@@ -485,42 +424,6 @@ class Pipeline:
     async def _cancel_later(self) -> None:
         await anyio.sleep(_SIGNAL_GRACE)
         self._control.cancel()
-
-
-# Stream hand-offs try the no-wait path first. anyio's awaited send/receive start with a
-# checkpoint, and a shielded or timed wait builds a cancel scope; per image that machinery
-# (current_async_library, current_task) profiled at ~13% of the CPU. Waiting is only needed
-# when the buffer is full or empty, and then the full path runs.
-
-
-async def _receive(stream: MemoryObjectReceiveStream[T]) -> T:
-    """The next item; EndOfStream once all senders closed."""
-    try:
-        return stream.receive_nowait()
-    except anyio.WouldBlock:
-        return await stream.receive()
-
-
-async def _deliver(stream: MemoryObjectSendStream[T], item: T) -> None:
-    """Send even when this task is being cancelled: what it carries is on disk or billed."""
-    try:
-        stream.send_nowait(item)
-    except anyio.WouldBlock:
-        with anyio.CancelScope(shield=True):
-            await stream.send(item)
-
-
-async def _send_quietly(stream: MemoryObjectSendStream[ImageJob], job: ImageJob) -> None:
-    """Hand a job to the downloaders unless they were stopped (the URL is recorded anyway)."""
-    try:
-        stream.send_nowait(job)
-    except anyio.WouldBlock:
-        try:
-            await stream.send(job)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-        pass
 
 
 def _image_event(result: Downloaded | UrlExpired | Failed | Deferred) -> ImageDone:

@@ -269,17 +269,21 @@ class Execution:
             draft["drawings"] = await store.drawing_counts(run_id)
         workers = await store.workers(run_id)
         complete = not any(draft["by_status"].get(s, 0) for s in ("pending", "resolved"))
-        if shared and complete and not await store.update_shared(f"finished:{run_id}", _first(self.worker)):
+        superseded = shared and await _superseded(store, run_id)
+        if superseded:  # the newer run took this one's keys over: its manifest is the one to keep
+            self.events(Notice("superseded", f"a newer run started while this worker was cut off: it writes "
+                                             f"the manifest and summary.json, run {run_id} only records its end"))
+        elif shared and complete and not await store.update_shared(f"finished:{run_id}", _first(self.worker)):
             return self._summary(draft, started, workers)  # another worker writes them
         summary = self._summary(draft, started, workers)
-        if summary.nothing_to_do and await _manifest_current(store, self.inputs, summary):
+        if summary.nothing_to_do and not superseded and await _manifest_current(store, self.inputs, summary):
             draft["manifest_rows"] = summary.unique  # same inputs, all settled before: the manifest stands
-        else:
+        elif not superseded:
             with self._saving("manifest.csv, manifest.jsonl", unsaved):
                 draft["manifest_rows"] = await write_manifest(sink, store.rows(run_id),
                                                               drawings=self.settings.drawings == "all")
         summary = self._summary(draft, started, workers)
-        if not summary.nothing_to_do:  # summary.json keeps the last real run's figures
+        if not (summary.nothing_to_do or superseded):  # summary.json keeps the last real run's figures
             with self._saving("summary.json", unsaved):
                 await write_summary(sink, summary.to_dict())
         summary = self._summary(draft, started, workers)
@@ -387,6 +391,14 @@ async def _manifest_current(store: StateStore, inputs: Sequence[str | Path], sum
         return (run.options.get("inputs") == [str(p) for p in inputs]
                 and run.summary.get("manifest_rows") == summary.unique)
     return False
+
+
+async def _superseded(store: StateStore, run_id: int) -> bool:
+    """Whether a newer run started on this shared store: one whose worker came after every lease of this
+    run had lapsed (this worker was cut off). Its rows now belong to that run, so this run's manifest
+    would be empty or partial and must not replace the newer run's."""
+    newest = await store.runs(1)
+    return bool(newest) and newest[0].id > run_id
 
 
 def _first(worker: str) -> Any:

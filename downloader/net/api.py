@@ -251,19 +251,23 @@ class PatsnapClient:
         url = URL(self._base + request.path)
         params = {**request.params, "apikey": self.api_key}
         method = "GET" if request.body is None else "POST"
+        answered = False
         with map_client_errors(TransientApiError, "API request"):
-            async with self._session.request(method, url, params=params, json=request.body, headers=headers,
-                                             proxy=self._proxy, trace_request_ctx=ticket) as resp:
-                self._counters.api_calls += 1  # it reached the API (a call that never did is no call)
-                if resp.status != 200:
-                    retry_after = protocol.parse_retry_after(resp.headers.get("Retry-After"), time.time())
-                    raise protocol.error_for_http(resp.status, retry_after, str(url.with_user(None)))
-                try:
-                    raw = await _whole_body(resp.content)
-                except (aiohttp.ClientError, TimeoutError, ConnectionError):
-                    call.lost += 1  # answered, so billed: the retry pays for the same results again
-                    raise
-                return _json(raw)
+            try:
+                async with self._session.request(method, url, params=params, json=request.body, headers=headers,
+                                                 proxy=self._proxy, trace_request_ctx=ticket) as resp:
+                    self._counters.api_calls += 1  # it reached the API (a call that never did is no call)
+                    if resp.status != 200:
+                        retry_after = protocol.parse_retry_after(resp.headers.get("Retry-After"), time.time())
+                        raise protocol.error_for_http(resp.status, retry_after, str(url.with_user(None)))
+                    answered = True
+                    return _json(await _whole_body(resp.content))
+            except (aiohttp.ClientError, ConnectionError, TimeoutError) as err:
+                # An answer lost on the way was billed; so may be one written but not answered in time (the API
+                # may still have answered it). Asking again pays for the same results again.
+                if answered or (ticket.allowed and isinstance(err, TimeoutError)):
+                    call.lost += 1
+                raise
 
     def count_charged(self, charged: int) -> None:
         """Add results charged by a call made through `exchange` (the caller knows what was billed)."""

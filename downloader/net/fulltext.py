@@ -15,7 +15,7 @@ listed none; a patent whose next page finds the budget spent is left for the nex
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 
@@ -41,7 +41,6 @@ class FulltextResolver:
     """Resolves batches of patents into per-drawing outcomes, one patent a call (see the module docstring)."""
 
     client: PatsnapClient
-    _asked: int = field(default=0, init=False)
 
     async def resolve(self, batch: Batch) -> BatchResult:
         """Ask each patent of `batch` in turn; those the budget cannot pay for are returned unasked."""

@@ -12,8 +12,6 @@ import asyncio
 import base64
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,8 @@ import pytest
 from downloader.simulator import Simulator
 
 from .support import check_downloads, cli_args, cli_command, numbers, one_clear_line, run_cli, when, write_csv
-from .test_store_contract import POSTGRES_DSN, pg_execute, postgres_unusable
+from .test_postgres_job import pg_url  # noqa: F401 - the fixture
+from .test_store_contract import pg_execute
 
 pytestmark = pytest.mark.slow
 
@@ -116,18 +115,9 @@ def _killed_midway(args: list[str], out: Path, err: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def state(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    """Where the state lives: DIR/state.sqlite (None), or a PostgreSQL schema of its own, dropped afterwards."""
-    if request.param == "sqlite":
-        yield None
-        return
-    if (reason := asyncio.run(postgres_unusable())) is not None:
-        pytest.skip(reason)
-    from psycopg import sql
-
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    yield f"{POSTGRES_DSN}{'&' if '?' in POSTGRES_DSN else '?'}schema={schema}"
-    asyncio.run(pg_execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))))
+def state(request: pytest.FixtureRequest) -> str | None:
+    """Where the state lives: DIR/state.sqlite (None), or a PostgreSQL schema of its own (`pg_url`)."""
+    return None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
 
 
 def stored(out: Path, state: str | None) -> dict[str, bytes]:

@@ -15,6 +15,7 @@ import pytest
 
 from downloader.core import gate, pacing
 from downloader.net.ratelimit import ApiGate, SlotMissed
+from downloader.simulator.config import busiest_second
 
 STORE_AHEAD = 1234.5  # the store's clock against ours
 
@@ -100,12 +101,7 @@ class Server:
         self.arrivals.append(written + self.rng.uniform(0.0005, 0.0005 + 0.8 * pacing.MARGIN))
 
     def busiest_second(self) -> int:
-        times, most, start = sorted(self.arrivals), 0, 0
-        for end, t in enumerate(times):
-            while t - times[start] >= 1.0:
-                start += 1
-            most = max(most, end - start + 1)
-        return most
+        return busiest_second(self.arrivals)
 
     def sustained(self) -> float:
         return (len(self.arrivals) - 1) / (max(self.arrivals) - min(self.arrivals))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,13 +175,7 @@ class Counters:
 
     def busiest_second(self) -> int:
         """The most API requests that arrived within any one-second window."""
-        times = sorted(self.api_times)
-        most, start = 0, 0
-        for end, t in enumerate(times):
-            while t - times[start] >= 1.0:
-                start += 1
-            most = max(most, end - start + 1)
-        return most
+        return busiest_second(self.api_times)
 
     def as_json(self, max_asks: int = 100_000) -> dict[str, Any]:
         """Counters as JSON; `asks` in full only when it has at most `max_asks` keys."""
@@ -207,3 +202,14 @@ class Counters:
     def fresh(self) -> Counters:
         """Zeroed counters that keep the live in-flight gauges."""
         return Counters(api_in_flight=self.api_in_flight, cdn_in_flight=self.cdn_in_flight)
+
+
+def busiest_second(arrivals: Iterable[float]) -> int:
+    """The most of `arrivals` (seconds) within any one-second window."""
+    times = sorted(arrivals)
+    most, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most

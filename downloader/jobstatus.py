@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from downloader.core.outcome import settled_count
 from downloader.state import open_existing, state_folder
 from downloader.state.base import RunRecord, StateStore, WorkerRecord
 from downloader.state.sqlite import STATE_FILE
 
-_SETTLED = ("downloaded", "no_image", "not_found")
 _LIVE_FIGURES = ("api_calls", "charged", "recharged", "images", "bytes")
 
 
@@ -95,7 +95,7 @@ async def _run_status(store: StateStore, run: RunRecord, live: Sequence[WorkerRe
     figures = {name: sum(int((w.info.get("counters") or {}).get(name, 0)) for w in workers)
                for name in _LIVE_FIGURES}
     return RunStatus(run.id, run.started, None, None, run.options, {**figures, "seconds": round(now - run.started, 1)},
-                     live=True, settled=sum(counts.get(s, 0) for s in _SETTLED), total=sum(counts.values()))
+                     live=True, settled=settled_count(counts), total=sum(counts.values()))
 
 
 def _run_dict(run: RunStatus) -> dict[str, Any]:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from downloader.core.outcome import StopReason, Summary
+from downloader.core.outcome import StopReason, Summary, settled_count
 from downloader.report.words import count, nothing_done, stop_words
 
 __all__ = ["STATUS_ORDER", "count", "describe_summary", "nothing_done", "stop_words"]
 
 STATUS_ORDER = ("downloaded", "no_image", "not_found", "failed", "pending", "resolved")  # as shown and exported
-_SETTLED = ("downloaded", "no_image", "not_found")
 _STOPS = {
     StopReason.BUDGET: " Stopped: the --max-charged budget is spent; the next run continues.",
     StopReason.RUNTIME: " Stopped: --max-runtime reached; the next run continues.",
@@ -25,7 +24,7 @@ _STOPS = {
 
 def describe_summary(s: Summary, manifest: str) -> str:
     """The final one-paragraph summary; `manifest` is where manifest.csv was written."""
-    settled = sum(s.by_status.get(k, 0) for k in _SETTLED)
+    settled = settled_count(s.by_status)
     if nothing_done(s, settled):
         return (f"Nothing to do: {settled:,} of {count(s.unique, 'patent')} already settled "
                 f"({_statuses(s)}){_inputs(s, manifest)}; no API call made. Manifest: {manifest}.")

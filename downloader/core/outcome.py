@@ -44,7 +44,13 @@ EXIT_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (errors.DownloaderError, errors.DownloaderError.exit_code),
 )
 
+SETTLED = ("downloaded", "no_image", "not_found")
 UNSETTLED = ("failed", "pending", "resolved")
+
+
+def settled_count(by_status: Mapping[str, int]) -> int:
+    """How many keys are settled (downloaded, no image, not found) among `by_status`."""
+    return sum(by_status.get(k, 0) for k in SETTLED)
 
 
 def exit_code(stop: StopReason | None, by_status: Mapping[str, int]) -> int:

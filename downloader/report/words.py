@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from downloader.core.outcome import Summary
+from downloader.core.outcome import Summary, settled_count
 
 
 def count(n: int | float, one: str, many: str | None = None) -> str:
@@ -27,5 +27,5 @@ def stop_words(summary: dict[str, Any]) -> str:
         s = Summary.from_dict(summary)
     except (TypeError, ValueError):
         return ""
-    settled = sum(s.by_status.get(k, 0) for k in ("downloaded", "no_image", "not_found"))
+    settled = settled_count(s.by_status)
     return "nothing to do" if nothing_done(s, settled) else ""

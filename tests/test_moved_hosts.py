@@ -87,6 +87,7 @@ def _resolved_at_a_host_that_goes_away(tmp_path: Path, n: int) -> tuple[Path, Pa
     return source, out, paid
 
 
+@pytest.mark.slow
 def test_urls_of_a_host_that_moved_are_asked_again_at_once(tmp_path):
     """The rerun on a server at another port: each paid URL on the dead host is asked again once
     (recharged), every patent settles, exit 0, within seconds (not after the URLs' 3 hours)."""
@@ -105,6 +106,7 @@ def test_urls_of_a_host_that_moved_are_asked_again_at_once(tmp_path):
     assert all(r["path"].startswith(str(second.base_url)) for r in rows if r["status"] == "downloaded")
 
 
+@pytest.mark.slow
 async def test_a_cdn_that_served_and_then_refuses_is_an_outage_and_nothing_is_paid_twice(tmp_path):
     """The image host stops listening mid-run while the API still names it: the run stops as an outage
     (exit 3), no key is asked again (it served this run: down, not moved), no patent failed."""
@@ -161,6 +163,7 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_a_cdn_host_that_refuses_while_the_api_still_points_there_is_an_outage_not_a_recharge_storm(tmp_path):
     """Nothing listens at the CDN host the API names: one probe is asked again, no more; exit 3 as an
     outage, no patent failed."""

@@ -111,6 +111,7 @@ def job_folder(tmp_path, sim_config, threaded_simulator) -> Path:
     return out
 
 
+@pytest.mark.slow  # a browser start: seconds
 @needs_chromium
 def test_report_in_chromium_shows_counts_runs_failures_and_a_paged_filterable_sheet(tmp_path, job_folder, capsys):
     """The DOM after scripts ran: counts equal the manifest's, 200 lazy thumbnails with captions, filter box."""
@@ -223,6 +224,7 @@ def test_report_over_100k_downloads_is_quick_small_capped_and_escaped(big_folder
     assert raw.count('<span class="advice">') == 3 and "What to do:</b> Temporary API errors" in raw
 
 
+@pytest.mark.slow  # a browser start: seconds
 @needs_chromium
 def test_big_report_opens_in_chromium_with_hostile_data_inert(tmp_path, big_folder):
     """Chromium renders the 100k report: counts, the first page of the sheet, no injected element."""

@@ -36,6 +36,8 @@ from tests.s3_server import ACCESS_KEY, READER_KEY, READER_SECRET, SECRET_KEY, B
 
 FAST = S3Retry(attempts=3, first_backoff=0.0, patience=0.0)
 SERVERS = {"moto": "s3_bucket", "seaweedfs": "seaweed_bucket"}  # server → its fresh-bucket fixture
+# SeaweedFS starts in 3–4 s per test process: its cases are slow, out of the `-m "not slow"` inner loop.
+SEAWEEDFS = pytest.param("seaweedfs", marks=pytest.mark.slow)
 PREFIX = "runs/one"
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -81,7 +83,7 @@ def _local_subject(root: Path) -> Subject:
     return Subject(sink, read, visible, None)
 
 
-@pytest.fixture(params=["local", "moto", "seaweedfs"])
+@pytest.fixture(params=["local", "moto", SEAWEEDFS])
 async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Subject]:
     """Each sink, prepared, and closed after the test."""
     made = (_local_subject(tmp_path / "out") if request.param == "local"
@@ -156,7 +158,7 @@ async def test_many_concurrent_commits_all_land(subject: Subject) -> None:
     assert all(subject.read(name) == body for name, body in bodies.items())
 
 
-@pytest.mark.parametrize("size", [200, 20 * 1024 * 1024], ids=["small", "20MB"])
+@pytest.mark.parametrize("size", [200, pytest.param(20 * 1024 * 1024, marks=pytest.mark.slow)], ids=["small", "20MB"])
 async def test_publish_puts_the_whole_file_in_place(subject: Subject, size: int) -> None:
     """A staged output file is published whole (20 MB included), its staging copy consumed."""
     data = os.urandom(size)
@@ -260,7 +262,7 @@ def _our_s3_temp_dirs() -> set[Path]:
     return set(Path(tempfile.gettempdir()).glob(f"patent-images-s3-{os.getpid()}-*"))
 
 
-@pytest.fixture(params=list(SERVERS))
+@pytest.fixture(params=["moto", SEAWEEDFS])
 def any_bucket(request: pytest.FixtureRequest) -> Bucket:
     """A fresh bucket on each S3 server in turn."""
     bucket: Bucket = request.getfixturevalue(SERVERS[request.param])
@@ -295,6 +297,7 @@ async def test_a_bucket_deleted_mid_run_stops_the_next_commit_at_once(any_bucket
     await sink.close()
 
 
+@pytest.mark.slow
 async def test_prepare_when_seaweedfs_refuses_writes(seaweed_bucket: Bucket, monkeypatch: pytest.MonkeyPatch) -> None:
     """Credentials SeaweedFS knows but only lets read: 403 AccessDenied at the probe, exit 3 naming the bucket."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", READER_KEY)

@@ -164,3 +164,20 @@ SKEWED = (b"<Error><Code>RequestTimeTooSkewed</Code><Message>The difference betw
 def test_is_expired_403(body: bytes, expected: bool) -> None:
     """Only bodies that say the request or its signature expired count as an expired URL."""
     assert is_expired_403(body) is expected
+
+
+async def test_an_expired_403_body_split_in_pieces_is_read_whole() -> None:
+    """The refusal's body is read across its pieces (not just the first), so a split "Request has expired"
+    is still recognised, and it stops at the cap."""
+    from downloader.net.cdn import error_body
+
+    body = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
+            b"<Message>Request has expired</Message><ServerTime>2026-12-04T18:00:00Z</ServerTime></Error>")
+
+    async def pieces(*parts: bytes):  # as aiohttp's iter_any hands them over
+        for part in parts:
+            yield part
+
+    whole = await error_body(pieces(body[:40], body[40:90], body[90:]))
+    assert whole == body and is_expired_403(whole) and not is_expired_403(body[:40])
+    assert await error_body(pieces(b"x" * 50, b"y" * 50), cap=60) == b"x" * 50 + b"y" * 10

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import anyio
@@ -198,7 +198,7 @@ class ImageFetcher:
     async def _refuse(self, resp: aiohttp.ClientResponse, job: ImageJob, signed: float | None) -> None:
         status = resp.status
         if status == 403:
-            body = await resp.content.read(_ERROR_BODY_BYTES)
+            body = await error_body(resp.content.iter_any())
             now = time.time()
             if is_expired_403(body):  # unambiguous, and it carries the CDN's time: learn from it
                 self.clock.refused(signed_at=signed, stated=job.expires_at, now=now,
@@ -261,3 +261,15 @@ class ImageFetcher:
 def _refused(err: TransientDownloadError) -> bool:
     """True when the host refused the connection (nothing listens there), not a timeout, reset or 5xx."""
     return err.__cause__ is not None and cause(err.__cause__) == "connection refused"
+
+
+async def error_body(pieces: AsyncIterator[bytes], cap: int = _ERROR_BODY_BYTES) -> bytes:
+    """The first `cap` bytes of a refusal's body, however many pieces it came in. `content.read(n)` returns
+    only the first piece that arrived: a "Request has expired" body split in two would read as a plain 403,
+    and its patent would fail instead of asking for a fresh URL."""
+    head = b""
+    async for piece in pieces:
+        head += piece
+        if len(head) >= cap:
+            return head[:cap]
+    return head

@@ -185,8 +185,9 @@ class Counters:
         return busiest_second(self.api_times)
 
     def as_json(self, max_asks: int = 100_000) -> dict[str, Any]:
-        """Counters as JSON; `asks` in full only when it has at most `max_asks` keys."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("asks", "served", "api_times")}
+        """Counters as JSON; `asks` and `served` in full only when each has at most `max_asks` keys."""
+        skip = ("asks", "served", "api_times")
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         out["busiest_second"] = self.busiest_second()
         out["api_first_at"] = min(self.api_times, default=None)  # the sustained rate is over this span
         out["api_last_at"] = max(self.api_times, default=None)

@@ -39,7 +39,7 @@ async def inline_image_handler(request: web.Request) -> web.StreamResponse:
     return await guarded_api_request(request, _inline_answer)
 
 
-async def _page_answer(sim: Simulator, request: web.Request) -> web.Response:
+async def _page_answer(sim: Simulator, request: web.Request) -> web.StreamResponse:
     try:
         body = json.loads(await request.read() or b"null")
     except (UnicodeDecodeError, json.JSONDecodeError):

@@ -183,3 +183,109 @@ async def test_a_claim_names_the_stored_drawings_of_a_patent_asked_again_in_both
     assert rows == [("P1", n, "downloaded", f"images/P1/{n}.png") for n in (1, 2, 3)] + [
         ("P2", n, "downloaded", f"images/P2/{n}.png") for n in (1, 2, 3)]
     await store.close()
+
+
+def test_a_patent_listed_again_with_fewer_drawings_is_not_asked_again_and_again(
+        tmp_path: Path, sim_config, threaded_simulator, state) -> None:
+    """The last drawing of three patents is listed first with a URL that has already expired, and the API's
+    next answer no longer lists it (one drawing fewer): each of those patents is asked twice (two charges), not
+    once per claim without end, settles downloaded with one manifest row per drawing the API now lists, and
+    the nightly rerun asks nothing. (--max-charged bounds the run should a patent loop.)"""
+    sim = threaded_simulator
+    fewer = with_drawings(sim, 3, 2)
+    values = [*fewer, *numbers(10)]
+    figures = figures_of(sim, values)
+    _, once = expected_calls(figures)
+    records = {v: sim.universe.lookup_number(v) for v in fewer}
+    sim_config.stale_drawings = {f"{r.pn}_{figures[v]:04d}" for v, r in records.items()}  # type: ignore[union-attr]
+    sim_config.fewer_drawings = {r.pn: (figures[v] or 0) - 1 for v, r in records.items()}  # type: ignore[union-attr]
+    source, out = write_csv(tmp_path / "in.csv", values), tmp_path / "out"
+
+    summary = run([source], out, sim, drawings="all", state_url=state, max_charged=once + 10 * len(fewer))
+
+    asked = {v: sim.asks[v] for v in fewer}  # each ask of these (under 100 drawings) is one charged page
+    print(f"\n[fewer {state and 'postgres' or 'sqlite'}] asks of the patents listed shorter {asked}, "
+          f"{sim.counters.api_requests} calls, simulator charged {sim.counters.charged} (once: {once}); "
+          f"summary: exit {summary['exit_code']}, charged {summary['charged']}, recharged {summary['recharged']}, "
+          f"{summary['by_status']}")
+    assert asked == dict.fromkeys(fewer, 2)
+    assert summary["exit_code"] == 0 and summary["by_status"] == {"downloaded": len(values)}
+    assert summary["charged"] == sim.counters.charged == once + len(fewer)
+    assert summary["recharged"] == len(fewer)
+    now_listed = {**figures, **{v: (figures[v] or 0) - 1 for v in fewer}}
+    assert check_drawings(out, sim, now_listed) == sum(n or 0 for n in now_listed.values())
+    again = run([source], out, sim, drawings="all", state_url=state)
+    assert again["exit_code"] == 0 and again["api_calls"] == 0 and sim.counters.charged == once + len(fewer)
+
+
+async def test_drawings_a_complete_listing_no_longer_names_are_retired_in_both_stores(backend) -> None:  # noqa: F811
+    """P1 had three drawings (figure 2's URL expired unused) and is listed again with two; P2 had two (figure 1
+    expired) and is now answered without drawings: the rows the new listing does not name are dropped, pending
+    or downloaded, so each patent settles (downloaded, no_image) instead of going back to the API, and its rows
+    and figure count are what the API lists now. A late listing (the patent settled since) retires nothing."""
+    from downloader.core.model import Downloaded, FigureKey, Kind, Listed, NoImage, PatentKey, Resolved, UrlExpired
+
+    def figure(value: str, n: int) -> FigureKey:
+        return FigureKey(Kind.NUMBER, value, n)
+
+    def listed(value: str, count: int, figures: range) -> list[Listed | Resolved]:
+        return [Listed(PatentKey(Kind.NUMBER, value), value, f"id-{value}", count), *(
+            Resolved(figure(value, n), value, f"id-{value}", f"HDA{n}", f"http://cdn/{value}/{n}.png", 4e9, None,
+                     "drawings") for n in figures)]
+
+    def done(value: str, n: int) -> Downloaded:
+        return Downloaded(figure(value, n), f"images/{value}/{n}.png", 10, "ab")
+
+    async def rows() -> list[tuple[str, int | None, str]]:
+        return [(r.key, r.figure, r.status.value) async for r in store.rows(run_id)]
+
+    store = await backend.open()
+    assert await store.drawings_kind("all") == "all"
+    run_id = await store.start_run({})
+    await store.ingest([PatentKey(Kind.NUMBER, v) for v in ("P1", "P2")], run_id)
+    await store.claim(run_id, "A", limit=5, usable_after=time.time(), lease=30)
+    await store.apply([*listed("P1", 3, range(1, 4)), *listed("P2", 2, range(1, 3))])
+    await store.apply([done("P1", 1), UrlExpired(figure("P1", 2), "expired"), done("P1", 3),
+                       UrlExpired(figure("P2", 1), "expired"), done("P2", 2)])
+    assert await store.counts(run_id) == {"pending": 2}
+    again = await store.claim(run_id, "A", limit=5, usable_after=time.time(), lease=30)
+    assert again.to_ask is not None and again.to_ask.keys == ("P1", "P2")
+
+    await store.apply([*listed("P1", 2, range(2, 3)), NoImage(PatentKey(Kind.NUMBER, "P2"), "P2", "id-P2")])
+    assert await rows() == [("P1", 1, "downloaded"), ("P1", 2, "resolved"), ("P2", None, "no_image")]
+    await store.apply([done("P1", 2)])
+
+    assert await store.counts(run_id) == {"downloaded": 1, "no_image": 1}
+    assert await rows() == [("P1", 1, "downloaded"), ("P1", 2, "downloaded"), ("P2", None, "no_image")]
+    assert await store.figure_counts(run_id) == {2: 1, 0: 1}
+    assert await store.drawing_counts(run_id) == {"downloaded": 2}
+    await store.apply(listed("P1", 1, range(1, 2)))  # late: P1 settled, the guard refuses it
+    assert await rows() == [("P1", 1, "downloaded"), ("P1", 2, "downloaded"), ("P2", None, "no_image")]
+    last = await store.claim(run_id, "A", limit=5, usable_after=time.time(), lease=30)
+    assert last.to_ask is None and last.to_download == () and last.waiting == 0
+    await store.close()
+
+
+def test_only_a_complete_listing_retires_drawings(tmp_path: Path, sim_config, threaded_simulator, state) -> None:
+    """A patent of more than 100 drawings (two pages) whose last drawing's URL expired is asked again, and the
+    API now lists one drawing fewer; the budget (--max-charged 3) ends the run after the first page of that
+    listing: nothing is retired (the drawing stays pending, the patent too). The next run lists it whole, two
+    pages, and only then is the drawing gone and the patent downloaded."""
+    sim = threaded_simulator
+    many = with_many(sim, [], numbers(3000, seed=9))[0]
+    total = figures_of(sim, [many])[many] or 0
+    pn = sim.universe.lookup_number(many).pn  # type: ignore[union-attr]
+    sim_config.stale_drawings, sim_config.fewer_drawings = {f"{pn}_{total:04d}"}, {pn: total - 1}
+    source, out = write_csv(tmp_path / "in.csv", [many]), tmp_path / "out"
+
+    cut = run([source], out, sim, drawings="all", state_url=state, max_charged=3)
+
+    assert cut["exit_code"] == 4 and cut["by_status"] == {"pending": 1} and sim.counters.charged == 3
+    rows = manifest(out)
+    assert [int(r["figure"]) for r in rows] == list(range(1, total + 1))
+    assert [r["status"] for r in rows] == ["downloaded"] * (total - 1) + ["pending"]
+    whole = run([source], out, sim, drawings="all", state_url=state)
+    print(f"\n[pages {state and 'postgres' or 'sqlite'}] {total} drawings, then {total - 1}: asked {sim.asks[many]} "
+          f"times, charged {sim.counters.charged}; second run: {whole['by_status']}")
+    assert whole["exit_code"] == 0 and whole["charged"] == 2 and sim.counters.charged == 5 and sim.asks[many] == 3
+    assert check_drawings(out, sim, {many: total - 1}) == total - 1

@@ -77,6 +77,9 @@ class SimulatorConfig:
     # has already expired (signed its lifetime and a minute ago), as a URL left too long in a queue;
     # each is taken out of the set when listed so, and is listed fresh the time after.
     stale_drawings: set[str] = field(default_factory=set)
+    # Patents of P042 (full pn) whose every listing after the first names only this many drawings (its first
+    # ones), as when the API re-indexes a document: a drawing listed once is not listed again.
+    fewer_drawings: dict[str, int] = field(default_factory=dict)
     # A CDN that refuses URLs earlier than they say: `url_honoured` seconds after signing, whatever
     # end they carry (a revoked signing key), and a CDN clock `cdn_clock_skew` seconds ahead of the
     # API's (negative: behind); its Date headers and ServerTime say its own time.
@@ -115,6 +118,8 @@ class SimulatorConfig:
                 raise ValueError(f"{name} must be one of {DOWN_KINDS} or null")
         if self.apikey_refusal not in APIKEY_REFUSALS:
             raise ValueError(f"apikey_refusal must be one of {APIKEY_REFUSALS}")
+        if any(not isinstance(n, int) or n < 0 for n in self.fewer_drawings.values()):
+            raise ValueError("fewer_drawings must map pns to drawing counts >= 0")
         if self.url_honoured is not None and self.url_honoured <= 0:
             raise ValueError("url_honoured must be positive or null")
 

@@ -9,7 +9,8 @@ with its pn and an empty list. Drawing n of a patent is the figure "FIG. n" serv
 A page that lists drawings is charged (`counters.charged`), also when the "cut" fault then drops its
 connection halfway through the body (as P021's answers); `counters.asks` counts a patent once per
 first page (offset 0), `fulltext_pages` every page answered. `config.stale_drawings` lists a drawing
-once with a URL that has already expired.
+once with a URL that has already expired; `config.fewer_drawings` lists fewer drawings of a patent once it
+was listed before (its first page asked more than once).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ async def _page_answer(sim: Simulator, request: web.Request) -> web.StreamRespon
     if record is None:
         return await billed_answer(sim, request, _unknown(key))
     total = sim.universe.figures(record)
+    if record.pn in sim.config.fewer_drawings and counters.asks[key] > 1:  # listed before: fewer now
+        total = min(total, sim.config.fewer_drawings[record.pn])
     figures = range(offset + 1, min(total, offset + limit) + 1)
     items = [{"path": _url(sim, request, record, n), "image_type": "drawings"} for n in figures]
     if items:

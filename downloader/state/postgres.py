@@ -57,7 +57,16 @@ from downloader.state.base import (
 )
 from downloader.state.pg_patience import Patience, is_lost
 from downloader.state.pg_schema import StateUrl, migrate, parse_url
-from downloader.state.transitions import Fence, fence_of, fenced_statement, refused, settle_patent, settles_patent
+from downloader.state.transitions import (
+    Fence,
+    fence_of,
+    fenced_statement,
+    lists_patent,
+    refused,
+    retire_unlisted,
+    settle_patent,
+    settles_patent,
+)
 
 # psycopg_pool says what it does about broken connections as log warnings; without a handler of our own,
 # Python's last-resort handler would print them on stderr in the middle of a run (the application's
@@ -322,18 +331,23 @@ class PostgresStore:
                 now = (await (await cur.execute(q.NOW)).fetchone() or (0.0,))[0]
                 grouped: list[tuple[str, list[tuple[Any, ...]]]] = []
                 patents: dict[tuple[Any, ...], None] = {}  # whose drawings settled: the patent may settle too
+                listings: dict[tuple[str, str], None] = {}  # listed whole: drawings no longer listed are retired
                 for event in events:
                     query, params = fenced_statement(event, "%s", now)
                     if not grouped or grouped[-1][0] != query:
                         grouped.append((query, []))
                     grouped[-1][1].append(params)
-                    if settles_patent(event.event if isinstance(event, Held) else event):
-                        key = event.event.key if isinstance(event, Held) else event.key
-                        patents[(now, key.kind.value, key.value)] = None
+                    plain = event.event if isinstance(event, Held) else event
+                    if lists_patent(plain):
+                        listings[(plain.key.kind.value, plain.key.value)] = None
+                    if settles_patent(plain):
+                        patents[(now, plain.key.kind.value, plain.key.value)] = None
                 written = 0
                 for query, rows in grouped:
                     await cur.executemany(query, rows)
                     written += max(cur.rowcount, 0)
+                if listings:
+                    await cur.executemany(retire_unlisted("%s"), list(listings))
                 if patents:
                     await cur.executemany(settle_patent("%s"), list(patents))
                 if written == len(events):

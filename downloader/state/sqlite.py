@@ -22,7 +22,8 @@ With --drawings all a patent's answer is `Listed` (→ resolved, `figures` set) 
 `drawings` (resolved → downloaded | failed, or pending when its URL expired), held by the patent's claim.
 Once none of its drawings waits for a download the patent follows them (`transitions.settle_patent`):
 pending again if a URL expired (asked again), failed if one failed, else downloaded. Asked again, it is
-listed whole, but its drawings already downloaded keep their row and file (`Batch.stored`, and the guard).
+listed whole, but its drawings already downloaded keep their row and file (`Batch.stored`, and the guard);
+drawings the new listing no longer names lose their row (`transitions.retire_unlisted`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ from downloader.state.transitions import (
     Fence,
     fence_of,
     fenced_statement,
+    lists_patent,
     refused,
+    retire_unlisted,
     settle_patent,
     settles_patent,
     transition_allowed,
@@ -342,18 +345,23 @@ class SqliteStore:
         now = time.time()
         grouped: list[tuple[str, list[tuple[Any, ...]]]] = []
         patents: dict[tuple[Any, ...], None] = {}  # whose drawings settled: the patent may settle too
+        listings: dict[tuple[str, str], None] = {}  # listed whole: drawings no longer listed are retired
         for event in events:
             sql, params = fenced_statement(event, "?", now)
             if not grouped or grouped[-1][0] != sql:
                 grouped.append((sql, []))
             grouped[-1][1].append(params)
             plain = event.event if isinstance(event, Held) else event
+            if lists_patent(plain):
+                listings[(plain.key.kind.value, plain.key.value)] = None
             if settles_patent(plain):
                 patents[(now, plain.key.kind.value, plain.key.value)] = None
         written = 0
         with self._transaction():
             for sql, rows in grouped:
                 written += self._conn.executemany(sql, rows).rowcount
+            if listings:
+                self._conn.executemany(retire_unlisted("?"), list(listings))
             if patents:
                 self._conn.executemany(settle_patent("?"), list(patents))
             if written == len(events):

@@ -110,12 +110,12 @@ def update_for(event: StateEvent, mark: str) -> tuple[str, tuple[Any, ...]]:
         case Listed(_, pn, pid, figures):  # its drawings' rows follow (drawing_update); it keeps its claim
             return guarded(Status.RESOLVED, f"pn={m}, patent_id={m}, figures={m}, url=NULL, expires_at=NULL, "
                                             "error=NULL, retry_at=NULL, attempts=attempts+1"), (pn, pid, figures)
-        case NoImage(_, pn, pid):
+        case NoImage(_, pn, pid):  # figures=NULL: a patent listed before lists none now (`retire_unlisted`)
             return guarded(Status.NO_IMAGE, f"pn={m}, patent_id={m}, url=NULL, error=NULL, retry_at=NULL, "
-                                            f"attempts=attempts+1, {_RELEASE}"), (pn, pid)
+                                            f"figures=NULL, attempts=attempts+1, {_RELEASE}"), (pn, pid)
         case NotFound():
-            return guarded(Status.NOT_FOUND, "url=NULL, error=NULL, retry_at=NULL, attempts=attempts+1, "
-                                             f"{_RELEASE}"), ()
+            return guarded(Status.NOT_FOUND, "url=NULL, error=NULL, retry_at=NULL, figures=NULL, "
+                                             f"attempts=attempts+1, {_RELEASE}"), ()
         case Failed(_, error):
             return guarded(Status.FAILED, f"error={m}, attempts=attempts+1, {_RELEASE}"), (error,)
         case Downloaded(_, local_file, size, sha):
@@ -195,6 +195,24 @@ def settles_patent(event: StateEvent) -> bool:
     if isinstance(event, Listed):
         return True
     return isinstance(event.key, FigureKey) and isinstance(event, Downloaded | UrlExpired | Failed)
+
+
+def lists_patent(event: StateEvent) -> bool:
+    """Whether this event is a complete listing of a patent's drawings (all its pages answered: the
+    resolver returns none before), after which `retire_unlisted` runs: Listed, or none at all."""
+    return isinstance(event, Listed | NoImage | NotFound)
+
+
+def retire_unlisted(mark: str) -> str:
+    """Drop the drawings of a patent that its latest complete listing no longer names: those past the
+    `figures` its row records (NULL, after no_image or not_found: all of them). The manifest keeps one
+    row per drawing the API lists, and a drawing left pending by a URL that expired cannot send its
+    patent back to the API (and bill it) again and again. Run after the listing's own statements, before
+    `settle_patent`; it reads the patent's row, so a refused or late listing retires nothing it did not
+    record. A file already downloaded for such a drawing stays where it is. Parameters: kind, key."""
+    m = mark
+    return (f"DELETE FROM drawings WHERE kind={m} AND key={m} AND figure > COALESCE((SELECT p.figures FROM "
+            "patents p WHERE p.kind=drawings.kind AND p.key=drawings.key), 0)")
 
 
 def settle_patent(mark: str) -> str:

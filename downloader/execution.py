@@ -31,7 +31,7 @@ import anyio
 from anyio.abc import Process
 
 from downloader import machine
-from downloader.core.busy import BusyWatch
+from downloader.core.busy import SAMPLE_SECONDS, BusyWatch
 from downloader.core.errors import (
     DownloaderError,
     FatalError,
@@ -191,7 +191,7 @@ class Execution:
         up to `most`, while enough work is left for one."""
         watch = BusyWatch()
         while len(group.procs) < most:
-            await anyio.sleep(0.5)
+            await anyio.sleep(SAMPLE_SECONDS)
             if not watch.sample(time.monotonic(), loop_demand()) or self.interrupted:
                 continue
             counts = await store.counts(run_id)

@@ -120,3 +120,25 @@ def test_image_id_is_the_file_stem() -> None:
     """The stable image id is the URL's file name without extension."""
     assert image_id(URL) == "HDA0004204487520000011"
     assert image_id("https://x/y/") == ""
+
+
+def test_answers_lost_on_the_way_are_charged_as_the_page_that_arrived() -> None:
+    """A page listing drawings whose first two answers were lost is charged three times (two recharged); lost
+    answers of a page listing none, or of an unknown patent, were not billed either."""
+    paging = Paging(KEY)
+    paging.receive(decode_page(answer(150, 0)).page, lost=2)
+    paging.receive(decode_page(answer(150, 100)).page)
+    assert (paging.charged, paging.recharged) == (4, 2)
+    unknown = Paging(KEY)
+    unknown.receive(decode_page({"status": True, "error_code": 0, "data": None}).page, lost=3)
+    none = Paging(KEY)
+    none.receive(decode_page(answer(0)).page, lost=1)
+    assert (unknown.charged, unknown.recharged, none.charged, none.recharged) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(("lost", "charged", "recharged"), [(0, 0, 0), (1, 1, 0), (3, 3, 2)])
+def test_answers_lost_until_the_retries_ran_out_are_possibly_charged(lost: int, charged: int, recharged: int) -> None:
+    """No answer arrived: each lost one may have been billed, so it is counted (the first once)."""
+    paging = Paging(KEY)
+    paging.unanswered(lost)
+    assert (paging.charged, paging.recharged) == (charged, recharged)

@@ -10,6 +10,12 @@ One patent a call: `{patent_id | patent_number, limit ≤ 100, offset}` as a JSO
 one `Resolved` per drawing under a `FigureKey` (1-based, in the API's order). Pages that listed at
 least one drawing are charged (PatSnap bills per successful result); `charged` counts them.
 
+An answer lost on the way (a body cut short, a reset or a timeout after the API answered) was billed
+as the one that arrived in its place: `receive(page, lost)` charges a page that listed drawings once
+more per lost answer, and counts those in `recharged`. When no answer arrived at all (`unanswered`),
+each lost one was possibly billed: counted as charged (the first once, the others as recharged), so
+the run never reports less than the API billed.
+
 Nothing here touches the network, the disk or the clock; callers pass `answered_at`.
 """
 
@@ -87,6 +93,7 @@ class Paging:
     pages: list[Page] = field(default_factory=list)
     unknown: bool = False
     charged: int = 0
+    recharged: int = 0
 
     def next_body(self) -> dict[str, Any] | None:
         """The body of the next call, or None when every page is in (or the patent is unknown)."""
@@ -98,14 +105,22 @@ class Paging:
             return None
         return request_body(self.key, offset, self.limit)
 
-    def receive(self, page: Page | None) -> None:
-        """Take the decoded page of the last call (None: the API does not know the patent)."""
+    def receive(self, page: Page | None, lost: int = 0) -> None:
+        """Take the decoded page of the last call (None: the API does not know the patent); `lost`
+        answers to the same call were billed, as this one, but lost on the way."""
         if page is None:
             self.unknown = self.unknown or not self.pages
             return
         self.pages.append(page)
         if page.items:
-            self.charged += 1
+            self.charged += 1 + lost
+            self.recharged += lost
+
+    def unanswered(self, lost: int) -> None:
+        """The last call got no answer past its retries, but `lost` answers were lost on the way:
+        each possibly billed (the patent is asked again later, from its first page)."""
+        self.charged += lost
+        self.recharged += max(0, lost - 1)
 
     def outcomes(self, answered_at: float) -> list[Outcome]:
         """What the state store records for this patent once `next_body()` is None."""

@@ -68,11 +68,13 @@ class Reject:
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Up to 100 keys of one kind, asked in one API call; `lease` is the generation of the claim
-    that holds them (0: no claim), which the results' writes must match."""
+    that holds them (0: no claim), which the results' writes must match. `stored` (--drawings all):
+    drawings of these keys already downloaded (a patent asked again for one expired URL keeps them)."""
 
     kind: Kind
     keys: tuple[str, ...]
     lease: int = 0
+    stored: frozenset[FigureKey] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,11 +76,13 @@ class ApiRequest:
 
 
 @dataclass
-class _Call:
-    """One batch's tries: set `holder` while this call checks refused credentials."""
+class Call:
+    """One request's tries: `holder` is set while it checks refused credentials; `lost` counts the
+    answers given (HTTP 200: billed) whose body was lost on the way, or possibly given (a timeout after
+    the request was written), so that it was asked again or not answered at all."""
 
     holder: str | None = None
-    lost: int = 0  # answers given (HTTP 200: billed) whose body was lost on the way, so asked again
+    lost: int = 0
 
 
 @dataclass
@@ -155,7 +157,7 @@ class PatsnapClient:
         """Ask once (with retries). An answer lost on the way after the API gave it was billed, for
         the same results as the one that arrived: counted in `charged` and `recharged`."""
         request = ApiRequest(API_PATH, protocol.request_params(batch, self.api_key))
-        call = _Call()
+        call = Call()
         items, answered_at = await self._exchange(request, _abstract_items, call)
         billed = len(items) * (1 + call.lost)
         self._counters.charged += billed
@@ -163,15 +165,18 @@ class PatsnapClient:
         bill.recharged += billed - len(items)
         return protocol.map_answer(batch, items, answered_at)
 
-    async def exchange(self, request: ApiRequest, decode: Callable[[object], T]) -> tuple[T, float]:
+    async def exchange(self, request: ApiRequest, decode: Callable[[object], T],
+                       call: Call | None = None) -> tuple[T, float]:
         """One request through the gate, with retries and the credential check: `decode` turns the
-        answer's JSON into a value or raises its ApiError. Returns the value and when it was answered."""
-        return await self._exchange(request, decode, _Call())
+        answer's JSON into a value or raises its ApiError. Returns the value and when it was answered;
+        `call.lost` then says how many answers were lost on the way (billed, each like the one returned),
+        and when it raises, how many were lost before it gave up (possibly billed)."""
+        return await self._exchange(request, decode, call if call is not None else Call())
 
-    async def _exchange(self, request: ApiRequest, decode: Callable[[object], T], call: _Call) -> tuple[T, float]:
+    async def _exchange(self, request: ApiRequest, decode: Callable[[object], T], call: Call) -> tuple[T, float]:
         return await self._policy().call(lambda: self._once(request, decode, call))
 
-    async def _once(self, request: ApiRequest, decode: Callable[[object], T], call: _Call) -> tuple[T, float]:
+    async def _once(self, request: ApiRequest, decode: Callable[[object], T], call: Call) -> tuple[T, float]:
         outage = self.outage.error(time.monotonic())
         if outage is not None:
             raise outage
@@ -218,7 +223,7 @@ class PatsnapClient:
             call.holder = None
             return value, answered_at
 
-    async def _refused(self, err: TokenExpiredError, token: str, call: _Call) -> None:
+    async def _refused(self, err: TokenExpiredError, token: str, call: Call) -> None:
         """A refusal: become the fleet's checker (refresh once; the caller retries once) or wait
         for the check another request is making; a checker refused again stops the run."""
         if call.holder is not None:
@@ -246,7 +251,7 @@ class PatsnapClient:
             await self.gate.release(me)
             raise
 
-    async def _send(self, request: ApiRequest, token: str, ticket: Ticket, call: _Call) -> object:
+    async def _send(self, request: ApiRequest, token: str, ticket: Ticket, call: Call) -> object:
         headers = {**HEADERS, "Authorization": f"Bearer {token}"}
         url = URL(self._base + request.path)
         params = {**request.params, "apikey": self.api_key}

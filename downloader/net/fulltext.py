@@ -11,11 +11,21 @@ A patent's outcomes are returned only once all its pages are in, so a kill betwe
 pending: it is asked once more, from its first page. Budget (--max-charged): each page reserves
 one charge before its call (a page that lists drawings is charged) and gives it back when the page
 listed none; a patent whose next page finds the budget spent is left for the next run.
+
+Charges: an answer the API billed but that was lost on the way (a body cut short, a reset, a timeout
+after the request was written) is counted as P021's are (`PatsnapClient.exchange` reports them in
+`Call.lost`): charged and recharged as the answer that arrived in its place, or, when none arrived
+before the retries ran out, as possibly charged (`core.fulltext.Paging`).
+
+Asked again (a drawing's URL expired, so its patent went back to pending): the batch names the
+drawings already downloaded (`Batch.stored`); they keep their row and file, and only the others are
+returned as `Resolved`, to be downloaded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
@@ -23,7 +33,7 @@ from downloader.core.errors import InvalidParameterError, OutageError, TokenExpi
 from downloader.core.fulltext import Page, Paging, decode_page
 from downloader.core.model import Batch, Failed, PatentKey
 from downloader.core.ports import Answer, BatchResult
-from downloader.net.api import ApiRequest, PatsnapClient
+from downloader.net.api import ApiRequest, Call, PatsnapClient
 
 FULLTEXT_PATH = "/basic-patent-data/fulltext-image"
 
@@ -34,6 +44,7 @@ class _Asked:
 
     outcomes: list[Answer] | None
     charged: int = 0
+    recharged: int = 0
 
 
 @dataclass
@@ -45,14 +56,15 @@ class FulltextResolver:
     async def resolve(self, batch: Batch) -> BatchResult:
         """Ask each patent of `batch` in turn; those the budget cannot pay for are returned unasked."""
         outcomes: list[Answer] = []
-        charged = 0
+        charged = recharged = 0
         for index, value in enumerate(batch.keys):
             asked = await self._patent(PatentKey(batch.kind, value))
-            charged += asked.charged
+            charged, recharged = charged + asked.charged, recharged + asked.recharged
             if asked.outcomes is None:
-                return BatchResult(outcomes, tuple(PatentKey(batch.kind, v) for v in batch.keys[index:]), charged)
-            outcomes += asked.outcomes
-        return BatchResult(outcomes, (), charged)
+                unasked = tuple(PatentKey(batch.kind, v) for v in batch.keys[index:])
+                return BatchResult(outcomes, unasked, charged, recharged)
+            outcomes += [o for o in asked.outcomes if o.key not in batch.stored]
+        return BatchResult(outcomes, (), charged, recharged)
 
     def outage_error(self) -> OutageError | None:
         """The OutageError to stop with when every call failed for a while."""
@@ -64,21 +76,33 @@ class FulltextResolver:
         try:
             while (body := paging.next_body()) is not None:
                 if await self.client.budget.reserve(1) == 0:
-                    return _Asked(None, paging.charged)
-                charged_before = paging.charged
-                try:
-                    page, answered_at = await self.client.exchange(ApiRequest(FULLTEXT_PATH, {}, body), _page)
-                    paging.receive(page)
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await self.client.budget.settle(1, paging.charged - charged_before)
+                    return _Asked(None, paging.charged, paging.recharged)
+                answered_at = await self._page(paging, body)
         except InvalidParameterError as err:
-            return _Asked([Failed(key, describe(err))], paging.charged)
+            return _Asked([Failed(key, describe(err))], paging.charged, paging.recharged)
         except (TokenExpiredError, TransientApiError) as err:
-            return _Asked(self.client.unanswered(err, [key]), paging.charged)
+            return _Asked(self.client.unanswered(err, [key]), paging.charged, paging.recharged)
         finally:
             self.client.count_charged(paging.charged)
-        return _Asked(list(paging.outcomes(answered_at)), paging.charged)
+        return _Asked(list(paging.outcomes(answered_at)), paging.charged, paging.recharged)
+
+    async def _page(self, paging: Paging, body: dict[str, Any]) -> float:
+        """Ask for one page (its charge reserved) and take it; the answers lost on the way count as
+        charged even when the call fails (an invalid request is not billed). Returns when it was answered."""
+        charged_before, call = paging.charged, Call()
+        try:
+            page, answered_at = await self.client.exchange(ApiRequest(FULLTEXT_PATH, {}, body), _page, call)
+        except InvalidParameterError:
+            raise
+        except BaseException:
+            paging.unanswered(call.lost)
+            raise
+        else:
+            paging.receive(page, call.lost)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.client.budget.settle(1, paging.charged - charged_before)
+        return answered_at
 
 
 def _page(body: object) -> Page | None:

@@ -113,6 +113,8 @@ async def guarded_api_request(request: web.Request,
     if _has_client_headers(request):
         counters.api_with_headers += 1
     with sim.gauge("api"):
+        if request.can_read_body:  # the whole request is in before any answer: a client that gives up on a
+            await request.read()  # slow answer later does not unmake it (P042's POST is billed all the same)
         if sim.config.api_latency > 0:
             await asyncio.sleep(sim.config.api_latency)
         down = sim.down("api")
@@ -201,7 +203,7 @@ async def _injected_fault(sim: Simulator, request: web.Request) -> web.StreamRes
         reset_connection(request)
         return web.Response()  # aiohttp swallows the failed write to the dead transport
     if kind == "cut":
-        request[_CUT] = True  # answered (and billed) by `_answer`, then cut
+        request[_CUT] = True  # answered (and billed) by the endpoint, then cut (`billed_answer`)
         return None
     if kind == "not_json":
         return web.Response(text=_STATUS_PAGE.format("Please wait"), content_type="text/html")
@@ -221,7 +223,12 @@ async def _answer(sim: Simulator, request: web.Request) -> web.StreamResponse:
     counters.ids_asked += len(wanted)
     counters.asks.update(wanted)
     counters.charged += len(data)  # billed when answered, whether or not the client reads it all
-    answer = web.json_response({"data": data, "status": True, "error_code": 0})
+    return await billed_answer(sim, request, web.json_response({"data": data, "status": True, "error_code": 0}))
+
+
+async def billed_answer(sim: Simulator, request: web.Request, answer: web.Response) -> web.StreamResponse:
+    """Send an answer that was billed (any endpoint): whole, cut halfway by the "cut" fault, or in two
+    pieces `api_answer_gap` apart."""
     if request.get(_CUT):
         return await _cut(request, answer)
     if sim.config.api_answer_gap <= 0:

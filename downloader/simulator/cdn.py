@@ -135,6 +135,7 @@ async def _serve(sim: Simulator, request: web.Request, pn: str, num: str) -> web
         await response.prepare(request)
         if await _write_body(sim, request, response, body, size, fault):
             sim.counters.images_served += 1
+            sim.counters.served[f"{pn}_{num}"] += 1
             sim.counters.image_bytes_served += size
     except ConnectionError:
         pass  # the client went away; nothing to tell it

@@ -43,7 +43,7 @@ class SimulatorConfig:
     qps_limit: float | None = None
     throttle_mode: str = "code"
     api_latency: float = 0.0
-    # > 0: every P021 answer's body goes out in two writes this many seconds apart, as a slow link or a
+    # > 0: every answer's body (P021 and P042) goes out in two writes this many seconds apart, as a slow link or a
     # proxy delivers it: a client must read to the end of the body, not take the first piece for all of it.
     api_answer_gap: float = 0.0
     cdn_latency: float = 0.0
@@ -73,6 +73,10 @@ class SimulatorConfig:
     huge_image_bytes: int = 60 * 1024 * 1024
     # ...or a 404 NoSuchKey (after the signature check, as S3 does).
     missing_images: set[str] = field(default_factory=set)
+    # Drawings of P042 ("{pn}_{figure:04d}", e.g. "CN1234567A_0003") whose next listing gives a URL that
+    # has already expired (signed its lifetime and a minute ago), as a URL left too long in a queue;
+    # each is taken out of the set when listed so, and is listed fresh the time after.
+    stale_drawings: set[str] = field(default_factory=set)
     # A CDN that refuses URLs earlier than they say: `url_honoured` seconds after signing, whatever
     # end they carry (a revoked signing key), and a CDN clock `cdn_clock_skew` seconds ahead of the
     # API's (negative: behind); its Date headers and ServerTime say its own time.
@@ -91,7 +95,7 @@ class SimulatorConfig:
         for name, value in changes.items():
             if name in ("api_fault_kinds", "image_fault_kinds"):
                 value = tuple(value)
-            elif name in ("huge_images", "missing_images"):
+            elif name in ("huge_images", "missing_images", "stale_drawings"):
                 value = set(value)
             setattr(self, name, value)
         self.validate()
@@ -117,7 +121,7 @@ class SimulatorConfig:
     def as_json(self) -> dict[str, Any]:
         """The config as JSON-serialisable values (sets and tuples become sorted lists)."""
         out = dataclasses.asdict(self)
-        for name in ("huge_images", "missing_images"):
+        for name in ("huge_images", "missing_images", "stale_drawings"):
             out[name] = sorted(out[name])
         for name in ("api_fault_kinds", "image_fault_kinds"):
             out[name] = list(out[name])
@@ -126,7 +130,8 @@ class SimulatorConfig:
 
 @dataclass
 class Counters:
-    """What the simulator saw; `asks` counts each normalized identifier in accepted requests.
+    """What the simulator saw; `asks` counts each normalized identifier in accepted requests, `served`
+    each image served whole.
 
     `requests` counts every API and token request; `first_refusal_at` and `first_throttle_at`
     are its value at the first credential refusal (67200003, 67200008, HTTP 401 from the API or
@@ -169,6 +174,8 @@ class Counters:
     cdn_in_flight: int = 0
     cdn_peak_concurrency: int = 0
     asks: Counter[str] = field(default_factory=Counter)
+    # Images served whole, by "{pn}_{num}" (a drawing of P042: num is its zero-padded figure).
+    served: Counter[str] = field(default_factory=Counter)
     # When each API request arrived (the simulator's clock): an account-wide rate can be checked
     # over any one-second window, whichever process or machine sent the requests.
     api_times: list[float] = field(default_factory=list)
@@ -178,8 +185,9 @@ class Counters:
         return busiest_second(self.api_times)
 
     def as_json(self, max_asks: int = 100_000) -> dict[str, Any]:
-        """Counters as JSON; `asks` in full only when it has at most `max_asks` keys."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("asks", "api_times")}
+        """Counters as JSON; `asks` and `served` in full only when each has at most `max_asks` keys."""
+        skip = ("asks", "served", "api_times")
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         out["busiest_second"] = self.busiest_second()
         out["api_first_at"] = min(self.api_times, default=None)  # the sustained rate is over this span
         out["api_last_at"] = max(self.api_times, default=None)
@@ -187,6 +195,8 @@ class Counters:
         out["asks_repeated"] = sum(1 for n in self.asks.values() if n > 1)
         if len(self.asks) <= max_asks:
             out["asks"] = dict(self.asks)
+        if len(self.served) <= max_asks:
+            out["served"] = dict(self.served)
         return out
 
     def refused(self) -> None:

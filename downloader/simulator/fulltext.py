@@ -6,8 +6,10 @@ empty list (PatSnap does not document which; clients must take both); a patent w
 with its pn and an empty list. Drawing n of a patent is the figure "FIG. n" served under
 `/fulltext-image/{office}/{pn}/{image_id}.{ext}`, signed for `fulltext_url_lifetime` (7 days).
 
-A page that lists drawings is charged (`counters.charged`); `counters.asks` counts a patent once per
-first page (offset 0), `fulltext_pages` every page answered.
+A page that lists drawings is charged (`counters.charged`), also when the "cut" fault then drops its
+connection halfway through the body (as P021's answers); `counters.asks` counts a patent once per
+first page (offset 0), `fulltext_pages` every page answered. `config.stale_drawings` lists a drawing
+once with a URL that has already expired.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from downloader.simulator import signing
-from downloader.simulator.api import coded_error, guarded_api_request
+from downloader.simulator.api import billed_answer, coded_error, guarded_api_request
 from downloader.simulator.core import Simulator
 from downloader.simulator.universe import Record
 
@@ -37,7 +39,7 @@ async def inline_image_handler(request: web.Request) -> web.StreamResponse:
     return await guarded_api_request(request, _inline_answer)
 
 
-async def _page_answer(sim: Simulator, request: web.Request) -> web.Response:
+async def _page_answer(sim: Simulator, request: web.Request) -> web.StreamResponse:
     try:
         body = json.loads(await request.read() or b"null")
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -55,7 +57,7 @@ async def _page_answer(sim: Simulator, request: web.Request) -> web.Response:
         counters.ids_asked += 1
         counters.asks[key] += 1
     if record is None:
-        return _unknown(key)
+        return await billed_answer(sim, request, _unknown(key))
     total = sim.universe.figures(record)
     figures = range(offset + 1, min(total, offset + limit) + 1)
     items = [{"path": _url(sim, request, record, n), "image_type": "drawings"} for n in figures]
@@ -64,7 +66,7 @@ async def _page_answer(sim: Simulator, request: web.Request) -> web.Response:
         counters.drawings_listed += len(items)
     data = {"pn": record.pn, "patent_id": record.patent_id, "result_count": len(items),
             "total_search_result_count": total, "fulltext_image": items}
-    return web.json_response({"data": data, "status": True, "error_code": 0})
+    return await billed_answer(sim, request, web.json_response({"data": data, "status": True, "error_code": 0}))
 
 
 async def _inline_answer(sim: Simulator, request: web.Request) -> web.Response:
@@ -119,10 +121,15 @@ def _unknown(key: str) -> web.Response:
 
 def _url(sim: Simulator, request: web.Request, record: Record, figure: int) -> str:
     ext, pn = record.ext, record.pn
+    start, lifetime = sim.clock(), sim.config.fulltext_url_lifetime
+    stale = f"{pn}_{figure:04d}"
+    if stale in sim.config.stale_drawings:  # listed once with a URL that has already expired
+        sim.config.stale_drawings.discard(stale)
+        start -= lifetime + 60
     if sim.config.cdn_base:
         base, path = sim.config.cdn_base, f"/{pn}_{figure:04d}.{ext}"
     else:
         base, path = f"{request.scheme}://{request.host}", \
             f"/fulltext-image/{pn[:2]}/{pn}/{sim.universe.image_id(pn, figure)}.{ext}"
-    return signing.sign_url(base, path, style=sim.config.url_style, start=sim.clock(),
-                            lifetime=sim.config.fulltext_url_lifetime, secret=sim.secret)
+    return signing.sign_url(base, path, style=sim.config.url_style, start=start, lifetime=lifetime,
+                            secret=sim.secret)

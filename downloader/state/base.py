@@ -90,8 +90,9 @@ class Claim:
 
     `to_ask`: keys of one kind that need the API (never more than the claim's limit).
     `repeats`: the keys of `to_ask` that were paid for before and whose URL expired unused
-    (a UrlExpired event, or a resolved key whose URL is past `usable_after`): asking them again
-    is a recharge, counted as such.
+    (a UrlExpired event, or a resolved key whose URL is past `usable_after`; with --drawings all,
+    a drawing's URL): asking them again is a recharge, counted as such. `to_ask.stored` names their
+    drawings already downloaded, which keep their row and file when the patent is listed again.
     `to_download`: keys whose signed URL is still good: download them without an API call.
     Keys whose `retry_at` is in the future (a Deferred event set it) are in neither.
     When both are empty, what is left of the run and why nobody can take it now:

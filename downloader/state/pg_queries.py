@@ -95,8 +95,12 @@ FIRST_TO_ASK = f"""SELECT kind FROM patents WHERE {_UNSETTLED} AND {_NEEDS_API} 
     ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"""
 CLAIM_TO_ASK = f"""WITH c AS (SELECT kind, key FROM patents WHERE {_UNSETTLED} AND kind = %(kind)s AND {_NEEDS_API}
         AND {_FREE} ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-    {_TAKE} RETURNING p.seq, p.key, (p.expiries > 0 OR p.status = 'resolved')"""
-# (the last column: paid for before, and the URL expired unused: asking again is a recharge)
+    {_TAKE} RETURNING p.seq, p.key, (p.expiries > 0 OR p.status = 'resolved' OR EXISTS (SELECT 1 FROM drawings d
+        WHERE d.kind = p.kind AND d.key = p.key AND d.status = 'pending'))"""
+# (the last column: paid for before, and the URL, or a drawing's, expired unused: asking again is a recharge)
+# The drawings of the keys asked that are already downloaded: asked again, they keep their row and file.
+STORED_DRAWINGS = """SELECT key, figure FROM drawings WHERE kind = %(kind)s AND key = ANY(%(keys)s)
+    AND status = 'downloaded'"""
 # When nothing could be claimed, every unsettled key of the run is deferred to a later retry, held
 # under a live lease, or being claimed in another worker's open transaction (which no query can see
 # yet): all but the deferred ones count as waiting. So does a key freed a moment ago ("try again").

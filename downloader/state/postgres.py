@@ -466,7 +466,10 @@ async def _claim(conn: AsyncConnection, run_id: int, worker: str, gen: int, limi
     if (first := await cur.fetchone()) is not None:
         cur = await conn.execute(q.CLAIM_TO_ASK, {**params, "kind": first[0]})
         if keys := sorted(await cur.fetchall()):
-            return Claim(to_ask=Batch(Kind(first[0]), tuple(key for _seq, key, _repeat in keys), gen),
+            kind, asked = Kind(first[0]), tuple(key for _seq, key, _repeat in keys)
+            cur = await conn.execute(q.STORED_DRAWINGS, {"kind": kind.value, "keys": list(asked)})
+            stored = frozenset(FigureKey(kind, key, figure) for key, figure in await cur.fetchall())
+            return Claim(to_ask=Batch(kind, asked, gen, stored),
                          repeats=tuple(key for _seq, key, repeat in keys if repeat))
     waiting, deferred, next_retry = await (await conn.execute(q.WAITING, params)).fetchone() or (0, 0, None)
     held, later, first_later = await (await conn.execute(q.WAITING_DRAWINGS, params)).fetchone() or (0, 0, None)

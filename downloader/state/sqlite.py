@@ -21,7 +21,8 @@ Status transitions (anything else is ignored, so a late or repeated event cannot
 With --drawings all a patent's answer is `Listed` (→ resolved, `figures` set) and a row per drawing in
 `drawings` (resolved → downloaded | failed, or pending when its URL expired), held by the patent's claim.
 Once none of its drawings waits for a download the patent follows them (`transitions.settle_patent`):
-pending again if a URL expired (asked again), failed if one failed, else downloaded.
+pending again if a URL expired (asked again), failed if one failed, else downloaded. Asked again, it is
+listed whole, but its drawings already downloaded keep their row and file (`Batch.stored`, and the guard).
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ _ROW_COLUMNS = ("kind, key, status, pn, patent_id, num, url, expires_at, local_f
 _FREE = "(claimed_by IS NULL OR lease_until < :now)"
 _DUE = "(retry_at IS NULL OR retry_at<=:now)"
 # Drawings (--drawings all) a claim may take at once for download: one patent asked gives ~10.
+# A patent with a drawing whose URL expired unused (pending) is asked again for a fresh one: a recharge.
+_DRAWING_EXPIRED = ("EXISTS (SELECT 1 FROM drawings d WHERE d.kind=patents.kind AND d.key=patents.key "
+                    "AND d.status='pending')")
 _DRAWINGS_A_CLAIM = 100
 _DRAWING_COLUMNS = ("p.kind, p.key, COALESCE(d.status, p.status), p.pn, p.patent_id, d.num, d.url, d.expires_at, "
                     "d.local_file, d.bytes, d.sha256, COALESCE(d.error, p.error), "
@@ -235,12 +239,20 @@ class SqliteStore:
                 first = self._conn.execute(f"SELECT kind FROM patents WHERE seen_run=:run AND {condition} AND {_FREE} "
                                            "ORDER BY seq LIMIT 1", args).fetchone()
                 if first:
-                    # A key paid for before whose URL expired unused (counted or not yet) is a repeat.
+                    # A key paid for before whose URL (or a drawing's) expired unused, counted or not yet, is a repeat.
                     rows = self._claim_rows(f"{condition} AND kind=:kind", {**args, "kind": first[0]},
-                                            "seq, key, expiries>0 OR status='resolved'")
-                    return Claim(to_ask=Batch(Kind(first[0]), tuple(key for _, key, _ in rows), gen),
+                                            f"seq, key, expiries>0 OR status='resolved' OR {_DRAWING_EXPIRED}")
+                    keys = tuple(key for _, key, _ in rows)
+                    return Claim(to_ask=Batch(Kind(first[0]), keys, gen, self._stored(Kind(first[0]), keys)),
                                  repeats=tuple(key for _, key, repeat in rows if repeat))
             return self._nothing_free(args)
+
+    def _stored(self, kind: Kind, keys: Sequence[str]) -> frozenset[FigureKey]:
+        """The drawings of `keys` already downloaded: asked again, they keep their row and file."""
+        marks = ",".join("?" * len(keys))
+        rows = self._conn.execute(f"SELECT key, figure FROM drawings WHERE kind=? AND key IN ({marks}) "
+                                  "AND status='downloaded'", (kind.value, *keys)).fetchall()
+        return frozenset(FigureKey(kind, key, figure) for key, figure in rows)
 
     def _claim_drawings(self, args: dict[str, Any]) -> tuple[ImageJob, ...]:
         """Listed drawings of this run nobody holds (their asker died or stopped): download them, no call.

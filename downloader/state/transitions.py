@@ -151,7 +151,8 @@ def drawing_update(event: StateEvent, key: FigureKey, mark: str, now: float) -> 
     """The guarded statement for an event of one drawing, and its parameters.
 
     A listed drawing is inserted under its patent, held by the patent's claim (the worker that asked
-    downloads it), or given a fresh URL unless it is already downloaded. The patent's own row follows
+    downloads it), or given a fresh URL unless it is already downloaded (the resolver does not list
+    those again: `Batch.stored`; the guard keeps them if it did). The patent's own row follows
     its drawings through `SETTLE_PATENT`, run after them in the same transaction.
     """
     m, where = mark, (now, key.kind.value, key.value, key.figure)
@@ -188,7 +189,11 @@ def _drawing(assignments: str, sources: tuple[str, ...], m: str) -> str:
 
 
 def settles_patent(event: StateEvent) -> bool:
-    """Whether this event may settle its patent or send it back to the API (see `SETTLE_PATENT`)."""
+    """Whether this event may settle its patent or send it back to the API (see `settle_patent`): a
+    drawing's result, or the patent listed again with every drawing already downloaded (the store kept
+    them; none waits for a download, so nothing else would settle it)."""
+    if isinstance(event, Listed):
+        return True
     return isinstance(event.key, FigureKey) and isinstance(event, Downloaded | UrlExpired | Failed)
 
 

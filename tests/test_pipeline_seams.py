@@ -189,3 +189,51 @@ async def test_an_outage_seen_on_the_timer_stops_the_run(tmp_path, broken):
         fetcher.outage_error = Down().outage_error
     result, _, _ = await _drive(tmp_path, resolver, fetcher, _keys(2000), api_concurrency=1, lease=1.0)
     assert isinstance(result.fatal, OutageError) and broken in str(result.fatal)
+
+
+class SlowCommits(SqliteStore):
+    """The embedded store, each transaction `delay` seconds slower; `committed` holds the keys written."""
+
+    delay = 0.1
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.committed: set[str] = set()
+
+    async def apply(self, events):
+        await anyio.sleep(self.delay)
+        refused = await super().apply(events)
+        self.committed.update(e.event.key.value for e in events)
+        return refused
+
+
+class CountingUnrecorded(FakeResolver):
+    """Notes, at each call, how many keys answered by earlier calls the store has not committed yet."""
+
+    def __init__(self, store: SlowCommits) -> None:
+        super().__init__()
+        self.store = store
+        self.unrecorded: list[int] = []
+
+    async def resolve(self, batch: Batch) -> BatchResult:
+        answered = {k for b in self.batches for k in b.keys}
+        self.unrecorded.append(len(answered - self.store.committed))
+        return await super().resolve(batch)
+
+
+@pytest.mark.parametrize("api_concurrency", [1, 3])
+async def test_an_api_worker_asks_again_only_after_its_last_answer_is_committed(tmp_path, api_concurrency):
+    """Commits take 0.1 s: no call goes out while the asking worker's previous answer is uncommitted, so
+    at most one billed answer per other API worker is unrecorded at any call (what a kill -9 would lose)."""
+    store = await SlowCommits.open(tmp_path / "state.sqlite")
+    run_id = await store.start_run({})
+    await store.ingest(_keys(1000), run_id)
+    resolver = CountingUnrecorded(store)
+    pipeline = Pipeline(store=store, run_id=run_id, worker="w1", resolver=resolver, fetcher=FakeFetcher(),
+                        events=Recording(), config=PipelineConfig(api_concurrency=api_concurrency))
+    result = await pipeline.run()
+    counts = await store.counts(run_id)
+    await store.close()
+    assert result.asked == 1000 and counts == {"downloaded": 800, "no_image": 100, "not_found": 100}
+    assert len(resolver.unrecorded) == 10 and resolver.unrecorded[0] == 0
+    assert max(resolver.unrecorded) <= (api_concurrency - 1) * 100, resolver.unrecorded

@@ -12,7 +12,9 @@ it: the planner cannot claim ahead of the API workers, and the API workers canno
 faster than images are downloaded. Every result goes through one recorder task (`recorder`), which
 writes it to the state store in batched transactions; the API workers hand resolved URLs to the
 recorder before they hand them to the downloaders, so "resolved" is always written before
-"downloaded", and a billed answer is committed at once.
+"downloaded", and a billed answer is committed at once; an API worker asks again only after that
+commit (the recorder acknowledges it), so a kill -9 leaves at most one billed, unrecorded answer
+per API worker for the others to pay again.
 
 Seams: the pipeline sees a `Resolver` and a `Fetcher` (`core/ports.py`), an event hook, a state
 store and a frozen `PipelineConfig`; it never knows which client is behind them. `run()` returns a
@@ -71,7 +73,7 @@ from downloader.core.outcome import StopReason
 from downloader.core.ports import Fetcher, Resolver
 from downloader.core.problems import Problems
 from downloader.core.urlclock import UrlClock
-from downloader.pipeline.recorder import RESULTS_BUFFER, Record, Recorder, tick
+from downloader.pipeline.recorder import RESULTS_BUFFER, Record, Recorder, record_answer, tick
 from downloader.pipeline.streams import deliver, receive, send_quietly
 from downloader.state.base import Held, StateStore
 
@@ -263,8 +265,11 @@ class Pipeline:
     async def _api_worker(self, batches_in: MemoryObjectReceiveStream[Batch],
                           to_downloads: MemoryObjectSendStream[ImageJob],
                           to_results: MemoryObjectSendStream[Record]) -> None:
+        committed: anyio.Event | None = None  # the previous answer's commit: asked again only after it
         async with batches_in, to_downloads, to_results:
             async for batch in batches_in:
+                if committed is not None:
+                    await committed.wait()
                 if self._control.stopping():
                     self.lookahead.dropped(len(batch.keys))
                     continue  # drain without asking: these keys stay pending (released at the end)
@@ -275,7 +280,7 @@ class Pipeline:
                     return
                 if result.unasked:
                     self._stop(StopReason.BUDGET, "the --max-charged budget is spent; the next run continues")
-                await deliver(to_results, [Held(o, batch.lease) for o in result.outcomes])  # billed: recorded anyway
+                committed = await record_answer(to_results, (Held(o, batch.lease) for o in result.outcomes))
                 images = [o for o in result.outcomes if isinstance(o, Resolved)]
                 self._answered(batch, result.outcomes, images, len(result.unasked))
                 answered = sum(not isinstance(o, Deferred) and type(o.key) is PatentKey for o in result.outcomes)

@@ -3,13 +3,20 @@ the state store in batched transactions, flushing at least every FLUSH_SECONDS.
 
 An API answer is flushed at once: it was billed, and a kill before its commit would make the next
 run pay for it again. Download results can wait for company.
+
+Its API worker waits for that commit before it asks again (`record_answer` gives it the
+acknowledgement to wait on: set after the transaction that holds the answer). So a worker killed
+with -9 has at most one billed answer per API worker that no store holds (its request in flight,
+or its answer not yet committed), never both: the others pay again for those batches only. The
+flush is at once, and the wait overlaps the hand-off of the answer's URLs and the planner's next
+batch, so it costs the asking worker a commit, not the pipeline its pace.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -17,7 +24,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from downloader.core.errors import FatalError
 from downloader.core.model import NoImage, NotFound, Resolved
-from downloader.pipeline.streams import receive
+from downloader.pipeline.streams import deliver, receive
 from downloader.state.base import Held, StateStore
 
 FLUSH_ITEMS = 500
@@ -27,6 +34,25 @@ RESULTS_BUFFER = 4 * FLUSH_ITEMS
 FLUSH_SECONDS = 0.25
 
 Record = Sequence[Held]
+
+
+class Acked(list[Held]):
+    """A record whose sender waits for `committed`: set after the transaction that holds it (or once the
+    store failed for good, when the run stops asking anyway)."""
+
+    def __init__(self, items: Iterable[Held]) -> None:
+        super().__init__(items)
+        self.committed = anyio.Event()
+
+
+async def record_answer(to_results: MemoryObjectSendStream[Record], items: Iterable[Held]) -> anyio.Event:
+    """Send an API answer's results to the recorder; wait on the event before the next request."""
+    record = Acked(items)
+    if record:
+        await deliver(to_results, record)  # billed: sent even when this task is being cancelled
+    else:
+        record.committed.set()
+    return record.committed
 
 
 @dataclass(eq=False)
@@ -47,6 +73,7 @@ class Recorder:
         timeout just as an item arrives would lose that item.
         """
         pending: list[Held] = []
+        waiting: list[anyio.Event] = []  # the acknowledgements of the Acked records in `pending`
         due = math.inf
         async with results:
             while True:
@@ -57,14 +84,18 @@ class Recorder:
                 now = time.monotonic()
                 if items:
                     pending.extend(items)
+                    if isinstance(items, Acked):
+                        waiting.append(items.committed)
                     billed = any(isinstance(i.event, Resolved | NoImage | NotFound) for i in items)
-                    due = now if billed else min(due, now + FLUSH_SECONDS)
+                    due = now if billed or waiting else min(due, now + FLUSH_SECONDS)  # at once when asked to
                 if pending and (len(pending) >= FLUSH_ITEMS or now >= due):
                     due = math.inf
                     if await self._flush(pending):
                         pending = []
+                    _acknowledge(waiting)  # committed; or the store failed for good and the run stops asking
         if pending:
             await self._flush(pending)
+        _acknowledge(waiting)
 
     async def _flush(self, pending: list[Held]) -> bool:
         """Commit `pending`; False when the store's disk cannot take it (kept and tried again at the end,
@@ -79,6 +110,12 @@ class Recorder:
         self.recorded.set()
         self.recorded = anyio.Event()
         return True
+
+
+def _acknowledge(waiting: list[anyio.Event]) -> None:
+    for event in waiting:
+        event.set()
+    waiting.clear()
 
 
 async def tick(to_results: MemoryObjectSendStream[Record], ticking: anyio.CancelScope) -> None:

@@ -1,10 +1,12 @@
 """The embedded state store: one SQLite file (default DIR/state.sqlite), nothing to set up.
 
-All of its SQL lives here and in `sqlite_schema.py`. Each async method is one hop to a worker
-thread, and one thread at a time uses the connections (a CapacityLimiter of 1), so the event loop
-never waits on the disk. Writes are grouped into transactions (BEGIN IMMEDIATE, WAL mode); a killed
-run loses at most the uncommitted tail. Several processes on one machine (--workers N) share the
-file: SQLite's own locking serializes their transactions, and claims keep them off each other's keys.
+All of its SQL lives here, in `sqlite_schema.py` (schema, migrations, the dry run), `sqlite_claims.py`
+(claims and leases) and `sqlite_rows.py` (the manifest's pages); the guarded result statements are
+shared with PostgreSQL (`transitions.py`). Each async method is one hop to a worker thread, and one
+thread at a time uses the connections (a CapacityLimiter of 1), so the event loop never waits on the
+disk. Writes are grouped into transactions (BEGIN IMMEDIATE, WAL mode); a killed run loses at most
+the uncommitted tail. Several processes on one machine (--workers N) share the file: SQLite's own
+locking serializes their transactions, and claims keep them off each other's keys.
 A disk that is full, read-only or failing under the file raises the OutputError naming its folder
 (`machine.state_error`), after the transaction was rolled back.
 
@@ -40,8 +42,9 @@ from typing import Any, TypeVar
 import anyio
 
 from downloader.core.leases import LeaseBook
-from downloader.core.model import Batch, FigureKey, ImageJob, Kind, PatentKey, Status
+from downloader.core.model import PatentKey, Status
 from downloader.machine import state_error
+from downloader.state import sqlite_claims, sqlite_rows
 from downloader.state import sqlite_schema as schema
 from downloader.state.base import (
     Claim,
@@ -54,34 +57,10 @@ from downloader.state.base import (
     WorkerRecord,
     patent_row,
 )
-from downloader.state.transitions import (
-    ALLOWED_FROM,
-    Fence,
-    fence_of,
-    fenced_statement,
-    lists_patent,
-    refused,
-    retire_unlisted,
-    settle_patent,
-    settles_patent,
-    transition_allowed,
-)
+from downloader.state.transitions import ALLOWED_FROM, Fence, fence_of, refused, transition_allowed, writes
 
 T = TypeVar("T")
 STATE_FILE = "state.sqlite"
-_PAGE = 1000
-_ROW_COLUMNS = ("kind, key, status, pn, patent_id, num, url, expires_at, local_file, bytes, sha256, error, "
-                "updated_at")
-_FREE = "(claimed_by IS NULL OR lease_until < :now)"
-_DUE = "(retry_at IS NULL OR retry_at<=:now)"
-# Drawings (--drawings all) a claim may take at once for download: one patent asked gives ~10.
-# A patent with a drawing whose URL expired unused (pending) is asked again for a fresh one: a recharge.
-_DRAWING_EXPIRED = ("EXISTS (SELECT 1 FROM drawings d WHERE d.kind=patents.kind AND d.key=patents.key "
-                    "AND d.status='pending')")
-_DRAWINGS_A_CLAIM = 100
-_DRAWING_COLUMNS = ("p.kind, p.key, COALESCE(d.status, p.status), p.pn, p.patent_id, d.num, d.url, d.expires_at, "
-                    "d.local_file, d.bytes, d.sha256, COALESCE(d.error, p.error), "
-                    "COALESCE(d.updated_at, p.updated_at), d.figure, d.image_type")
 
 __all__ = ["ALLOWED_FROM", "STATE_FILE", "SqliteStore", "connect", "transition_allowed"]
 
@@ -217,97 +196,18 @@ class SqliteStore:
     async def claim(self, run_id: int, worker: str, *, limit: int, usable_after: float, lease: float) -> Claim:
         """Reusable URLs first (free to download), else one batch of keys of one kind to ask."""
         sent = time.monotonic()
-        claim = await self._run(self._claim, run_id, worker, limit, usable_after, lease)
+        claim = await self._run(sqlite_claims.claim, self._conn, run_id, worker, limit, usable_after, lease)
         if not claim.empty:
             self._leases.claimed(claim.lease, sent, lease)
         return claim
-
-    def _claim(self, run_id: int, worker: str, limit: int, usable_after: float, lease: float) -> Claim:
-        now = time.time()
-        args = {"run": run_id, "worker": worker, "limit": limit, "usable": usable_after, "now": now,
-                "until": now + lease}
-        with self._transaction():
-            args["gen"] = gen = int(self._conn.execute(
-                "UPDATE meta SET value=CAST(value AS INTEGER)+1 WHERE key='lease_generation' RETURNING value"
-            ).fetchone()[0])
-            drawings = self._claim_drawings({**args, "limit": max(limit, _DRAWINGS_A_CLAIM)})
-            if drawings:
-                return Claim(to_download=drawings)
-            jobs = self._claim_rows(f"status='resolved' AND expires_at>:usable AND {_DUE}", args,
-                                    "seq, kind, key, pn, num, url, expires_at")
-            if jobs:
-                return Claim(to_download=tuple(ImageJob(PatentKey(Kind(k), v), pn, num, url, exp, lease=gen)
-                                               for _, k, v, pn, num, url, exp in jobs))
-            for condition in (f"status='pending' AND {_DUE}", f"status='resolved' AND expires_at<=:usable AND {_DUE}"):
-                first = self._conn.execute(f"SELECT kind FROM patents WHERE seen_run=:run AND {condition} AND {_FREE} "
-                                           "ORDER BY seq LIMIT 1", args).fetchone()
-                if first:
-                    # A key paid for before whose URL (or a drawing's) expired unused, counted or not yet, is a repeat.
-                    rows = self._claim_rows(f"{condition} AND kind=:kind", {**args, "kind": first[0]},
-                                            f"seq, key, expiries>0 OR status='resolved' OR {_DRAWING_EXPIRED}")
-                    keys = tuple(key for _, key, _ in rows)
-                    return Claim(to_ask=Batch(Kind(first[0]), keys, gen, self._stored(Kind(first[0]), keys)),
-                                 repeats=tuple(key for _, key, repeat in rows if repeat))
-            return self._nothing_free(args)
-
-    def _stored(self, kind: Kind, keys: Sequence[str]) -> frozenset[FigureKey]:
-        """The drawings of `keys` already downloaded: asked again, they keep their row and file."""
-        marks = ",".join("?" * len(keys))
-        rows = self._conn.execute(f"SELECT key, figure FROM drawings WHERE kind=? AND key IN ({marks}) "
-                                  "AND status='downloaded'", (kind.value, *keys)).fetchall()
-        return frozenset(FigureKey(kind, key, figure) for key, figure in rows)
-
-    def _claim_drawings(self, args: dict[str, Any]) -> tuple[ImageJob, ...]:
-        """Listed drawings of this run nobody holds (their asker died or stopped): download them, no call.
-        One whose URL is too close to expiry comes back from the fetcher as expired: its patent is asked again."""
-        rows = self._conn.execute(
-            "UPDATE drawings SET claimed_by=:worker, lease_until=:until, lease_gen=:gen WHERE rowid IN "
-            "(SELECT d.rowid FROM drawings d "
-            "JOIN patents p ON p.kind=d.kind AND p.key=d.key WHERE d.status='resolved' AND p.seen_run=:run "
-            "AND (d.claimed_by IS NULL OR d.lease_until < :now) AND (d.retry_at IS NULL OR d.retry_at<=:now) "
-            "LIMIT :limit) RETURNING kind, key, figure, pn, num, url, expires_at", args).fetchall()
-        return tuple(ImageJob(FigureKey(Kind(k), v, figure), pn, num, url, exp, lease=args["gen"])
-                     for k, v, figure, pn, num, url, exp in sorted(rows))
-
-    def _claim_rows(self, condition: str, args: dict[str, Any], columns: str) -> list[Any]:
-        rows = self._conn.execute(
-            "UPDATE patents SET claimed_by=:worker, lease_until=:until, lease_gen=:gen WHERE seq IN "
-            f"(SELECT seq FROM patents WHERE seen_run=:run AND {condition} AND {_FREE} ORDER BY seq LIMIT :limit) "
-            f"RETURNING {columns}",
-            args).fetchall()
-        return sorted(rows)
-
-    def _nothing_free(self, args: dict[str, Any]) -> Claim:
-        waiting, deferred, next_retry = self._conn.execute(
-            "SELECT COALESCE(SUM(claimed_by IS NOT NULL AND lease_until>=:now), 0), "
-            "COALESCE(SUM(retry_at>:now), 0), MIN(CASE WHEN retry_at>:now THEN retry_at END) "
-            "FROM patents WHERE seen_run=:run AND status IN ('pending','resolved')",
-            args).fetchone()
-        held, later, first_later = self._conn.execute(
-            "SELECT COALESCE(SUM(claimed_by IS NOT NULL AND lease_until>=:now), 0), COALESCE(SUM(retry_at>:now), 0), "
-            "MIN(CASE WHEN retry_at>:now THEN retry_at END) FROM drawings WHERE status='resolved'", args).fetchone()
-        soonest = min((t for t in (next_retry, first_later) if t is not None), default=None)
-        return Claim(waiting=int(waiting) + int(held), deferred=int(deferred) + int(later), next_retry=soonest)
 
     async def renew(self, worker: str, lease: float) -> None:
         """Extend the lease on the keys `worker` holds under claims still live (not run out)."""
         sent = time.monotonic()
         asked = self._leases.live(sent)
         if asked:
-            extended = await self._run(self._renew, worker, lease, asked)
+            extended = await self._run(sqlite_claims.renew, self._conn, worker, lease, asked)
             self._leases.renewed(asked, extended, sent, lease)
-
-    def _renew(self, worker: str, lease: float, generations: list[int]) -> set[int]:
-        now = time.time()
-        marks = ",".join("?" * len(generations))
-        extended: set[int] = set()
-        with self._transaction():
-            for table in ("patents", "drawings"):
-                rows = self._conn.execute(f"UPDATE {table} SET lease_until=? WHERE claimed_by=? AND lease_until>=? "
-                                          f"AND lease_gen IN ({marks}) RETURNING lease_gen",
-                                          (now + lease, worker, now, *generations)).fetchall()
-                extended.update(gen for gen, in rows)
-        return extended
 
     def holds(self, lease: int) -> bool:
         """Whether the claim of generation `lease` is still provably this process's."""
@@ -315,22 +215,11 @@ class SqliteStore:
 
     async def release(self, worker: str | None) -> None:
         """Give back every key `worker` (None: anyone) still holds."""
-        if worker is None:
-            await self._run(self._write_both, "UPDATE {} SET claimed_by=NULL, lease_until=NULL "
-                            "WHERE claimed_by IS NOT NULL", ())
-        else:
-            await self._run(self._write_both, "UPDATE {} SET claimed_by=NULL, lease_until=NULL WHERE claimed_by=?",
-                            (worker,))
+        await self._run(sqlite_claims.release, self._conn, worker)
 
     def _write(self, sql: str, params: Sequence[Any]) -> int:
         with self._transaction():
             return self._conn.execute(sql, params).rowcount
-
-    def _write_both(self, sql: str, params: Sequence[Any]) -> None:
-        """One statement on the patents and on the drawings (claims live on both), in one transaction."""
-        with self._transaction():
-            for table in ("patents", "drawings"):
-                self._conn.execute(sql.format(table), params)
 
     async def apply(self, events: Sequence[StateEvent | Held]) -> list[Held]:
         """Write a batch of results in one transaction, in order (one executemany per run of alike events);
@@ -342,28 +231,13 @@ class SqliteStore:
         return lost
 
     def _apply(self, events: Sequence[StateEvent | Held]) -> list[Held]:
-        now = time.time()
-        grouped: list[tuple[str, list[tuple[Any, ...]]]] = []
-        patents: dict[tuple[Any, ...], None] = {}  # whose drawings settled: the patent may settle too
-        listings: dict[tuple[str, str], None] = {}  # listed whole: drawings no longer listed are retired
-        for event in events:
-            sql, params = fenced_statement(event, "?", now)
-            if not grouped or grouped[-1][0] != sql:
-                grouped.append((sql, []))
-            grouped[-1][1].append(params)
-            plain = event.event if isinstance(event, Held) else event
-            if lists_patent(plain):
-                listings[(plain.key.kind.value, plain.key.value)] = None
-            if settles_patent(plain):
-                patents[(now, plain.key.kind.value, plain.key.value)] = None
+        todo = writes(events, "?", time.time())
         written = 0
         with self._transaction():
-            for sql, rows in grouped:
+            for sql, rows in todo.results:
                 written += self._conn.executemany(sql, rows).rowcount
-            if listings:
-                self._conn.executemany(retire_unlisted("?"), list(listings))
-            if patents:
-                self._conn.executemany(settle_patent("?"), list(patents))
+            for sql, rows in todo.follow_ups:
+                self._conn.executemany(sql, rows)
             if written == len(events):
                 return []
             return refused(events, self._generations(events))
@@ -384,50 +258,15 @@ class SqliteStore:
         return {status: n for status, n in rows}
 
     async def rows(self, run_id: int | None = None, status: Status | None = None) -> AsyncIterator[PatentRow]:
-        """Rows in input order, a page per thread hop (with --drawings all, a row per drawing)."""
-        if await self.drawings_kind(None) == "all":
-            async for row in self._drawing_rows(run_id, status):
-                yield row
-            return
-        conditions, params = ["seq>?"], list[Any]()
-        if run_id is not None:
-            # With the run alone, a unary + keeps SQLite off the patents_work index: through it each page
-            # scanned and sorted every row of the run (quadratic: minutes of CPU for a million-row
-            # manifest), where the rowid range reads each row once. With a status, that index gives the order.
-            conditions.append("seen_run=?" if status is not None else "+seen_run=?")
-            params.append(run_id)
-        if status is not None:
-            conditions.append("status=?")
-            params.append(status.value)
-        sql = (f"SELECT seq, {_ROW_COLUMNS} FROM patents WHERE {' AND '.join(conditions)} ORDER BY seq LIMIT {_PAGE}")
+        """Rows in input order, a page per thread hop (with --drawings all, a row per drawing: `sqlite_rows`)."""
+        drawings = await self.drawings_kind(None) == "all"
+        sql, params = sqlite_rows.page_query(run_id, status, drawings=drawings)
         last = -1
         while True:
             page = await self._run(self._read_all, sql, (last, *params))
             for row in page:
                 yield patent_row(row[1:])
-            if len(page) < _PAGE:
-                return
-            last = page[-1][0]
-
-    async def _drawing_rows(self, run_id: int | None, status: Status | None) -> AsyncIterator[PatentRow]:
-        """Each patent's drawings in figure order (one row with no figure for a patent without any), a
-        page of patents per thread hop."""
-        conditions, params = ["seq>?"], list[Any]()
-        if run_id is not None:
-            conditions.append("+seen_run=?")
-            params.append(run_id)
-        if status is not None:
-            conditions.append("status=?")
-            params.append(status.value)
-        sql = (f"SELECT p.seq, {_DRAWING_COLUMNS} FROM patents p LEFT JOIN drawings d ON d.kind=p.kind AND "
-               f"d.key=p.key WHERE p.seq IN (SELECT seq FROM patents WHERE {' AND '.join(conditions)} ORDER BY seq "
-               f"LIMIT {_PAGE}) ORDER BY p.seq, d.figure")
-        last = -1
-        while True:
-            page = await self._run(self._read_all, sql, (last, *params))
-            for row in page:
-                yield patent_row(row[1:])
-            if not page:
+            if sqlite_rows.last_page(page, drawings=drawings):
                 return
             last = page[-1][0]
 
@@ -462,7 +301,7 @@ class SqliteStore:
 
     async def latest(self, status: Status, limit: int) -> list[PatentRow]:
         """The most recently updated rows in `status`, newest first."""
-        rows = await self._run(self._read_all, f"SELECT {_ROW_COLUMNS} FROM patents WHERE status=? "
+        rows = await self._run(self._read_all, f"SELECT {sqlite_rows.ROW_COLUMNS} FROM patents WHERE status=? "
                                "ORDER BY updated_at DESC, seq DESC LIMIT ?", (status.value, limit))
         return [patent_row(r) for r in rows]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from downloader.core.model import (
     Deferred,
@@ -228,3 +228,35 @@ def settle_patent(mark: str) -> str:
             f"{_RELEASE}, updated_at={m} "
             f"WHERE kind={m} AND key={m} AND status='resolved' AND figures IS NOT NULL "
             f"AND NOT EXISTS (SELECT 1 {left}'resolved')")
+
+
+Rows = list[tuple[Any, ...]]
+
+
+class Writes(NamedTuple):
+    """A batch of results as the statements that apply it, in order: `results`, runs of alike statements
+    (one executemany each; the rows they change count against the batch), then `follow_ups`: the
+    patents listed whole (`retire_unlisted`) and those whose drawings settled (`settle_patent`)."""
+
+    results: list[tuple[str, Rows]]
+    follow_ups: list[tuple[str, Rows]]
+
+
+def writes(events: Sequence[StateEvent | Held], mark: str, now: float) -> Writes:
+    """The statements for a batch of results (see `Writes`); `now` is updated_at."""
+    results: list[tuple[str, Rows]] = []
+    patents: dict[tuple[Any, ...], None] = {}  # whose drawings settled: the patent may settle too
+    listings: dict[tuple[Any, ...], None] = {}  # listed whole: drawings no longer listed are retired
+    for event in events:
+        sql, params = fenced_statement(event, mark, now)
+        if not results or results[-1][0] != sql:
+            results.append((sql, []))
+        results[-1][1].append(params)
+        plain = event.event if isinstance(event, Held) else event
+        if lists_patent(plain):
+            listings[(plain.key.kind.value, plain.key.value)] = None
+        if settles_patent(plain):
+            patents[(now, plain.key.kind.value, plain.key.value)] = None
+    follow_ups = [(sql, list(rows)) for sql, rows in ((retire_unlisted(mark), listings), (settle_patent(mark), patents))
+                  if rows]
+    return Writes(results, follow_ups)

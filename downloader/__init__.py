@@ -30,9 +30,12 @@ contracts check it (`lint-imports`):
              (tokens, one for the fleet), cdn (stream, hash, verify, hand to the sink), ratelimit
              (the shared API gate), retrying, proxies, httperrors
 - state/     where state lives: `base.StateStore` (the protocol: ingest, claims under leases, results,
-             reads, workers, shared records), `sqlite` (embedded default, DIR/state.sqlite),
-             `postgres` (shared by workers on several machines), `transitions`, `shared`, `lock`
-             (one run per DIR), and `state_folder` (where the embedded state of an --out lives)
+             reads, workers, shared records), `sqlite` (embedded default, DIR/state.sqlite; with
+             sqlite_schema, sqlite_claims, sqlite_rows), `postgres` (shared by workers on several
+             machines; with pg_connections, pg_claims, pg_queries, pg_schema, pg_patience), the pure
+             parts both stores share: `transitions` (result statements), `claims` (a claim's rows →
+             Claim); `shared`, `lock` (one run per DIR), and `state_folder` (where the embedded state
+             of an --out lives)
 - sinks/     where images and output files go: `base.ImageSink` (begin → write → commit a verified
              object, stage → publish a file), `local` (temp file, atomic rename), `s3`
 - inputs/    stream CSV/xlsx rows → normalized PatentKeys or Rejects (`rows`: the rules both share);

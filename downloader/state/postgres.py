@@ -6,30 +6,29 @@ PostgreSQL adds is the fleet. Theory of operation:
 - Every time that matters (leases, `retry_at` checks, `updated_at`, the `now` given to shared
   records) is the database server's clock, so workers on machines whose clocks disagree still
   agree on whose lease ran out.
-- `claim` locks candidate rows with `SELECT … FOR UPDATE SKIP LOCKED` and marks them in the same
-  statement (`UPDATE … FROM` that CTE `RETURNING`): two workers never get the same key, and
-  neither waits for the other. A row is free when nobody holds it or its lease ran out.
-- Every write is one short transaction; a deadlock between two of them (say, a bulk `reopen`
-  and a worker's `apply`) is retried, since each one is safe to run again.
+- `claim` (`pg_claims`) locks candidate rows with `SELECT … FOR UPDATE SKIP LOCKED` and marks
+  them in the same statement (`UPDATE … FROM` that CTE `RETURNING`): two workers never get the same
+  key, and neither waits for the other. A row is free when nobody holds it or its lease ran out.
+- Every write is one short transaction (`pg_connections`); a deadlock between two of them (say, a
+  bulk `reopen` and a worker's `apply`) is retried, since each one is safe to run again.
 - `durable=False` turns off `synchronous_commit` for our sessions: a worker that dies loses
   nothing committed, a crash of the database server may lose the last moments of progress
   (the keys are asked or downloaded again), never consistency. `durable=True` keeps the server's
   default (every commit flushed), the equivalent of SQLite's `synchronous=FULL`.
-- A restart or failover of the server is ridden out (`pg_patience`): each operation is tried again
-  with backoff for up to `--state-patience`, on fresh connections of the pool; the worker keeps what
-  it holds in memory meanwhile. Every transaction is safe to run twice, since a first try may have
-  committed before its answer was lost: results are guarded UPDATEs, and a claim's retry first gives
-  back what its lost try may have taken. Longer than the patience: StateOutageError (exit 3).
+- A restart or failover of the server is ridden out (`pg_connections`, `pg_patience`): each
+  operation is tried again with backoff for up to `--state-patience`, on fresh connections of the
+  pool; the worker keeps what it holds in memory meanwhile. Every transaction is safe to run twice,
+  since a first try may have committed before its answer was lost: results are guarded UPDATEs, and
+  a claim's retry first gives back what its lost try may have taken. Longer than the patience:
+  StateOutageError (exit 3).
 - Claims are fenced (`base.py`): a claim's generation comes from the `lease_generations` sequence,
   renewals extend only live generations, and a result is written only under its key's generation.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from itertools import islice
 from typing import Any, TypeVar
@@ -38,11 +37,12 @@ import anyio
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
-from downloader.core.errors import StateError, StateOutageError
+from downloader.core.errors import StateError
 from downloader.core.leases import LeaseBook
-from downloader.core.model import Batch, FigureKey, ImageJob, Kind, PatentKey, Status
+from downloader.core.model import PatentKey, Status
+from downloader.state import pg_claims
 from downloader.state import pg_queries as q
 from downloader.state.base import (
     Claim,
@@ -55,31 +55,14 @@ from downloader.state.base import (
     WorkerRecord,
     patent_row,
 )
-from downloader.state.pg_patience import Patience, is_lost
-from downloader.state.pg_schema import StateUrl, migrate, parse_url
-from downloader.state.transitions import (
-    Fence,
-    fence_of,
-    fenced_statement,
-    lists_patent,
-    refused,
-    retire_unlisted,
-    settle_patent,
-    settles_patent,
-)
-
-# psycopg_pool says what it does about broken connections as log warnings; without a handler of our own,
-# Python's last-resort handler would print them on stderr in the middle of a run (the application's
-# logging configuration, if any, still receives them).
-logging.getLogger("psycopg").addHandler(logging.NullHandler())
+from downloader.state.pg_connections import Connections, first_connection, open_pool
+from downloader.state.pg_patience import Patience
+from downloader.state.pg_schema import migrate, parse_url
+from downloader.state.transitions import Fence, fence_of, refused, writes
 
 T = TypeVar("T")
 CHUNK = 5000  # keys per ingest statement: memory stays flat however long the input
 PAGE = 2000  # rows per round trip when streaming
-_RETRIES = 5
-_DRAWINGS_A_CLAIM = 100  # drawings (--drawings all) a claim may take at once for download
-_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
-IDLE_IN_TRANSACTION_MS = 10_000
 DEFAULT_PATIENCE = 300.0  # --state-patience: a restart or a failover takes seconds to a minute or two
 
 
@@ -87,9 +70,8 @@ class PostgresStore:
     """The PostgreSQL implementation of the state store (see the module docstring)."""
 
     def __init__(self, pool: AsyncConnectionPool, location: str, patience: Patience) -> None:
-        self._pool = pool
+        self._db = Connections(pool, location, patience)
         self.location = location
-        self._patience = patience
         self._leases = LeaseBook()
 
     @classmethod
@@ -99,107 +81,19 @@ class PostgresStore:
         schema; StateError if refused or written by a newer version, StateOutageError if never reachable."""
         target = parse_url(url)
         waiting = Patience(patience, target.address)
-        conn = await _connect(target.conninfo, target, waiting)
+        conn = await first_connection(target.conninfo, target, waiting)
         try:
             await migrate(conn, target.schema, target.location)
         except psycopg.Error as err:
             raise StateError(f"cannot set up the state store at {target.location}: {err}") from err
         finally:
             await conn.close()
-
-        async def configure(conn: AsyncConnection) -> None:
-            if target.schema is not None:
-                await conn.execute("SELECT set_config('search_path', %s, false)", [target.schema])
-            if not durable:
-                await conn.execute("SET synchronous_commit TO off")
-            # A worker cut off mid-transaction (a partition, a pause) would keep its row locks, and claims
-            # skip locked rows: the server ends such a session instead (its transaction rolls back).
-            await conn.execute(f"SET idle_in_transaction_session_timeout TO {IDLE_IN_TRANSACTION_MS}")
-
-        # The pool replaces broken connections in the background, trying again with backoff for as
-        # long as the patience (then `reconnect_failed`; a later request starts new attempts).
-        pool = AsyncConnectionPool(target.conninfo, min_size=1, max_size=max_connections, open=False,
-                                   kwargs={"autocommit": True, "fallback_application_name": "patent-images",
-                                           "connect_timeout": 10},
-                                   configure=configure, name="patent-images", timeout=10,
-                                   reconnect_timeout=patience)
-        await pool.open(wait=True, timeout=30)
+        pool = await open_pool(target, durable=durable, max_connections=max_connections, patience=patience)
         return cls(pool, target.location, waiting)
 
     async def close(self) -> None:
         """Close every connection of the pool."""
-        await self._pool.close()
-
-    # --- plumbing -------------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection for a read that cannot simply be tried again (a stream); a lost server is a
-        StateOutageError, other failures a StateError (a deadlock stays itself, to retry)."""
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except _RETRYABLE:
-            raise
-        except (psycopg.Error, PoolTimeout) as err:
-            where = f"the state store at {self.location} failed: {' '.join(str(err).split())}"
-            if is_lost(err):
-                raise StateOutageError(where) from err
-            if isinstance(err, psycopg.OperationalError | PoolTimeout):
-                raise StateError(where) from err
-            raise
-
-    async def _patiently(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run `attempt` until it succeeds, trying again while the server is out of reach (see pg_patience).
-
-        Each try is shielded: a caller cancelled meanwhile (a stopping pipeline) gets its cancellation once
-        the transaction is over, as with SQLite's worker thread, instead of a query cut off mid-way; the
-        pauses between tries are not (a stop during an outage does not wait for the server).
-        """
-        while True:
-            try:
-                with anyio.CancelScope(shield=True), anyio.fail_after(
-                        self._patience.attempt_timeout(time.monotonic())):
-                    result = await attempt()
-            except (psycopg.Error, PoolTimeout, TimeoutError) as err:
-                if not is_lost(err):
-                    if isinstance(err, psycopg.OperationalError | PoolTimeout):
-                        raise StateError(f"the state store at {self.location} failed: "
-                                         f"{' '.join(str(err).split())}") from err
-                    raise
-                first = not self._patience.in_outage
-                pause = self._patience.failed(err, time.monotonic())
-                if first:  # every pooled connection may be broken: drop them now, not one failed try each
-                    with anyio.move_on_after(pause + 1):
-                        await self._pool.check()
-                await anyio.sleep(pause)
-                continue
-            self._patience.recovered()
-            return result
-
-    async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run `work` in one transaction: again after a deadlock, and after a lost connection (patiently).
-
-        Every `work` is safe to run twice: its first try may have committed before the answer was lost.
-        """
-        return await self._patiently(partial(self._transaction, work))
-
-    async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        for attempt in range(_RETRIES):
-            try:
-                async with self._pool.connection() as conn, conn.transaction():
-                    return await work(conn)
-            except _RETRYABLE:
-                if attempt == _RETRIES - 1:
-                    raise
-                await anyio.sleep(0.01 * 2 ** attempt)
-        raise AssertionError("unreachable")
-
-    async def _fetch(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
-        async def read() -> list[tuple[Any, ...]]:
-            async with self._pool.connection() as conn:
-                return await (await conn.execute(query, params)).fetchall()
-        return await self._patiently(read)
+        await self._db.close()
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -213,15 +107,15 @@ class PostgresStore:
                     return int(row[0])
             cur = await conn.execute(q.INSERT_RUN, [Jsonb(dict(options))])
             return int((await cur.fetchone() or (0,))[0])
-        return await self._write(start)
+        return await self._db.write(start)
 
     async def finish_run(self, run_id: int, exit_code: int, summary: Mapping[str, Any]) -> None:
         """Record a run's end, exit code and summary."""
-        await self._write(lambda conn: conn.execute(q.FINISH_RUN, [exit_code, Jsonb(dict(summary)), run_id]))
+        await self._db.write(lambda conn: conn.execute(q.FINISH_RUN, [exit_code, Jsonb(dict(summary)), run_id]))
 
     async def runs(self, limit: int = 20) -> list[RunRecord]:
         """The latest runs, newest first."""
-        return [RunRecord(*row) for row in await self._fetch(q.RUNS, [limit])]
+        return [RunRecord(*row) for row in await self._db.fetch(q.RUNS, [limit])]
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -234,10 +128,10 @@ class PostgresStore:
         rows = 0
         async for chunk in _chunks(keys, CHUNK):
             params = {"kinds": [k.kind.value for k in chunk], "keys": [k.value for k in chunk], "run": run_id}
-            await self._write(partial(_execute, q.UPSERT_KEYS, params))
+            await self._db.write(partial(_execute, q.UPSERT_KEYS, params))
             rows += len(chunk)
-        await self._write(partial(_execute, q.ANALYZE, {}))
-        (unique, new), = await self._fetch(q.INGESTED, [run_id, run_id])
+        await self._db.write(partial(_execute, q.ANALYZE, {}))
+        (unique, new), = await self._db.fetch(q.INGESTED, [run_id, run_id])
         return IngestCounts(new=new, known=unique - new, duplicates=rows - unique)
 
     async def reopen(self, run_id: int, *, retry_failed: bool, recheck_before: float | None) -> None:
@@ -248,12 +142,12 @@ class PostgresStore:
             if recheck_before is not None:
                 await conn.execute(q.REOPEN_MISSES, [run_id, recheck_before])
             await conn.execute(q.CLEAR_RETRY_AT, [run_id])
-        await self._write(reopen)
+        await self._db.write(reopen)
 
     async def plan(self, keys: Iterable[PatentKey], *, usable_after: float, retry_failed: bool,
                    recheck_before: float | None) -> dict[str, int]:
         """What a run over `keys` would do: the keys go to a TEMP table of a transaction rolled back."""
-        async with self._connection() as conn, conn.transaction(force_rollback=True), conn.cursor() as cur:
+        async with self._db.connection() as conn, conn.transaction(force_rollback=True), conn.cursor() as cur:
             await cur.execute(q.PLAN_TABLE)
             async with cur.copy(q.PLAN_COPY) as copy:
                 async for chunk in _chunks(keys, CHUNK):
@@ -280,12 +174,12 @@ class PostgresStore:
             nonlocal sent
             sent = time.monotonic()
             if tried:
-                await _each_table(q.RELEASE_TRIED, [worker, tried], conn)
+                await pg_claims.each_table(q.RELEASE_TRIED, [worker, tried], conn)
             gen = int((await (await conn.execute(q.NEXT_GENERATION)).fetchone() or (0,))[0])
             tried.append(gen)
-            return await _claim(conn, run_id, worker, gen, limit, usable_after, lease)
+            return await pg_claims.claim(conn, run_id, worker, gen, limit, usable_after, lease)
 
-        claim = await self._write(take)
+        claim = await self._db.write(take)
         if not claim.empty:
             self._leases.claimed(claim.lease, sent, lease)
         return claim
@@ -300,13 +194,9 @@ class PostgresStore:
         async def renew(conn: AsyncConnection) -> set[int]:
             nonlocal sent
             sent = time.monotonic()
-            extended: set[int] = set()
-            for table in q.TABLES_WITH_CLAIMS:
-                cur = await conn.execute(q.RENEW.format(table), {"lease": lease, "worker": worker, "gens": asked})
-                extended.update(int(gen) for gen, in await cur.fetchall())
-            return extended
+            return await pg_claims.renew(conn, worker, lease, asked)
 
-        extended = await self._write(renew)
+        extended = await self._db.write(renew)
         self._leases.renewed(asked, extended, sent, lease)
 
     def holds(self, lease: int) -> bool:
@@ -316,9 +206,9 @@ class PostgresStore:
     async def release(self, worker: str | None) -> None:
         """Give back every key `worker` still holds; None: every worker's (only when none can be alive)."""
         if worker is None:
-            await self._write(partial(_each_table, q.RELEASE_ALL, []))
+            await self._db.write(partial(pg_claims.each_table, q.RELEASE_ALL, []))
         else:
-            await self._write(partial(_each_table, q.RELEASE, [worker]))
+            await self._db.write(partial(pg_claims.each_table, q.RELEASE, [worker]))
 
     async def apply(self, events: Sequence[StateEvent | Held]) -> list[Held]:
         """Write a batch of results in one transaction, in order (one executemany per run of alike events);
@@ -329,33 +219,19 @@ class PostgresStore:
         async def write(conn: AsyncConnection) -> list[Held]:
             async with conn.cursor() as cur:
                 now = (await (await cur.execute(q.NOW)).fetchone() or (0.0,))[0]
-                grouped: list[tuple[str, list[tuple[Any, ...]]]] = []
-                patents: dict[tuple[Any, ...], None] = {}  # whose drawings settled: the patent may settle too
-                listings: dict[tuple[str, str], None] = {}  # listed whole: drawings no longer listed are retired
-                for event in events:
-                    query, params = fenced_statement(event, "%s", now)
-                    if not grouped or grouped[-1][0] != query:
-                        grouped.append((query, []))
-                    grouped[-1][1].append(params)
-                    plain = event.event if isinstance(event, Held) else event
-                    if lists_patent(plain):
-                        listings[(plain.key.kind.value, plain.key.value)] = None
-                    if settles_patent(plain):
-                        patents[(now, plain.key.kind.value, plain.key.value)] = None
+                todo = writes(events, "%s", now)
                 written = 0
-                for query, rows in grouped:
+                for query, rows in todo.results:
                     await cur.executemany(query, rows)
                     written += max(cur.rowcount, 0)
-                if listings:
-                    await cur.executemany(retire_unlisted("%s"), list(listings))
-                if patents:
-                    await cur.executemany(settle_patent("%s"), list(patents))
+                for query, rows in todo.follow_ups:
+                    await cur.executemany(query, rows)
                 if written == len(events):
                     return []
                 return refused(events, await _generations(cur, events))
         if not events:
             return []
-        lost = await self._write(write)
+        lost = await self._db.write(write)
         self._leases.lost({w.lease for w in lost})
         return lost
 
@@ -363,7 +239,7 @@ class PostgresStore:
 
     async def counts(self, run_id: int | None = None) -> dict[str, int]:
         """Keys by status, for one run's inputs or for the whole store."""
-        rows = await self._fetch(q.COUNTS_ALL) if run_id is None else await self._fetch(q.COUNTS_RUN, [run_id])
+        rows = await self._db.fetch(q.COUNTS_ALL) if run_id is None else await self._db.fetch(q.COUNTS_RUN, [run_id])
         return {status: int(n) for status, n in rows}
 
     async def rows(self, run_id: int | None = None, status: Status | None = None) -> AsyncIterator[PatentRow]:
@@ -371,7 +247,7 @@ class PostgresStore:
         --drawings all, a row per drawing."""
         queries = q.DRAWING_ROWS if await self.drawings_kind(None) == "all" else q.ROWS
         query = queries[(run_id is not None, status is not None)]
-        async with self._connection() as conn, conn.transaction():
+        async with self._db.connection() as conn, conn.transaction():
             async with conn.cursor(name="patent_rows") as cur:
                 cur.itersize = PAGE
                 await cur.execute(query, {"run": run_id, "status": status.value if status else None})
@@ -390,33 +266,34 @@ class PostgresStore:
             row = await (await conn.execute(q.DRAWINGS_KIND)).fetchone()
             return None if row is None else str(row[0])
         if wanted is None:
-            rows = await self._fetch(q.DRAWINGS_KIND)
+            rows = await self._db.fetch(q.DRAWINGS_KIND)
             return str(rows[0][0]) if rows else None
-        return await self._write(record)
+        return await self._db.write(record)
 
     async def drawing_counts(self, run_id: int | None = None) -> dict[str, int]:
         """Drawings by status (--drawings all), for one run's patents or the whole store."""
-        return {status: int(n) for status, n in await self._fetch(q.DRAWING_COUNTS, {"run": run_id})}
+        return {status: int(n) for status, n in await self._db.fetch(q.DRAWING_COUNTS, {"run": run_id})}
 
     async def figure_counts(self, run_id: int | None = None) -> dict[int, int]:
         """How many patents have how many drawings (listed ones, and 0 for no_image)."""
-        return {int(n): int(c) for n, c in await self._fetch(q.FIGURE_COUNTS, {"run": run_id})}
+        return {int(n): int(c) for n, c in await self._db.fetch(q.FIGURE_COUNTS, {"run": run_id})}
 
     async def latest(self, status: Status, limit: int) -> list[PatentRow]:
         """The most recently updated rows in `status`, newest first."""
-        return [patent_row(row) for row in await self._fetch(q.LATEST, [status.value, limit])]
+        return [patent_row(row) for row in await self._db.fetch(q.LATEST, [status.value, limit])]
 
     # --- workers and shared records -------------------------------------------------------
 
     async def heartbeat(self, run_id: int, worker: str, info: Mapping[str, Any], lease: float,
                         finished: bool = False) -> None:
         """Say `worker` is alive (or finished) for `lease` seconds more, with its counters in `info`."""
-        await self._write(lambda conn: conn.execute(q.HEARTBEAT, {"worker": worker, "run": run_id, "lease": lease,
+        await self._db.write(lambda conn: conn.execute(q.HEARTBEAT, {"worker": worker, "run": run_id, "lease": lease,
                                                                   "info": Jsonb(dict(info)), "finished": finished}))
 
     async def workers(self, run_id: int | None = None) -> list[WorkerRecord]:
         """Workers of a run (or of the 20 latest runs), live ones first."""
-        rows = await self._fetch(q.WORKERS_RECENT) if run_id is None else await self._fetch(q.WORKERS_RUN, [run_id])
+        rows = (await self._db.fetch(q.WORKERS_RECENT) if run_id is None
+                else await self._db.fetch(q.WORKERS_RUN, [run_id]))
         return [WorkerRecord(worker, run, lease_until, info, claimed, finished)
                 for worker, run, lease_until, info, claimed, finished in rows]
 
@@ -429,25 +306,12 @@ class PostgresStore:
             new, result = change(old, now)
             await conn.execute(q.SHARED_SET, [Jsonb(new), name])
             return result
-        return await self._write(update)
+        return await self._db.write(update)
 
     async def read_shared(self, name: str) -> Shared | None:
         """The record `name`, or None."""
-        rows = await self._fetch(q.SHARED_READ, [name])
+        rows = await self._db.fetch(q.SHARED_READ, [name])
         return rows[0][0] if rows else None
-
-
-async def _connect(conninfo: str, target: StateUrl, patience: Patience) -> AsyncConnection:
-    """The first connection, waiting (with backoff) for a server that is restarting or not up yet."""
-    while True:
-        try:
-            return await AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=10)
-        except psycopg.OperationalError as err:
-            if not is_lost(err):
-                reason = " ".join(str(err).split()) or type(err).__name__
-                raise StateError(f"cannot connect to the PostgreSQL state store at {target.address} "
-                                 f"({target.location}): {reason}") from err
-            await anyio.sleep(patience.failed(err, time.monotonic()))
 
 
 async def _generations(cur: psycopg.AsyncCursor[Any], events: Sequence[StateEvent | Held]) -> dict[Fence, int]:
@@ -459,42 +323,6 @@ async def _generations(cur: psycopg.AsyncCursor[Any], events: Sequence[StateEven
                                       "dkinds": [f[1] for f in drawings], "dkeys": [f[2] for f in drawings],
                                       "figures": [f[3] for f in drawings]})
     return {(table, kind, key, int(figure)): int(gen) for table, kind, key, figure, gen in await cur.fetchall()}
-
-
-async def _claim(conn: AsyncConnection, run_id: int, worker: str, gen: int, limit: int, usable_after: float,
-                 lease: float) -> Claim:
-    """The three steps of a claim, in the caller's transaction (see `StateStore.claim`)."""
-    now = (await (await conn.execute(q.NOW)).fetchone() or (0.0,))[0]
-    params = {"run": run_id, "worker": worker, "limit": limit, "usable": usable_after, "now": now,
-              "lease_until": now + lease, "gen": gen}
-    cur = await conn.execute(q.CLAIM_DRAWINGS, {**params, "limit": max(limit, _DRAWINGS_A_CLAIM)})
-    if drawings := sorted(await cur.fetchall()):
-        return Claim(to_download=tuple(ImageJob(FigureKey(Kind(kind), key, figure), pn, num, url, expires_at,
-                                                lease=gen)
-                                       for kind, key, figure, pn, num, url, expires_at in drawings))
-    cur = await conn.execute(q.CLAIM_DOWNLOADS, params)
-    if jobs := sorted(await cur.fetchall()):
-        return Claim(to_download=tuple(ImageJob(PatentKey(Kind(kind), key), pn, num, url, expires_at, lease=gen)
-                                       for _seq, kind, key, pn, num, url, expires_at in jobs))
-    cur = await conn.execute(q.FIRST_TO_ASK, params)
-    if (first := await cur.fetchone()) is not None:
-        cur = await conn.execute(q.CLAIM_TO_ASK, {**params, "kind": first[0]})
-        if keys := sorted(await cur.fetchall()):
-            kind, asked = Kind(first[0]), tuple(key for _seq, key, _repeat in keys)
-            cur = await conn.execute(q.STORED_DRAWINGS, {"kind": kind.value, "keys": list(asked)})
-            stored = frozenset(FigureKey(kind, key, figure) for key, figure in await cur.fetchall())
-            return Claim(to_ask=Batch(kind, asked, gen, stored),
-                         repeats=tuple(key for _seq, key, repeat in keys if repeat))
-    waiting, deferred, next_retry = await (await conn.execute(q.WAITING, params)).fetchone() or (0, 0, None)
-    held, later, first_later = await (await conn.execute(q.WAITING_DRAWINGS, params)).fetchone() or (0, 0, None)
-    soonest = min((t for t in (next_retry, first_later) if t is not None), default=None)
-    return Claim(waiting=int(waiting) + int(held), deferred=int(deferred) + int(later), next_retry=soonest)
-
-
-async def _each_table(query: str, params: list[Any], conn: AsyncConnection) -> None:
-    """A claims statement on the patents and on the drawings (claims live on both)."""
-    for table in q.TABLES_WITH_CLAIMS:
-        await conn.execute(query.format(table), params)
 
 
 async def _execute(query: str, params: Mapping[str, Any], conn: AsyncConnection) -> None:

@@ -19,7 +19,8 @@ contracts check it (`lint-imports`):
 - job        the face: Job and the sync twins; it alone decides what touches the process (signals,
              the open-file limit) and only when the caller asks
 - execution  one run: sink + store + lock → ingest → pipeline (and --workers helpers, `workers`) →
-             manifest, summary, history; `dryrun` (Plan), `jobstatus` (JobStatus), `report/` (report.html)
+             manifest, summary, history, stopped by one watcher (`stops`: signals, a helper's parent
+             gone); `dryrun` (Plan), `jobstatus` (JobStatus), `report/` (report.html)
 - pipeline   the task group of one worker: planner (claims) → API workers → download workers →
              recorder, plus the lease keeper; it sees only the `Resolver` and `Fetcher` protocols of
              `core/ports.py`, an event hook and a store, and returns a frozen PipelineResult

@@ -19,11 +19,13 @@ contracts check it (`lint-imports`):
 - job        the face: Job and the sync twins; it alone decides what touches the process (signals,
              the open-file limit) and only when the caller asks
 - execution  one run: sink + store + lock → ingest → pipeline (and --workers helpers, `workers`) →
-             manifest, summary, history; `dryrun` (Plan), `jobstatus` (JobStatus), `report/` (report.html)
+             manifest, summary, history, stopped by one watcher (`stops`: signals, a helper's parent
+             gone); `dryrun` (Plan), `jobstatus` (JobStatus), `report/` (report.html)
 - pipeline   the task group of one worker: planner (claims) → API workers → download workers →
              recorder, plus the lease keeper; it sees only the `Resolver` and `Fetcher` protocols of
              `core/ports.py`, an event hook and a store, and returns a frozen PipelineResult
-             (`pipeline/recorder`: the single writer; `pipeline/streams`: the stages' hand-offs);
+             (`pipeline/downloads`: the download workers; `pipeline/recorder`: the single writer;
+             `pipeline/streams`: the stages' hand-offs; `pipeline/control`: config, stops, result);
              `wiring` builds the concrete ones (the HTTP side) for `execution`
 - net/       the API client (api: the gate, retries, splitting, budget, credential check; the P021
              resolver), fulltext (the P042 resolver for --drawings all, on api's calls), auth

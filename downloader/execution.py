@@ -9,16 +9,14 @@ went away), each of these is tried and what could not be written is named on the
 state store stays consistent either way.
 
 A fatal condition, a cap or an interrupt is the run's result (the frozen Summary says which and
-carries the error), not an exception. The one stop watcher (`_watch_stops`) hears SIGINT/SIGTERM
+carries the error), not an exception. The one stop watcher (`stops.watch_stops`) hears SIGINT/SIGTERM
 only when the caller asked for signal handling, and in a helper the death of its parent.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import resource
-import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -31,7 +29,6 @@ import anyio
 from anyio.abc import Process
 
 from downloader import machine
-from downloader.core.busy import SAMPLE_SECONDS, BusyWatch
 from downloader.core.errors import (
     DownloaderError,
     FatalError,
@@ -41,7 +38,7 @@ from downloader.core.errors import (
     UsageError,
     cause_of,
 )
-from downloader.core.events import Elsewhere, Notice, Sink
+from downloader.core.events import Notice, Sink
 from downloader.core.model import Counters, PatentKey, Reject
 from downloader.core.outcome import StopReason, Summary, exit_code
 from downloader.core.settings import Settings
@@ -54,11 +51,11 @@ from downloader.state import is_shared, open_store, state_folder
 from downloader.state.base import StateStore
 from downloader.state.lock import DirLock
 from downloader.state.sqlite import STATE_FILE
+from downloader.stops import watch_stops
 from downloader.wiring import http_clients
-from downloader.workers import KEYS_PER_WORKER, Helpers, default_workers, helpers, loop_demand, stop_helpers
+from downloader.workers import default_workers, help_when_busy, helpers, relay_progress, stop_helpers
 
 _INTERRUPTED = "interrupted; state and manifest are saved, run the same command to continue"
-_ORPHANED = "the parent process is gone"
 
 
 @asynccontextmanager
@@ -117,7 +114,7 @@ class Execution:
         try:
             async with opened(self.out, self.settings) as (sink, store), anyio.create_task_group() as tg:
                 if self.handle_signals:
-                    tg.start_soon(self._watch_stops, True, None)
+                    tg.start_soon(watch_stops, self._interrupt, True, None)
                 summary = await self._run(sink, store)
                 tg.cancel_scope.cancel()
             return summary
@@ -129,7 +126,7 @@ class Execution:
         try:
             async with opened(self.out, self.settings, lock=False) as (sink, store):
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._watch_stops, True, parent)
+                    tg.start_soon(watch_stops, self._interrupt, True, parent)
                     try:
                         await self._execute(sink, store, run_id)
                     finally:
@@ -176,28 +173,15 @@ class Execution:
             self.helpers = procs = group.procs
             async with anyio.create_task_group() as tg:
                 if most:
-                    tg.start_soon(self._relay_progress, store, run_id)
+                    tg.start_soon(relay_progress, store, run_id, self.worker, self.events)
                 if most > first:
-                    tg.start_soon(self._help_when_busy, group, most, store, run_id)
+                    tg.start_soon(help_when_busy, group, most, store, run_id, self.events, lambda: self.interrupted)
                 try:
                     await self._execute(sink, store, run_id, counts)  # counted above: not again
                 finally:
                     if self.interrupted or self.result.stopped or self.fatal is not None:
                         stop_helpers(procs)
                     tg.cancel_scope.cancel()
-
-    async def _help_when_busy(self, group: Helpers, most: int, store: StateStore, run_id: int) -> None:
-        """Start a helper each time this process's event loop is CPU-bound for a few seconds (core/busy.py),
-        up to `most`, while enough work is left for one."""
-        watch = BusyWatch()
-        while len(group.procs) < most:
-            await anyio.sleep(SAMPLE_SECONDS)
-            if not watch.sample(time.monotonic(), loop_demand()) or self.interrupted:
-                continue
-            counts = await store.counts(run_id)
-            if counts.get("pending", 0) + counts.get("resolved", 0) >= KEYS_PER_WORKER:
-                await group.start()
-                self.events(Notice("workers", f"this process is CPU-bound: helper {len(group.procs)} started"))
 
     async def _ingest(self, sink: ImageSink, store: StateStore, run_id: int, draft: dict[str, Any]) -> None:
         rejects = RejectsWriter(sink)
@@ -234,21 +218,6 @@ class Execution:
             finally:
                 self._pipeline = None
         self.fatal = self.fatal or self.result.fatal
-
-    async def _relay_progress(self, store: StateStore, run_id: int) -> None:
-        """Turn the helpers' heartbeat counters into progress events for the one display."""
-        seen: dict[str, dict[str, int]] = {}
-        while True:
-            await anyio.sleep(0.5)
-            for w in await store.workers(run_id):
-                if w.worker == self.worker:
-                    continue
-                now = {k: int(v) for k, v in (w.info.get("counters") or {}).items()}
-                before = seen.get(w.worker, {})
-                delta = {k: now.get(k, 0) - before.get(k, 0) for k in ("asked", "images", "bytes", "charged")}
-                seen[w.worker] = now
-                if any(delta.values()):
-                    self.events(Elsewhere(delta["asked"], delta["images"], delta["bytes"], delta["charged"]))
 
     def _info(self, so_far: PipelineResult) -> dict[str, Any]:
         """What this worker's heartbeat carries: where it runs, and its counts (the other workers' progress)."""
@@ -333,19 +302,6 @@ class Execution:
             unsaved.append(what)
             self.events(Notice("unsaved", f"{what} not written: {err}"))
 
-    async def _watch_stops(self, signals: bool, parent: int | None) -> None:
-        """The one stop watcher: SIGINT/SIGTERM when the caller asked for them, and for a helper the
-        death of the process that started it (it held the lock we work under). Either stops the run
-        as an interrupt: nothing new is claimed, billed answers land, state is kept."""
-        wanted = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) if signals else nullcontext(None)
-        with wanted as incoming:
-            while True:
-                why = await _next_stop(incoming, parent)
-                if why is not None:
-                    self._interrupt(why)
-                if why == _ORPHANED:
-                    return
-
     def _interrupt(self, why: str) -> None:
         if not self.interrupted and self.result.stop_reason is None:
             self.events(Notice("interrupted", f"{why}: stopping, state is being saved"))
@@ -361,18 +317,6 @@ async def check_drawings_kind(store: StateStore, wanted: str) -> None:
     if held is not None and held != wanted:
         raise UsageError(f"{store.location} holds a --drawings {held} job; --drawings {wanted} needs its own "
                          "--out (or --state)")
-
-
-async def _next_stop(signals: AsyncIterator[int] | None, parent: int | None) -> str | None:
-    """Wait for the next reason to stop (a signal's name, or the parent gone); None: look again."""
-    if parent is not None and os.getppid() != parent:
-        return _ORPHANED
-    if signals is None:
-        await anyio.sleep(0.5 if parent is not None else math.inf)
-        return None
-    with anyio.move_on_after(0.5 if parent is not None else math.inf):
-        return signal.Signals(await signals.__anext__()).name  # a signal cancelled here stays queued
-    return None
 
 
 def run_helper(out: str, settings: Settings, run_id: int, *, parent: int, use_uvloop: bool = False) -> None:

@@ -44,7 +44,7 @@ async def http_clients(settings: Settings, sink: ImageSink, store: StateStore, r
 
         gate = ApiGate(store, run_id, s.rate, s.throttle_patience, log=log)
         client = PatsnapClient(api_http, s.api_base, s.effective_api_key or "", tokens, gate, policy, counters,
-                               SharedBudget(store, run_id, s.max_charged), log=log,
+                               SharedBudget(store, run_id, s.max_charged),
                                apikey_is_client_id=not s.api_key or s.api_key == s.client_id, worker=worker,
                                outage_seconds=s.outage_seconds)
         fetcher = ImageFetcher(cdn, sink, counters, policy=policy, expiry_margin=s.expiry_margin,

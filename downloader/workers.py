@@ -19,14 +19,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
 import anyio
 from anyio.abc import Process
 
+from downloader.core.busy import SAMPLE_SECONDS, BusyWatch
+from downloader.core.events import Elsewhere, Notice, Sink
 from downloader.core.settings import Settings
+from downloader.state.base import StateStore
 
 HELPER_MODULE = "downloader.helper"  # a helper's entry point (it imports the job; this module must not)
 MAX_DEFAULT_WORKERS = 8
@@ -72,6 +75,37 @@ async def helpers(count: int, out: str, settings: Settings, run_id: int) -> Asyn
         with anyio.CancelScope(shield=True):
             for proc in group.procs:
                 await proc.wait()
+
+
+async def help_when_busy(group: Helpers, most: int, store: StateStore, run_id: int, events: Sink,
+                         interrupted: Callable[[], bool]) -> None:
+    """Start a helper each time this process's event loop is CPU-bound for a few seconds (core/busy.py),
+    up to `most`, while enough work is left for one and the run was not `interrupted()`."""
+    watch = BusyWatch()
+    while len(group.procs) < most:
+        await anyio.sleep(SAMPLE_SECONDS)
+        if not watch.sample(time.monotonic(), loop_demand()) or interrupted():
+            continue
+        counts = await store.counts(run_id)
+        if counts.get("pending", 0) + counts.get("resolved", 0) >= KEYS_PER_WORKER:
+            await group.start()
+            events(Notice("workers", f"this process is CPU-bound: helper {len(group.procs)} started"))
+
+
+async def relay_progress(store: StateStore, run_id: int, me: str, events: Sink) -> None:
+    """Turn the other workers' heartbeat counters into progress events for the one display (worker `me`'s)."""
+    seen: dict[str, dict[str, int]] = {}
+    while True:
+        await anyio.sleep(0.5)
+        for w in await store.workers(run_id):
+            if w.worker == me:
+                continue
+            now = {k: int(v) for k, v in (w.info.get("counters") or {}).items()}
+            before = seen.get(w.worker, {})
+            delta = {k: now.get(k, 0) - before.get(k, 0) for k in ("asked", "images", "bytes", "charged")}
+            seen[w.worker] = now
+            if any(delta.values()):
+                events(Elsewhere(delta["asked"], delta["images"], delta["bytes"], delta["charged"]))
 
 
 def loop_demand() -> float:

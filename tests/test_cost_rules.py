@@ -299,9 +299,10 @@ def test_a_success_between_failures_is_no_outage():
 
 def test_an_http_outage_says_the_host_failed_every_call():
     detector = OutageDetector("the CDN")
-    for i in range(6):
-        detector.failed(i * 7.0, "TransientDownloadError: HTTP 502 from the CDN", "https://cdn.test:8443")
-    assert str(detector.error(35.0)) == (
+    answers = [detector.failed(i * 7.0, "TransientDownloadError: HTTP 502 from the CDN", "https://cdn.test:8443")
+               for i in range(6)]
+    assert answers[:5] == [None] * 5  # the fifth in a row, but 28 s after the first: not yet
+    assert str(answers[5]) == str(detector.error(35.0)) == (
         "the CDN at https://cdn.test:8443 failed every call: HTTP 502 (6 tries over 35 s)")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from downloader.core import errors, protocol
@@ -162,6 +164,18 @@ def test_decode_answer_items():
 def test_retry_after(value, expected):
     now = 1445412480.0  # 07:28:00
     assert protocol.parse_retry_after(value, now) == expected
+
+
+@pytest.mark.parametrize("value", ["Wed, 21 Oct 2015 07:28:05", "Wed, 21 Oct 2015 07:28:05 -0000"])
+def test_retry_after_date_without_zone_is_gmt(value, monkeypatch):
+    """An HTTP date with no zone (or -0000) is GMT, not this machine's local time (here 5 h behind)."""
+    monkeypatch.setenv("TZ", "EST+05")
+    time.tzset()
+    try:
+        assert protocol.parse_retry_after(value, 1445412480.0) == 5.0  # 07:28:00 GMT
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_split_halves_a_batch():

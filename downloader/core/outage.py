@@ -64,12 +64,14 @@ class OutageDetector:
     reason: str = ""
     host: str = ""
 
-    def failed(self, now: float, error: str, host: str) -> None:
-        """A call failed in transport (after which the next try, if any, follows)."""
+    def failed(self, now: float, error: str, host: str) -> OutageError | None:
+        """A call failed in transport: the outage to stop the run with if this failure makes one
+        (as `error` says), else None and the next try, if any, follows."""
         if self.streak == 0:
             self.since = now
         self.streak += 1
         self.last, self.reason, self.host = now, reason_of(error), host
+        return self.error(now)
 
     def succeeded(self) -> None:
         """The host answered (any answer that is not a transport failure)."""

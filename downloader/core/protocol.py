@@ -5,7 +5,6 @@ Nothing here touches the network, the disk or the clock; callers pass `now`. Tes
 
 from __future__ import annotations
 
-import email.utils
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -21,7 +20,7 @@ from downloader.core.errors import (
     TokenExpiredError,
     TransientApiError,
 )
-from downloader.core.expiry import url_window
+from downloader.core.expiry import http_date, url_window
 from downloader.core.model import Batch, Failed, Kind, NoImage, NotFound, Outcome, PatentKey, Resolved
 
 MAX_BATCH = 100
@@ -98,10 +97,10 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - now
-        except (TypeError, ValueError, IndexError):
+        when = http_date(value)  # no zone, or "-0000": GMT, as HTTP dates are
+        if when is None:
             return None
+        seconds = when - now
     if math.isnan(seconds):
         return None
     return min(max(seconds, 0.0), 600.0)

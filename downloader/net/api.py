@@ -98,7 +98,7 @@ class PatsnapClient:
 
     def __init__(self, session: aiohttp.ClientSession, api_base: str, api_key: str, tokens: TokenProvider,
                  gate: ApiGate, policy: Callable[[], RetryPolicy], counters: Counters,
-                 budget: BudgetLike, log: Callable[[str, dict[str, object]], None] | None = None, *,
+                 budget: BudgetLike, *,
                  apikey_is_client_id: bool = False, worker: str = "", outage_seconds: float = SPAN) -> None:
         self._session = session
         self._base = api_base.rstrip("/")
@@ -109,7 +109,6 @@ class PatsnapClient:
         self._policy = policy
         self._counters = counters
         self.budget = budget
-        self._log = log or (lambda event, fields: None)
         self._apikey_is_client_id = apikey_is_client_id
         self._worker = worker
         self.outage = OutageDetector("the API", outage_seconds)
@@ -213,9 +212,7 @@ class PatsnapClient:
                 raise
             except TransientApiError as err:
                 await self.gate.unanswered(ticket)
-                self.outage.failed(time.monotonic(), str(err), self._host)
-                outage = self.outage.error(time.monotonic())
-                if outage is not None:
+                if (outage := self.outage.failed(time.monotonic(), str(err), self._host)) is not None:
                     raise outage from err
                 raise
             self.outage.succeeded()

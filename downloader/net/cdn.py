@@ -149,10 +149,9 @@ class ImageFetcher:
             verdict = self.moves.refused(host, job.key, time.monotonic()) if _refused(err) else "down"
             if verdict == "ask":
                 raise UrlExpiredError(f"{host} refused the connection: asking the API for a fresh URL") from err
-            self.outage.failed(time.monotonic(), str(err), host)
+            outage = self.outage.failed(time.monotonic(), str(err), host)
             if verdict == "wait":
                 raise HostRefusedError(f"{host} refused the connection; waiting to learn whether it moved") from err
-            outage = self.outage.error(time.monotonic())
             if outage is not None:
                 raise outage from err
             raise

@@ -9,17 +9,17 @@ paid for again. When nothing is free the planner waits while keys are held under
 
 Stages are joined by bounded memory object streams, so a slow stage holds back the ones before
 it: the planner cannot claim ahead of the API workers, and the API workers cannot resolve URLs
-faster than images are downloaded. Every result goes through one recorder task (`recorder`), which
-writes it to the state store in batched transactions; the API workers hand resolved URLs to the
-recorder before they hand them to the downloaders, so "resolved" is always written before
-"downloaded", and a billed answer is committed at once; an API worker asks again only after that
-commit (the recorder acknowledges it), so a kill -9 leaves at most one billed, unrecorded answer
-per API worker for the others to pay again.
+faster than images are downloaded (the download workers: `downloads`). Every result goes through
+one recorder task (`recorder`), which writes it to the state store in batched transactions; the
+API workers hand resolved URLs to the recorder before they hand them to the downloaders, so
+"resolved" is always written before "downloaded", and a billed answer is committed at once; an
+API worker asks again only after that commit (the recorder acknowledges it), so a kill -9 leaves
+at most one billed, unrecorded answer per API worker for the others to pay again.
 
 Seams: the pipeline sees a `Resolver` and a `Fetcher` (`core/ports.py`), an event hook, a state
 store and a frozen `PipelineConfig`; it never knows which client is behind them. `run()` returns a
-frozen `PipelineResult` (why it stopped, what it counted): nothing is shared with the caller while
-it runs except through `interrupt()`, which the caller's one stop watcher calls.
+frozen `PipelineResult` (why it stopped, what it counted; both in `control`): nothing is shared with
+the caller while it runs except through `interrupt()`, which the caller's one stop watcher calls.
 
 Stops: a fatal condition cancels the workers at once and is written to the shared halt record, so
 every worker of the run stops; a budget or time cap stops claiming but lets paid-for downloads
@@ -53,8 +53,8 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from downloader.core import halt
-from downloader.core.errors import FatalError, LeaseLostError, OutputError
-from downloader.core.events import BatchDone, ImageDone, Notice, Planned, Problem, Sink
+from downloader.core.errors import FatalError, OutputError
+from downloader.core.events import BatchDone, Notice, Planned, Problem, Sink
 from downloader.core.expiry import margin, parse_url_signed_at
 from downloader.core.lookahead import Lookahead
 from downloader.core.model import (
@@ -67,76 +67,20 @@ from downloader.core.model import (
     NoImage,
     PatentKey,
     Resolved,
-    UrlExpired,
 )
 from downloader.core.outcome import StopReason
-from downloader.core.ports import Fetcher, Resolver
+from downloader.core.ports import Fetched, Fetcher, Resolver
 from downloader.core.problems import Problems
 from downloader.core.urlclock import UrlClock
+from downloader.pipeline.control import Control, PipelineConfig, PipelineResult
+from downloader.pipeline.downloads import Downloads
 from downloader.pipeline.recorder import RESULTS_BUFFER, Record, Recorder, record_answer, tick
-from downloader.pipeline.streams import deliver, receive, send_quietly
+from downloader.pipeline.streams import send_quietly
 from downloader.state.base import Held, StateStore
 
 _SIGNAL_GRACE = 3.0
 _IDLE_POLL = 0.5  # how often an idle planner looks again while others hold keys
 _SOON = 60.0  # deferred keys due within this many seconds are waited for
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineConfig:
-    """How one worker's stages are sized and paced (from the job's settings)."""
-
-    batch_size: int = 100
-    api_concurrency: int = 4
-    download_concurrency: int = 32
-    expiry_margin: float = 120.0
-    lease: float = 60.0
-    deadline: float | None = None  # time.monotonic() after which no new work is claimed (--max-runtime)
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineResult:
-    """How one worker's pipeline ended: why it stopped early (if it did) and what only it counted.
-
-    `fatal` is the condition that stopped it (already written to the halt record); `asked` the keys
-    answered by the API, `recharged` those paid again (an earlier URL expired unused, or an answer was
-    lost on the way), `fenced` the results refused (or images not put in place) because this worker's lease had lapsed.
-    """
-
-    stop_reason: StopReason | None = None
-    fatal: FatalError | None = None
-    asked: int = 0
-    recharged: int = 0
-    fenced: int = 0
-
-    @property
-    def stopped(self) -> bool:
-        """True when the work was cut short (a stop reason or a fatal condition)."""
-        return self.stop_reason is not None or self.fatal is not None
-
-
-@dataclass
-class _Control:
-    """Why this pipeline stops early, if it does; private to it."""
-
-    deadline: float | None = None
-    stop_reason: StopReason | None = None
-    fatal: FatalError | None = None
-    # Made by the run (a cancelled scope cannot be entered again).
-    cancel_all: anyio.CancelScope | None = None
-    cancel_downloads: anyio.CancelScope | None = None
-
-    def cancel(self, downloads_only: bool = False) -> None:
-        """Cancel the downloads, or all of the workers."""
-        scope = self.cancel_downloads if downloads_only else self.cancel_all
-        if scope is not None:
-            scope.cancel()
-
-    def stopping(self) -> bool:
-        """True once no new work may be claimed."""
-        if self.stop_reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
-            self.stop_reason = StopReason.RUNTIME
-        return self.stop_reason is not None or self.fatal is not None
 
 
 @dataclass(kw_only=True)
@@ -160,7 +104,7 @@ class Pipeline:
     _asked: int = field(default=0, init=False)
     _recharged: int = field(default=0, init=False)
     _fenced: int = field(default=0, init=False)
-    _control: _Control = field(default_factory=_Control, init=False)
+    _control: Control = field(default_factory=Control, init=False)
     _recorder: Recorder = field(init=False)
     _outer: TaskGroup | None = field(default=None, init=False)
     _moved: anyio.Event = field(default_factory=anyio.Event, init=False)  # downloads or answers made room
@@ -228,7 +172,11 @@ class Pipeline:
             tg.start_soon(self._api_worker, api_in.clone(), to_downloads.clone(), to_results.clone())
         ticking = anyio.CancelScope()
         tg.start_soon(tick, to_results.clone(), ticking)
-        tg.start_soon(self._download_stage, downloads_in, to_results.clone(), ticking)
+        assert self._control.cancel_downloads is not None
+        downloads = Downloads(store=self.store, fetcher=self.fetcher, lookahead=self.lookahead, events=self.events,
+                              concurrency=self.config.download_concurrency, fatal=self._fatal,
+                              fenced=self._note_fenced, moved=self._move, done=self._downloaded)
+        tg.start_soon(downloads.run, downloads_in, to_results.clone(), self._control.cancel_downloads, ticking)
         api_in.close()
         to_downloads.close()
 
@@ -330,48 +278,12 @@ class Pipeline:
     def _move(self) -> None:
         self._moved.set()
 
-    async def _download_stage(self, jobs: MemoryObjectReceiveStream[ImageJob],
-                              to_results: MemoryObjectSendStream[Record], ticking: anyio.CancelScope) -> None:
-        """The download workers; the last stage to finish, so it also stops the ticker."""
-        assert self._control.cancel_downloads is not None
-        try:
-            with self._control.cancel_downloads:
-                async with jobs, to_results, anyio.create_task_group() as tg:
-                    for _ in range(self.config.download_concurrency):
-                        tg.start_soon(self._download_worker, jobs.clone(), to_results.clone())
-        finally:
-            ticking.cancel()
-
-    async def _download_worker(self, jobs: MemoryObjectReceiveStream[ImageJob],
-                               to_results: MemoryObjectSendStream[Record]) -> None:
-        async with jobs, to_results:
-            while True:
-                try:
-                    job = await receive(jobs)
-                except anyio.EndOfStream:
-                    return
-                self.lookahead.started()
-                started = time.monotonic()
-                try:
-                    if not self.store.holds(job.lease):
-                        raise LeaseLostError(job.key.value)
-                    result = await self.fetcher.fetch(job)
-                except FatalError as err:  # the output cannot take the image, or the CDN is out of reach
-                    self.lookahead.finished(None)
-                    await self._fatal(err)
-                    continue
-                except LeaseLostError:  # another worker may hold the key now: leave it to them
-                    self.lookahead.finished(None)
-                    self._note_fenced([job.key.value])
-                    continue
-                self.lookahead.finished(time.monotonic() - started if isinstance(result, Downloaded) else None)
-                self._move()
-                await deliver(to_results, [Held(result, job.lease)])  # a file in place is recorded anyway
-                self.events(_image_event(result))
-                if isinstance(result, Failed | Deferred):
-                    self._problem(result)
-                elif isinstance(result, Downloaded):
-                    self._problems.settled(result.key.value)
+    def _downloaded(self, result: Fetched) -> None:
+        """Count a download's problem by kind, or the patent as settled once its image is in place."""
+        if isinstance(result, Failed | Deferred):
+            self._problem(result)
+        elif isinstance(result, Downloaded):
+            self._problems.settled(result.key.value)
 
     async def _keep_lease(self) -> None:
         """Renew this worker's claims and heartbeat; stop when another worker halted the run."""
@@ -430,15 +342,3 @@ class Pipeline:
         await anyio.sleep(_SIGNAL_GRACE)
         self._control.cancel()
 
-
-def _image_event(result: Downloaded | UrlExpired | Failed | Deferred) -> ImageDone:
-    match result:
-        case Downloaded(key, _, size, _):
-            return ImageDone("downloaded", size, key=key.value)
-        case UrlExpired(key, reason, _):
-            return ImageDone("expired", 0, reason, key.value)
-        case Failed(key, error):
-            return ImageDone("failed", 0, error, key.value)
-        case Deferred(key, error, _):
-            return ImageDone("deferred", 0, error, key.value)
-    raise TypeError(result)

@@ -54,7 +54,9 @@ def test_a_fulltext_answer_cut_after_billing_is_counted_as_charged_and_recharged
     print(f"\n[cut {state and 'postgres' or 'sqlite'}] {sim.counters.api_requests} calls ({cuts} cut), simulator "
           f"charged {sim.counters.charged} for {once} pages listing drawings; summary: charged {summary['charged']}, "
           f"recharged {summary['recharged']}, retries {summary['retries']}")
-    assert summary["exit_code"] == 0 and cuts >= 3 and summary["retries"] == cuts
+    # Every cut answer is retried; under load a call may also time out and be retried (billed or not: the
+    # charge checks below hold either way), so retries are at least the cuts.
+    assert summary["exit_code"] == 0 and cuts >= 3 and summary["retries"] >= cuts
     assert sim.counters.charged > once  # some cut answers listed drawings: billed twice
     assert summary["charged"] == sim.counters.charged
     assert summary["recharged"] == sim.counters.charged - once

@@ -79,7 +79,7 @@ async def helpers(count: int, out: str, settings: Settings, run_id: int) -> Asyn
 
 async def help_when_busy(group: Helpers, most: int, store: StateStore, run_id: int, events: Sink,
                          interrupted: Callable[[], bool]) -> None:
-    """Start a helper each time this process's event loop is CPU-bound for a few seconds (core/busy.py),
+    """Start a helper each time this process's event loop is CPU-bound for half a second (core/busy.py),
     up to `most`, while enough work is left for one and the run was not `interrupted()`."""
     watch = BusyWatch()
     while len(group.procs) < most:

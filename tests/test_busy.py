@@ -18,7 +18,7 @@ def feed(watch: BusyWatch, shares: list[float], start: float = 100.0) -> list[fl
 
 
 def test_a_loop_busy_for_a_few_seconds_starts_one_helper_then_waits_for_it_to_settle():
-    started = feed(BusyWatch(), [1.0] * 20)
+    started = feed(BusyWatch(), [1.0] * 60)
     assert started[0] == BUSY_SECONDS
     assert started[1] - started[0] >= SETTLE_SECONDS + BUSY_SECONDS
 

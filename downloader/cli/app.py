@@ -153,7 +153,7 @@ def _add_common(p: argparse.ArgumentParser, rate: float = 5.0) -> None:
                         "store shared by several workers (env PATENT_IMAGES_STATE)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="processes on this machine that share the job (default: one, and another each time "
-                        "the first is CPU-bound for a second, up to one per 5,000 patents left to do, the "
+                        "the first is CPU-bound for half a second, up to one per 5,000 patents left to do, the "
                         "number of cores and 8)")
     p.add_argument("--lease", type=float, default=60.0, metavar="SECONDS",
                    help="how long a worker's claim on a batch lives without renewal; a dead worker's keys are "

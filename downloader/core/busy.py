@@ -8,10 +8,13 @@ start-up and its share of the same downloads. So the first process starts alone 
 when its loop's demand stayed at BUSY_SHARE or more for BUSY_SECONDS; then it gives the helper
 SETTLE_SECONDS to take its share before it judges again.
 
-Measured on 2 cores (readings every SAMPLE_SECONDS, 20,000 images from a local nginx): the loop's demand
-was 0.82–0.93 writing to tmpfs, where a second process gave 1.15× the images/s, and 0.59–0.65 with 30 ms
-of latency, where it gave 0.92× (it only split the same downloads). BUSY_SHARE sits between the two; a
-whole run of 20,000 images takes 6–11 s, so the helper has to come within a second or so to pay.
+Measured on 2 cores (20,000 images from a local nginx): the loop's demand was 0.82–0.93 writing to tmpfs
+(readings 0.5 s apart; 0.88–0.90 at 0.25 s), where a second process gave 1.15–1.20× the images/s, and
+0.59–0.65 with 30 ms of latency (at most 0.67 at 0.25 s), where it gave 0.92× (it only split the same
+downloads). BUSY_SHARE sits between the two. A whole run of 20,000 images takes 6–11 s, so the helper
+has to come within a second to pay: with readings 0.25 s apart it came 0.5–0.75 s into a run on tmpfs,
+and a run at `--rate 200` went from 3,510 (readings 0.5 s apart, 1 s busy) to 3,785 images/s (two
+processes from the start: 3,935).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 BUSY_SHARE = 0.75  # of the wall time the loop thread ran or waited to run
-BUSY_SECONDS = 1.0  # two readings in a row
-SAMPLE_SECONDS = 0.5
+BUSY_SECONDS = 0.5  # two readings in a row
+SAMPLE_SECONDS = 0.25
 SETTLE_SECONDS = 5.0
 
 

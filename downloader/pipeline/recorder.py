@@ -23,7 +23,6 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from downloader.core.errors import FatalError
-from downloader.core.model import NoImage, NotFound, Resolved
 from downloader.pipeline.streams import deliver, receive
 from downloader.state.base import Held, StateStore
 
@@ -84,10 +83,9 @@ class Recorder:
                 now = time.monotonic()
                 if items:
                     pending.extend(items)
-                    if isinstance(items, Acked):
+                    if isinstance(items, Acked):  # an API answer (billed): its worker waits for the commit
                         waiting.append(items.committed)
-                    billed = any(isinstance(i.event, Resolved | NoImage | NotFound) for i in items)
-                    due = now if billed or waiting else min(due, now + FLUSH_SECONDS)  # at once when asked to
+                    due = now if waiting else min(due, now + FLUSH_SECONDS)
                 if pending and (len(pending) >= FLUSH_ITEMS or now >= due):
                     due = math.inf
                     if await self._flush(pending):

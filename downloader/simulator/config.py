@@ -80,6 +80,10 @@ class SimulatorConfig:
     # Patents of P042 (full pn) whose every listing after the first names only this many drawings (its first
     # ones), as when the API re-indexes a document: a drawing listed once is not listed again.
     fewer_drawings: dict[str, int] = field(default_factory=dict)
+    # Drawings of P042 ("{pn}_{figure:04d}", the figure of the first listing) that every listing of their patent
+    # after the first leaves out, wherever they stand: the drawings after one move up a place and keep their URL's
+    # path (as when the API withdraws a figure from the middle of a document).
+    dropped_drawings: set[str] = field(default_factory=set)
     # A CDN that refuses URLs earlier than they say: `url_honoured` seconds after signing, whatever
     # end they carry (a revoked signing key), and a CDN clock `cdn_clock_skew` seconds ahead of the
     # API's (negative: behind); its Date headers and ServerTime say its own time.
@@ -98,7 +102,7 @@ class SimulatorConfig:
         for name, value in changes.items():
             if name in ("api_fault_kinds", "image_fault_kinds"):
                 value = tuple(value)
-            elif name in ("huge_images", "missing_images", "stale_drawings"):
+            elif name in ("huge_images", "missing_images", "stale_drawings", "dropped_drawings"):
                 value = set(value)
             setattr(self, name, value)
         self.validate()
@@ -126,7 +130,7 @@ class SimulatorConfig:
     def as_json(self) -> dict[str, Any]:
         """The config as JSON-serialisable values (sets and tuples become sorted lists)."""
         out = dataclasses.asdict(self)
-        for name in ("huge_images", "missing_images", "stale_drawings"):
+        for name in ("huge_images", "missing_images", "stale_drawings", "dropped_drawings"):
             out[name] = sorted(out[name])
         for name in ("api_fault_kinds", "image_fault_kinds"):
             out[name] = list(out[name])

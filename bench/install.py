@@ -19,6 +19,7 @@ DEBIAN_TOOLS = {
     "curl": "curl",
     "wget": "wget",
     "/usr/bin/time": "time",
+    "tcpdump": "tcpdump",  # the api mode's count on the wire (bench/wire.py)
 }
 ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
 ECHO_PACKAGE = "libnginx-mod-http-echo"

@@ -200,6 +200,8 @@ class Counters:
         out["busiest_second"] = self.busiest_second()
         out["api_first_at"] = min(self.api_times, default=None)  # the sustained rate is over this span
         out["api_last_at"] = max(self.api_times, default=None)
+        if len(self.api_times) <= max_asks:  # each stamp, to set beside a packet capture's (bench/wire.py)
+            out["api_times"] = list(self.api_times)
         out["asks_distinct"] = len(self.asks)
         out["asks_repeated"] = sum(1 for n in self.asks.values() if n > 1)
         if len(self.asks) <= max_asks:

@@ -212,7 +212,7 @@ def test_kill_9_mid_run_then_rerun(tmp_path, sim_config, threaded_simulator):
     asked again, none is asked more than once more, and the rerun ends with every drawing verified."""
     import signal
 
-    from .support import SETTLED_STATUSES, Cli, cli_args, image_files, state_rows
+    from .support import Cli, cli_args, image_files, settled_keys
 
     sim = threaded_simulator
     values = with_many(sim, numbers(120), numbers(3000, seed=9))
@@ -221,14 +221,18 @@ def test_kill_9_mid_run_then_rerun(tmp_path, sim_config, threaded_simulator):
     sim_config.cdn_latency = 0.01
     sim_config.api_latency = 0.02
     args = cli_args(sim, [source], out, "--drawings", "all", "--rate", "60", "--download-concurrency", "8")
-    snapshots = []
+    snapshots: list[dict[str, int]] = []
     for i, files in enumerate((40, 400)):
+        # Killed once `files` are on disk and more patents settled than at the last kill. Files alone do not
+        # say that: a file is renamed into place before the commit of its row, and on a busy machine the
+        # commits lag behind (at 40 files none had settled yet), so the kill must wait for the store itself.
+        before = len(snapshots[-1]) if snapshots else 0
         with Cli(args, tmp_path / f"kill{i}.log") as cli:
-            assert cli.wait_for(lambda files=files: len(image_files(out)) >= files), cli.stderr()
+            assert cli.wait_for(lambda files=files, before=before: len(image_files(out)) >= files
+                                and len(settled_keys(out)) > before), cli.stderr()
             cli.proc.send_signal(signal.SIGKILL)
             cli.proc.wait(timeout=30)
-        snapshots.append({key: sim.counters.asks[key] for _, key, status in state_rows(out)
-                          if status in SETTLED_STATUSES})
+        snapshots.append({key: sim.counters.asks[key] for key in settled_keys(out)})
     sim_config.cdn_latency = sim_config.api_latency = 0.0
     final = run_cli(*args, timeout=120)
 

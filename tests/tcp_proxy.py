@@ -3,6 +3,8 @@
 - `stall()`: bytes stop flowing both ways, connections stay open (a network partition or a paused
   machine, as the worker sees it: its statements hang, nothing fails); `release()` lets the held
   bytes through again, in order.
+- `stall_after(n)`: the next `n` bytes towards the server go through, then the stall begins (a worker
+  cut off in the middle of what it was sending: the server got the first part of it).
 - `cut()`: every connection is closed and new ones are closed at once (a server that went away);
   `restore()` accepts again.
 
@@ -28,6 +30,7 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._flowing: asyncio.Event | None = None
+        self._budget: int | None = None  # bytes towards the server still let through before a stall
         self._refusing = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
@@ -42,6 +45,10 @@ class TcpProxy:
     def stall(self) -> None:
         """Hold every byte from now on, in both directions; connections stay open."""
         self._call(lambda: self._flow().clear())
+
+    def stall_after(self, nbytes: int) -> None:
+        """Let `nbytes` more bytes through towards the server (any connection's), then stall as `stall()`."""
+        self._call(lambda: setattr(self, "_budget", nbytes))
 
     def release(self) -> None:
         """Let the held bytes (and new ones) through again."""
@@ -113,18 +120,27 @@ class TcpProxy:
             return
         self._writers.update((writer, up_writer))
         try:
-            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+            await asyncio.gather(self._pump(reader, up_writer, upstream=True), self._pump(up_reader, writer))
         finally:
             for w in (writer, up_writer):
                 self._writers.discard(w)
                 w.transport.abort()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool = False) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(_CHUNK):
+                if upstream and self._budget is not None and self._flow().is_set():
+                    head, data = data[:self._budget], data[self._budget:]
+                    self._budget -= len(head)
+                    writer.write(head)
+                    await writer.drain()
+                    if self._budget == 0:
+                        self._budget = None
+                        self._flow().clear()
                 await self._flow().wait()  # a stall holds what was read, and everything after it
-                writer.write(data)
-                await writer.drain()
+                if data:
+                    writer.write(data)
+                    await writer.drain()
         writer.transport.abort()
 
 

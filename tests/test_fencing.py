@@ -21,7 +21,7 @@ import pytest
 from .support import Cli, check_downloads, cli_args, leftovers, manifest, numbers, write_csv
 from .tcp_proxy import tcp_proxy
 from .test_postgres_job import pg_url  # noqa: F401 - the fixture
-from .test_store_contract import pg_execute
+from .test_store_contract import pg_execute, resolved
 
 pytestmark = pytest.mark.slow
 
@@ -86,6 +86,47 @@ def test_a_stalled_worker_cannot_overwrite_the_keys_another_took_over(tmp_path, 
     assert asked_twice <= held and max(sim.counters.asks.values()) <= 2  # paid twice: only what A held, once
     assert sim.counters.charged <= PATENTS + len(asked_twice)
     assert len(err_a.strip().splitlines()) == 1 and "Done in" in err_a, err_a  # the final line, nothing else
+
+
+async def test_a_worker_cut_off_midway_through_a_write_leaves_no_key_locked(pg_url):  # noqa: F811 - the fixture
+    """A cut off after the first part of what it sent for a batch of results (the server got some of it): once
+    A's lease lapses, B takes every key A held, without waiting for A to come back; A's late batch is refused.
+
+    Guards the way the batch is sent (`pg_batch`): as a pipeline, the server ran the batch's first UPDATEs,
+    then waited inside it for the rest, the rows they locked were skipped by B's claims for as long as A was
+    away (the server's idle-in-transaction timeout does not apply inside a pipeline), and B never finished."""
+    from downloader.core.model import Kind, PatentKey
+    from downloader.state.base import Held
+    from downloader.state.pg_connections import IDLE_IN_TRANSACTION_MS
+    from downloader.state.postgres import PostgresStore
+
+    keys = [PatentKey(Kind.NUMBER, f"K{i:03d}") for i in range(300)]
+    target = urlsplit(pg_url)
+    with tcp_proxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        a = await PostgresStore.open(via(pg_url, proxy.port))
+        b = await PostgresStore.open(pg_url)
+        try:
+            run = await a.start_run({})
+            await a.ingest(keys, run)
+            claim = await a.claim(run, "A", limit=len(keys), usable_after=time.time() + 60, lease=1.0)
+            assert claim.to_ask is not None and len(claim.to_ask.keys) == len(keys)
+            late = [Held(resolved(key), claim.lease) for key in keys]
+            proxy.stall_after(20_000)  # BEGIN, the clock, and the first ~fifth of the batch reach the server
+            writing = asyncio.create_task(a.apply(late))
+            deadline = time.monotonic() + 1.0 + IDLE_IN_TRANSACTION_MS / 1000 + 5  # the lease, the server's timeout
+            taken: set[str] = set()
+            while len(taken) < len(keys) and time.monotonic() < deadline:
+                took = await b.claim(run, "B", limit=len(keys), usable_after=time.time() + 60, lease=60)
+                taken.update(took.to_ask.keys if took.to_ask is not None else ())
+                await asyncio.sleep(0.2)
+            assert not writing.done()  # A is still cut off: B did not wait for it
+            assert len(taken) == len(keys), f"{len(keys) - len(taken)} of A's keys still locked"
+            proxy.release()
+            assert await asyncio.wait_for(writing, 60) == late  # refused: the keys are B's now
+        finally:
+            proxy.release()
+            await a.close()
+            await b.close()
 
 
 def until(worker: Cli, condition: Callable[[], bool], timeout: float = 90.0) -> None:

@@ -55,6 +55,7 @@ from downloader.state.base import (
     WorkerRecord,
     patent_row,
 )
+from downloader.state.pg_batch import run_in_one_message
 from downloader.state.pg_connections import Connections, first_connection, open_pool
 from downloader.state.pg_patience import Patience
 from downloader.state.pg_schema import migrate, parse_url
@@ -211,8 +212,8 @@ class PostgresStore:
             await self._db.write(partial(pg_claims.each_table, q.RELEASE, [worker]))
 
     async def apply(self, events: Sequence[StateEvent | Held]) -> list[Held]:
-        """Write a batch of results in one transaction, in order (one executemany per run of alike events);
-        the Held ones whose key another claim took since are refused and returned.
+        """Write a batch of results in one transaction, in order (one message: `pg_batch`); the Held ones
+        whose key another claim took since are refused and returned.
 
         The guarded UPDATEs come from `transitions`, as SQLite's do; `updated_at` is the server's clock.
         """
@@ -220,13 +221,9 @@ class PostgresStore:
             async with conn.cursor() as cur:
                 now = (await (await cur.execute(q.NOW)).fetchone() or (0.0,))[0]
                 todo = writes(events, "%s", now)
-                written = 0
-                for query, rows in todo.results:
-                    await cur.executemany(query, rows)
-                    written += max(cur.rowcount, 0)
-                for query, rows in todo.follow_ups:
-                    await cur.executemany(query, rows)
-                if written == len(events):
+                # One message, not executemany (see pg_batch): the results' statements first, then the follow-ups.
+                changed = await run_in_one_message(conn, [*todo.results, *todo.follow_ups])
+                if sum(changed[:sum(len(rows) for _, rows in todo.results)]) == len(events):
                     return []
                 return refused(events, await _generations(cur, events))
         if not events:

@@ -10,7 +10,8 @@ A page that lists drawings is charged (`counters.charged`), also when the "cut" 
 connection halfway through the body (as P021's answers); `counters.asks` counts a patent once per
 first page (offset 0), `fulltext_pages` every page answered. `config.stale_drawings` lists a drawing
 once with a URL that has already expired; `config.fewer_drawings` lists fewer drawings of a patent once it
-was listed before (its first page asked more than once).
+was listed before (its first page asked more than once); `config.cut_answers` cuts the next answers of a
+patent (billed, as the "cut" fault).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from downloader.simulator import signing
-from downloader.simulator.api import billed_answer, coded_error, guarded_api_request
+from downloader.simulator.api import billed_answer, coded_error, cut_when_told, guarded_api_request
 from downloader.simulator.core import Simulator
 from downloader.simulator.universe import Record
 
@@ -57,6 +58,7 @@ async def _page_answer(sim: Simulator, request: web.Request) -> web.StreamRespon
     if offset == 0:
         counters.ids_asked += 1
         counters.asks[key] += 1
+    cut_when_told(sim, request, [key])
     if record is None:
         return await billed_answer(sim, request, _unknown(key))
     total = sim.universe.figures(record)

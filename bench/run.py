@@ -26,7 +26,7 @@ from typing import Any
 import apibound
 import ratios
 from corpus import Corpus, build_corpus, mixed_list, no_image_numbers, write_csv
-from install import ensure_debian_tools, ensure_img2dataset
+from install import compile_package, ensure_debian_tools, ensure_img2dataset
 from latency import Latency, choose_latency
 from measure import file_create_ms, machine_busy_s, process_cpu_s, run_measured, verify_files
 from modes import API_RATE, IMAGE_MODES, MODES, SCALE_RATE, Mode
@@ -416,6 +416,9 @@ def _load() -> str:
 def run_bench(args: argparse.Namespace) -> None:
     started = time.time()
     ensure_debian_tools()
+    for tree in (apibound.ROOT, args.before):
+        if tree is not None:
+            compile_package(tree)
     img2dataset, skipped = (None, "--no-img2dataset") if args.no_img2dataset else ensure_img2dataset(WORK)
     corpus = build_corpus(WORK, args.images)
     latency = choose_latency()

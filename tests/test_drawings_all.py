@@ -8,17 +8,25 @@ import math
 import re
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from downloader.core.model import FigureKey, Kind
 from downloader.simulator import Simulator
+from downloader.simulator.cdn import drawing_at
 
 from .support import leftovers, manifest, numbers, run, run_cli, sha256, write_csv
 from .test_fleet import fleet_env  # noqa: F401 - the fixture
 from .test_postgres_job import pg_url  # noqa: F401 - the fixture
 from .test_store_contract import backend, postgres_backend, sqlite_backend  # noqa: F401 - the fixtures
 
-_FILE = re.compile(r"^images/[0-9a-f]{2}/[0-9a-f]/(?P<pn>[A-Za-z0-9_-]+)/(?P<figure>\d+)\.(png|jpg)$")
+_FILE = re.compile(r"^images/[0-9a-f]{2}/[0-9a-f]/(?P<pn>[A-Za-z0-9_-]+)/(?P<num>[A-Za-z0-9_-]+)\.(png|jpg)$")
+
+
+def figure_key(value: str, n: int) -> FigureKey:
+    """Drawing n of patent number `value` as the contract tests list it: at http://cdn/<value>/<n>.png."""
+    return FigureKey(Kind.NUMBER, value, n, f"/{value}/{n}.png")
 
 
 def figures_of(sim: Simulator, values: list[str]) -> dict[str, int | None]:
@@ -43,8 +51,9 @@ def expected_calls(figures: dict[str, int | None]) -> tuple[int, int]:
 
 
 def check_drawings(out: Path, sim: Simulator, figures: dict[str, int | None]) -> int:
-    """The manifest has a row per drawing (figures 1..n in order), one row without figure for a patent with
-    none; every downloaded file is the CDN's drawing, named images/…/<PN>/<figure>.<ext>; returns the files."""
+    """The manifest has a row per drawing (figures 1..n in order, each the drawing its URL names), one row
+    without figure for a patent with none; every downloaded file is the bytes the CDN serves at its row's URL,
+    named images/…/<PN>/<image id>.<ext>; returns the files."""
     rows = manifest(out)
     by_patent: dict[str, list[dict[str, str]]] = {}
     for row in rows:
@@ -62,9 +71,10 @@ def check_drawings(out: Path, sim: Simulator, figures: dict[str, int | None]) ->
         if row["status"] != "downloaded":
             continue
         match = _FILE.match(row["local_file"])
-        assert match and match["pn"] == row["pn"] and match["figure"] == row["figure"], row
+        assert match and match["pn"] == row["pn"] and match["num"] == row["num"], row
         data = (out / row["local_file"]).read_bytes()
         assert sha256(data) == row["sha256"] and int(row["bytes"]) == len(data)
+        assert drawing_at(urlsplit(row["path"]).path) == (row["pn"], f"{int(row['figure']):04d}"), row
         assert data == sim.expected_image(row["pn"], f"{int(row['figure']):04d}"), row
         checked += 1
     assert checked == len(list((out / "images").rglob("*.*")))
@@ -87,7 +97,7 @@ def check_status_and_report(out: Path, figures: dict[str, int | None]) -> None:
     sheet = json.loads(page.split('id="sheet-data">', 1)[1].split("</script>", 1)[0])
     by_pn = {row["pn"]: row["patent_number"] for row in manifest(out)}
     for pn, figure, path, count in sheet["rows"]:
-        assert count == figures[by_pn[pn]] and 1 <= int(figure) <= count and f"/{figure}." in path
+        assert count == figures[by_pn[pn]] and 1 <= int(figure) <= count and f"/{pn}/" in path
     assert len(sheet["rows"]) == listed  # every drawing of this small job
     assert 'id="figures"' in page and f"{listed:,} drawings listed for" in page and "over 100" in page
 
@@ -235,7 +245,7 @@ def test_kill_9_mid_run_then_rerun(tmp_path, sim_config, threaded_simulator):
 def test_two_workers_on_postgres_into_s3_share_the_drawings(
         tmp_path, threaded_simulator, s3_bucket, pg_url, fleet_env, moto_server):  # noqa: F811
     """Two `run --drawings all` processes over one PostgreSQL job into moto S3: each patent asked once (a page
-    per 100 drawings), every drawing stored once under images/…/<PN>/<figure>.<ext> with the CDN's bytes."""
+    per 100 drawings), every drawing stored once under images/…/<PN>/<image id>.<ext> with the CDN's bytes."""
     import hashlib
 
     from .test_fleet import PREFIX, etags, manifest_rows, start
@@ -304,16 +314,16 @@ async def test_a_patent_follows_its_drawings_in_both_stores(backend) -> None:  #
     import asyncio
     import time
 
-    from downloader.core.model import Downloaded, Failed, FigureKey, Kind, Listed, PatentKey, Resolved, UrlExpired
+    from downloader.core.model import Downloaded, Failed, Kind, Listed, PatentKey, Resolved, UrlExpired
 
     def drawings(value: str, count: int) -> list[Listed | Resolved]:
         key = PatentKey(Kind.NUMBER, value)
         return [Listed(key, value, f"id-{value}", count), *(
-            Resolved(FigureKey(Kind.NUMBER, value, n), value, f"id-{value}", f"HDA{n}", f"http://cdn/{value}/{n}.png",
+            Resolved(figure_key(value, n), value, f"id-{value}", f"HDA{n}", f"http://cdn/{value}/{n}.png",
                      4e9, None, "drawings") for n in range(1, count + 1))]
 
     def done(value: str, n: int) -> Downloaded:
-        return Downloaded(FigureKey(Kind.NUMBER, value, n), f"images/{value}/{n}.png", 10, "ab")
+        return Downloaded(figure_key(value, n), f"images/{value}/{n}.png", 10, "ab")
 
     a, b = await backend.open(), await backend.open()
     assert await a.drawings_kind("all") == "all" and await b.drawings_kind("abstract") == "all"
@@ -328,8 +338,8 @@ async def test_a_patent_follows_its_drawings_in_both_stores(backend) -> None:  #
     assert sorted((j.key.value, j.key.figure, j.pn, j.url) for j in took.to_download) == [
         ("P1", 2, "P1", "http://cdn/P1/2.png"), ("P2", 1, "P2", "http://cdn/P2/1.png"),
         ("P2", 2, "P2", "http://cdn/P2/2.png"), ("P3", 1, "P3", "http://cdn/P3/1.png")]
-    await b.apply([done("P1", 2), done("P2", 1), UrlExpired(FigureKey(Kind.NUMBER, "P2", 2), "expired"),
-                   Failed(FigureKey(Kind.NUMBER, "P3", 1), "NotAnImageError: html")])
+    await b.apply([done("P1", 2), done("P2", 1), UrlExpired(figure_key("P2", 2), "expired"),
+                   Failed(figure_key("P3", 1), "NotAnImageError: html")])
     assert await b.counts(run) == {"downloaded": 1, "pending": 1, "failed": 1}
     assert await b.drawing_counts(run) == {"downloaded": 3, "pending": 1, "failed": 1}
     assert await b.figure_counts(run) == {2: 2, 1: 1}
@@ -337,7 +347,7 @@ async def test_a_patent_follows_its_drawings_in_both_stores(backend) -> None:  #
     assert again.to_ask is not None and again.to_ask.keys == ("P2",)
     await b.apply(drawings("P2", 2))  # fresh URLs; the stored figure 1 stays stored
     for _ in range(4):  # its URLs keep expiring: the fifth time the patent waits, pending, never failed
-        await b.apply([UrlExpired(FigureKey(Kind.NUMBER, "P2", 2), "expired", time.time() + 300)])
+        await b.apply([UrlExpired(figure_key("P2", 2), "expired", time.time() + 300)])
         assert await b.counts(run) == {"downloaded": 1, "pending": 1, "failed": 1}
         deferred = await b.claim(run, "B", limit=1, usable_after=time.time(), lease=30)
         if deferred.to_ask is not None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from downloader.core.errors import FatalApiError, InvalidParameterError, TransientApiError
-from downloader.core.fulltext import MAX_DRAWINGS, Page, Paging, decode_page, image_id, request_body
+from downloader.core.fulltext import MAX_DRAWINGS, Page, Paging, decode_page, image_id, image_path_of, request_body
 from downloader.core.model import Failed, FigureKey, Kind, Listed, NoImage, NotFound, PatentKey, Resolved
 
 KEY = PatentKey(Kind.NUMBER, "CN116420141A")
@@ -57,7 +57,9 @@ def test_drawings_are_listed_then_resolved_one_per_figure_in_api_order() -> None
     outcomes = paging.outcomes(answered_at=1729566700.0)
     assert outcomes[0] == Listed(KEY, "CN116420141A", "fdbca633", 150)
     drawings = outcomes[1:]
-    assert [o.key for o in drawings] == [FigureKey(Kind.NUMBER, "CN116420141A", n) for n in range(1, 151)]
+    paths = [f"/fulltext-image/CN/A/11/64/20/14/1/HDA000420448752000{n:04d}.png" for n in range(1, 151)]
+    assert [o.key for o in drawings] == [FigureKey(Kind.NUMBER, "CN116420141A", n, p) for n, p in enumerate(paths, 1)]
+    assert [o.key.figure for o in drawings] == list(range(1, 151))  # type: ignore[attr-defined]
     first = drawings[0]
     assert isinstance(first, Resolved) and first.num == "HDA0004204487520000001" and first.image_type == "drawings"
     assert first.expires_at - (first.signed_at or 0) == 604_800  # q-sign-time spans 7 days
@@ -87,9 +89,14 @@ def test_an_empty_page_below_the_total_ends_the_paging() -> None:
 
 
 def test_hostile_answers_fail_the_patent() -> None:
-    """A path that is not an http(s) URL, or a pn that is no plain string, fails the patent with a reason."""
+    """A path that is not an http(s) URL (or one no URL parser takes apart), or a pn that is no plain string,
+    fails the patent with a reason."""
     bad = answer(2)
     bad["data"]["fulltext_image"][1]["path"] = "file:///etc/passwd"
+    paging = Paging(KEY)
+    run(paging, [bad])
+    assert paging.outcomes(0.0) == [Failed(KEY, "HostileAnswer: fulltext_image[1].path is not an http(s) URL")]
+    bad["data"]["fulltext_image"][1]["path"] = "https://[open.patsnap.com/x.png?sign=1"  # urlsplit refuses it
     paging = Paging(KEY)
     run(paging, [bad])
     assert paging.outcomes(0.0) == [Failed(KEY, "HostileAnswer: fulltext_image[1].path is not an http(s) URL")]
@@ -114,6 +121,34 @@ def test_the_total_is_capped() -> None:
     """No patent pages past MAX_DRAWINGS."""
     page = decode_page(answer(10**9, 0, limit=1)).page
     assert isinstance(page, Page) and page.total == MAX_DRAWINGS
+
+
+def test_a_drawing_is_its_url_path_wherever_it_is_listed() -> None:
+    """A drawing's identity is its URL's path: the same whatever the signature, the host or its figure (a
+    drawing's key equals itself at another figure); a path listed twice is one drawing at its first figure."""
+    assert image_path_of(URL) == "/fulltext-image/CN/A/11/64/20/14/1/HDA0004204487520000011.png"
+    assert image_path_of(URL.replace("open.patsnap.com", "cdn2.example:8443").replace("q-ak", "x")) == \
+        image_path_of(URL)
+    assert FigureKey(Kind.NUMBER, "P", 2, "/a.png") == FigureKey(Kind.NUMBER, "P", 3, "/a.png")
+    assert FigureKey(Kind.NUMBER, "P", 2, "/a.png") != FigureKey(Kind.NUMBER, "P", 2, "/b.png")
+    twice = answer(3)
+    items = twice["data"]["fulltext_image"]
+    items.insert(2, {**items[0], "path": items[0]["path"].replace("sign=", "sign=other")})
+    paging = Paging(KEY)
+    run(paging, [twice])
+    listed, *drawings = paging.outcomes(0.0)
+    assert listed == Listed(KEY, "CN116420141A", "fdbca633", 3)
+    assert [(o.key.figure, o.num[-4:]) for o in drawings] == [(1, "0001"), (2, "0002"), (3, "0003")]  # type: ignore
+
+
+def test_two_paths_with_one_image_id_fail_the_patent() -> None:
+    """Files are named by image id: two drawings at other paths under one name would share a file."""
+    clash = answer(2)
+    clash["data"]["fulltext_image"][1]["path"] = URL.replace("/14/1/", "/14/2/").replace("0011.png", "0001.png")
+    paging = Paging(KEY)
+    run(paging, [clash])
+    assert paging.outcomes(0.0) == [Failed(KEY, "HostileAnswer: two drawings named 'HDA0004204487520000001' "
+                                                "at other paths")]
 
 
 def test_image_id_is_the_file_stem() -> None:

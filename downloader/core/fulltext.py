@@ -7,8 +7,10 @@ One patent a call: `{patent_id | patent_number, limit ≤ 100, offset}` as a JSO
 `Paging` is the flow of one patent as values: `next_body()` says what to send (None: done),
 `receive(answer)` takes each decoded page. Its `outcomes()` are what the state store records:
 `NotFound` (data null, an empty list, or no pn), `NoImage` (no drawings), else `Listed` followed by
-one `Resolved` per drawing under a `FigureKey` (1-based, in the API's order). Pages that listed at
-least one drawing are charged (PatSnap bills per successful result); `charged` counts them.
+one `Resolved` per drawing under a `FigureKey`: its figure (1-based, in the API's order) and its identity,
+the path of its URL (`image_path_of`). A path listed twice is one drawing, at its first place; two paths
+with one image id (which names a drawing's file) make the answer hostile. Pages that listed at least one
+drawing are charged (PatSnap bills per successful result); `charged` counts them.
 
 An answer lost on the way (a body cut short, a reset or a timeout after the API answered) was billed
 as the one that arrived in its place: `receive(page, lost)` charges a page that listed drawings once
@@ -135,22 +137,42 @@ class Paging:
         items = [item for page in self.pages for item in page.items][:MAX_DRAWINGS]
         if not items:
             return [NoImage(self.key, pn, patent_id)]
-        drawings: list[Outcome] = []
-        for figure, item in enumerate(items, start=1):
-            drawing = _drawing(FigureKey(self.key.kind, self.key.value, figure), pn, patent_id, item, answered_at)
+        drawings: dict[str, Resolved] = {}  # by image: a drawing listed twice is one drawing, at its first place
+        names: set[str] = set()
+        for index, item in enumerate(items):
+            drawing = _drawing(self.key, len(drawings) + 1, pn, patent_id, item, answered_at)
             if drawing is None:
-                return [Failed(self.key, f"HostileAnswer: fulltext_image[{figure - 1}].path is not an http(s) URL")]
-            drawings.append(drawing)
-        return [Listed(self.key, pn, patent_id, len(drawings)), *drawings]
+                return [Failed(self.key, f"HostileAnswer: fulltext_image[{index}].path is not an http(s) URL")]
+            image = image_path_of(drawing.url)
+            if image in drawings:
+                continue
+            if drawing.num in names:  # its file would be another drawing's (files are named by image id)
+                return [Failed(self.key, f"HostileAnswer: two drawings named {drawing.num[:80]!r} at other paths")]
+            names.add(drawing.num)
+            drawings[image] = drawing
+        return [Listed(self.key, pn, patent_id, len(drawings)), *drawings.values()]
 
 
-def _drawing(key: FigureKey, pn: str, patent_id: str, item: Mapping[str, Any], answered_at: float) -> Resolved | None:
+def _drawing(patent: PatentKey, figure: int, pn: str, patent_id: str, item: Mapping[str, Any],
+             answered_at: float) -> Resolved | None:
     path = item.get("path")
     if not isinstance(path, str) or not path.lower().startswith(("http://", "https://")) or len(path) > _MAX_URL:
         return None
+    try:
+        image, num = image_path_of(path), image_id(path)
+    except ValueError:  # urlsplit refuses it (an unbalanced '[' in the host): no URL anyone can fetch
+        return None
     signed_at, expires_at = url_window(path, answered_at=answered_at)
     image_type = field_text(item.get("image_type")) or ""
-    return Resolved(key, pn, patent_id, image_id(path), path, expires_at, signed_at, image_type)
+    return Resolved(FigureKey(patent.kind, patent.value, figure, image), pn, patent_id, num, path, expires_at,
+                    signed_at, image_type)
+
+
+def image_path_of(url: str) -> str:
+    """A drawing's identity: its URL's path, without the query that signs it (the object's name, the same
+    in every listing while signatures and, at times, hosts change). A store from before finds it the same way
+    (`state/*_schema.py`)."""
+    return urlsplit(url).path
 
 
 def image_id(url: str) -> str:

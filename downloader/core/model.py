@@ -6,7 +6,7 @@ Nothing here does I/O; every stage speaks in these types.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Kind(enum.StrEnum):
@@ -42,10 +42,14 @@ class PatentKey:
 
 @dataclass(frozen=True, slots=True)
 class FigureKey(PatentKey):
-    """One drawing of a patent (`--drawings all`): the patent's key and its 1-based figure, in the
-    API's order. Results of a drawing carry it; the state store files them under the patent."""
+    """One drawing of a patent (`--drawings all`): the patent's key and `image`, the path of the drawing's
+    URL (the object's name, the same in every listing while the signature changes), which is what tells it
+    from the patent's other drawings; `figure` is where the listing that named it put it (1-based, in the
+    API's order), not part of its identity: a drawing listed again keeps its key when the drawings before it
+    change. Results of a drawing carry it; the state store files them under the patent."""
 
-    figure: int
+    figure: int = field(compare=False)
+    image: str
 
 
 class Drawings(enum.StrEnum):
@@ -69,7 +73,8 @@ class Reject:
 class Batch:
     """Up to 100 keys of one kind, asked in one API call; `lease` is the generation of the claim
     that holds them (0: no claim), which the results' writes must match. `stored` (--drawings all):
-    drawings of these keys already downloaded (a patent asked again for one expired URL keeps them)."""
+    drawings of these keys already downloaded (a patent asked again for one expired URL keeps them: listed
+    again, they are not downloaded again)."""
 
     kind: Kind
     keys: tuple[str, ...]

@@ -1,8 +1,9 @@
 """Where an image lives under images/: a pure function of pn, drawing number and type.
 
 Layout: `images/<h0h1>/<h2>/<PN>_<NUM>.<ext>`, where h is the SHA-1 of the safe file stem; with
-`--drawings all`, `images/<h0h1>/<h2>/<PN>/<figure>.<ext>`, h the SHA-1 of the safe pn (a patent's
-drawings share one folder).
+`--drawings all`, `images/<h0h1>/<h2>/<PN>/<NUM>.<ext>`, h the SHA-1 of the safe pn (a patent's
+drawings share one folder), NUM the drawing's image id: named by what the drawing is, not by its figure,
+which a later listing may change (a file named by figure would then be the name of another drawing's).
 4,096 leaf folders keep every folder under ~2,500 files even at ten million patents, and the
 hash spreads patents of one office evenly. Names keep only `[A-Za-z0-9_-]`, so no answer from the
 API (`../../x`, slashes, NUL, 10,000 characters) can escape `images/` or make an invalid name.
@@ -59,8 +60,9 @@ def image_path(pn: str, num: str, ext: str) -> str:
     return f"{IMAGES_DIR}/{shard[:2]}/{shard[2]}/{stem}.{ext}"
 
 
-def figure_path(pn: str, figure: int, ext: str) -> str:
-    """Drawing `figure` (1-based) of a patent, relative to the output folder, always inside images/."""
+def drawing_path(pn: str, num: str, ext: str) -> str:
+    """The drawing of a patent whose image id is `num` (--drawings all), relative to the output folder,
+    always inside images/."""
     stem = safe_part(pn)
     shard = hashlib.sha1(stem.encode()).hexdigest()
-    return f"{IMAGES_DIR}/{shard[:2]}/{shard[2]}/{stem}/{int(figure)}.{ext}"
+    return f"{IMAGES_DIR}/{shard[:2]}/{shard[2]}/{stem}/{safe_part(num, '0')}.{ext}"

@@ -47,7 +47,7 @@ from downloader.core.errors import (
 from downloader.core.expiry import is_expired_403, is_usable, margin, parse_url_signed_at
 from downloader.core.model import Counters, Deferred, Downloaded, Failed, FigureKey, ImageJob, PatentKey, UrlExpired
 from downloader.core.moved import MovedHosts
-from downloader.core.naming import CONTENT_TYPES, MAGIC_BYTES_NEEDED, figure_path, image_path, sniff_image_type
+from downloader.core.naming import CONTENT_TYPES, MAGIC_BYTES_NEEDED, drawing_path, image_path, sniff_image_type
 from downloader.core.outage import SPAN, OutageDetector, origin
 from downloader.core.urlclock import UrlClock, cdn_time
 from downloader.net.httperrors import cause, map_client_errors
@@ -235,8 +235,7 @@ class ImageFetcher:
                 raise TransientDownloadError(f"body cut short: {size} of {declared} bytes")
             ext = sniff_image_type(head) or "bin"
             pn = job.pn or job.key.value
-            key = job.key
-            relative = figure_path(pn, key.figure, ext) if isinstance(key, FigureKey) else image_path(pn, job.num, ext)
+            relative = (drawing_path if isinstance(job.key, FigureKey) else image_path)(pn, job.num, ext)
             sha = digest.hexdigest()
             if self._holds is not None and not self._holds(job.lease):  # checked last: nothing may wait after it
                 raise LeaseLostError(job.key.value)

@@ -20,9 +20,10 @@ after the request was written) is counted as P021's are (`PatsnapClient.exchange
 before the retries ran out, as possibly charged (`core.fulltext.Paging`); the patent is then deferred
 as billed, so asking it again later counts as a recharge.
 
-Asked again (a drawing's URL expired, so its patent went back to pending): the batch names the
-drawings already downloaded (`Batch.stored`); they keep their row and file, and only the others are
-returned as `Resolved`, to be downloaded.
+Asked again (a drawing's URL expired, so its patent went back to pending), a patent is returned listed
+whole, as the first time: the store matches each drawing with its row by its URL's path and gives it the
+new listing's figure; those already downloaded (`Batch.stored`) keep their row and file, and the pipeline
+downloads only the others.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class FulltextResolver:
             if asked.outcomes is None:
                 unasked = tuple(PatentKey(batch.kind, v) for v in batch.keys[index:])
                 return BatchResult(outcomes, unasked, charged, recharged)
-            outcomes += [o for o in asked.outcomes if o.key not in batch.stored]
+            outcomes += asked.outcomes
             if asked.spent:
                 unasked = tuple(PatentKey(batch.kind, v) for v in batch.keys[index + 1:])
                 return BatchResult(outcomes, unasked, charged, recharged, budget_spent=True)

@@ -229,7 +229,8 @@ class Pipeline:
                 if result.stops:
                     self._stop(StopReason.BUDGET, "the --max-charged budget is spent; the next run continues")
                 committed = await record_answer(to_results, (Held(o, batch.lease) for o in result.outcomes))
-                images = [o for o in result.outcomes if isinstance(o, Resolved)]
+                # A drawing downloaded before and listed again keeps its file: recorded (its new figure), not fetched.
+                images = [o for o in result.outcomes if isinstance(o, Resolved) and o.key not in batch.stored]
                 self._answered(batch, result.outcomes, images, len(result.unasked))
                 answered = sum(not isinstance(o, Deferred) and type(o.key) is PatentKey for o in result.outcomes)
                 self._asked += answered

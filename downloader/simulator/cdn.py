@@ -36,6 +36,13 @@ _HTML_PAGE = "<!DOCTYPE html><html><head><title>Access check</title></head><body
 _XML = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{}</Code><Message>{}</Message>{}</Error>'
 
 
+def drawing_at(path: str) -> tuple[str, str] | None:
+    """The drawing (pn, num) this CDN serves at a URL's path, None for a path it serves nothing at: what
+    tests compare a stored file with (`Simulator.expected_image(pn, num)`)."""
+    match = _PATH.match(path) or _FULLTEXT_PATH.match(path)
+    return None if match is None else (match["pn"], match["num"])
+
+
 def xml_error(status: int, code: str, message: str, details: str = "") -> web.Response:
     """An S3/COS-style XML error document (`details`: further elements, already XML)."""
     return web.Response(status=status, text=_XML.format(code, message, details), content_type="application/xml")
@@ -51,15 +58,16 @@ async def image_handler(request: web.Request) -> web.StreamResponse:
         down = sim.down("cdn")
         if down is not None:
             return down_answer(sim, request, down, "cdn")
-        match = _PATH.match(request.path) or _FULLTEXT_PATH.match(request.path)
-        if match is None:
+        drawing = drawing_at(request.path)
+        if drawing is None:
             return _not_found(sim)
         refusal = _signature_refusal(sim, request)
         if refusal is not None:
             return _dated(sim, refusal)
-        if match["pn"] in sim.config.missing_images:
+        pn, num = drawing
+        if pn in sim.config.missing_images:
             return _dated(sim, _not_found(sim))
-        return await _serve(sim, request, match["pn"], match["num"])
+        return await _serve(sim, request, pn, num)
 
 
 def _cdn_now(sim: Simulator) -> float:

@@ -80,6 +80,10 @@ class SimulatorConfig:
     # Patents of P042 (full pn) whose every listing after the first names only this many drawings (its first
     # ones), as when the API re-indexes a document: a drawing listed once is not listed again.
     fewer_drawings: dict[str, int] = field(default_factory=dict)
+    # Drawings of P042 ("{pn}_{figure:04d}", the figure of the first listing) that every listing of their patent
+    # after the first leaves out, wherever they stand: the drawings after one move up a place and keep their URL's
+    # path (as when the API withdraws a figure from the middle of a document).
+    dropped_drawings: set[str] = field(default_factory=set)
     # Identifiers as requested (normalized: numbers upper-cased, ids lower-cased) -> how many more answers to a
     # request naming one are billed and then cut, as the "cut" fault does (P021 and P042): a test chooses which
     # calls lose their answers instead of the dice. Each such answer takes one from every listed key it names
@@ -103,7 +107,7 @@ class SimulatorConfig:
         for name, value in changes.items():
             if name in ("api_fault_kinds", "image_fault_kinds"):
                 value = tuple(value)
-            elif name in ("huge_images", "missing_images", "stale_drawings"):
+            elif name in ("huge_images", "missing_images", "stale_drawings", "dropped_drawings"):
                 value = set(value)
             setattr(self, name, value)
         self.validate()
@@ -133,7 +137,7 @@ class SimulatorConfig:
     def as_json(self) -> dict[str, Any]:
         """The config as JSON-serialisable values (sets and tuples become sorted lists)."""
         out = dataclasses.asdict(self)
-        for name in ("huge_images", "missing_images", "stale_drawings"):
+        for name in ("huge_images", "missing_images", "stale_drawings", "dropped_drawings"):
             out[name] = sorted(out[name])
         for name in ("api_fault_kinds", "image_fault_kinds"):
             out[name] = list(out[name])
@@ -203,6 +207,8 @@ class Counters:
         out["busiest_second"] = self.busiest_second()
         out["api_first_at"] = min(self.api_times, default=None)  # the sustained rate is over this span
         out["api_last_at"] = max(self.api_times, default=None)
+        if len(self.api_times) <= max_asks:  # each stamp, to set beside a packet capture's (bench/wire.py)
+            out["api_times"] = list(self.api_times)
         out["asks_distinct"] = len(self.asks)
         out["asks_repeated"] = sum(1 for n in self.asks.values() if n > 1)
         if len(self.asks) <= max_asks:

@@ -10,8 +10,9 @@ A page that lists drawings is charged (`counters.charged`), also when the "cut" 
 connection halfway through the body (as P021's answers); `counters.asks` counts a patent once per
 first page (offset 0), `fulltext_pages` every page answered. `config.stale_drawings` lists a drawing
 once with a URL that has already expired; `config.fewer_drawings` lists fewer drawings of a patent once it
-was listed before (its first page asked more than once); `config.cut_answers` cuts the next answers of a
-patent (billed, as the "cut" fault).
+was listed before (its first page asked more than once), and `config.dropped_drawings` leaves given ones
+out then, wherever they stand: the later ones move up, each under its own URL path (its identity);
+`config.cut_answers` cuts the next answers of a patent (billed, as the "cut" fault).
 """
 
 from __future__ import annotations
@@ -61,16 +62,13 @@ async def _page_answer(sim: Simulator, request: web.Request) -> web.StreamRespon
     cut_when_told(sim, request, [key])
     if record is None:
         return await billed_answer(sim, request, _unknown(key))
-    total = sim.universe.figures(record)
-    if record.pn in sim.config.fewer_drawings and counters.asks[key] > 1:  # listed before: fewer now
-        total = min(total, sim.config.fewer_drawings[record.pn])
-    figures = range(offset + 1, min(total, offset + limit) + 1)
-    items = [{"path": _url(sim, request, record, n), "image_type": "drawings"} for n in figures]
+    listed = _listed(sim, record, again=counters.asks[key] > 1)
+    items = [{"path": _url(sim, request, record, n), "image_type": "drawings"} for n in listed[offset:offset + limit]]
     if items:
         counters.charged += 1
         counters.drawings_listed += len(items)
     data = {"pn": record.pn, "patent_id": record.patent_id, "result_count": len(items),
-            "total_search_result_count": total, "fulltext_image": items}
+            "total_search_result_count": len(listed), "fulltext_image": items}
     return await billed_answer(sim, request, web.json_response({"data": data, "status": True, "error_code": 0}))
 
 
@@ -93,6 +91,16 @@ async def _inline_answer(sim: Simulator, request: web.Request) -> web.Response:
     data = {"pn": record.pn, "patent_id": record.patent_id, "result_count": len(items),
             "fulltext_inline_image": items}
     return web.json_response({"data": data, "status": True, "error_code": 0})
+
+
+def _listed(sim: Simulator, record: Record, *, again: bool) -> list[int]:
+    """The figures (of the first listing) a listing names, in order: all of them the first time; listed
+    before (`again`), the first `fewer_drawings` of them, less the `dropped_drawings`."""
+    figures = list(range(1, sim.universe.figures(record) + 1))
+    if not again:
+        return figures
+    figures = figures[:sim.config.fewer_drawings.get(record.pn, len(figures))]
+    return [n for n in figures if f"{record.pn}_{n:04d}" not in sim.config.dropped_drawings]
 
 
 def _wanted(params: Mapping[str, Any], *, paged: bool) -> tuple[str, str, int, int] | None:

@@ -121,7 +121,8 @@ def serve_promptly() -> bool:
     The simulator stamps each API request when its thread reads it. A real server does not share
     its CPUs with the client; on a machine with more runnable tasks than cores, a sleeping thread
     can wake tens of milliseconds late, and requests written 1.01 s apart are then counted within
-    one second. Woken first, the thread stamps within a millisecond of arrival. False: not allowed
+    one second. Woken first, the thread stamps most requests within a millisecond of arrival (on a
+    shared 2-core VM one in a few thousand still came 10+ ms late: bench/wire.py). False: not allowed
     (no CAP_SYS_NICE, not Linux): the stamps are as prompt as the machine's load allows.
     """
     try:

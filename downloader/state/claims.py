@@ -18,9 +18,10 @@ DRAWINGS_A_CLAIM = 100
 
 
 def drawings_to_download(rows: Iterable[tuple[Any, ...]], gen: int) -> Claim:
-    """Listed drawings taken under generation `gen`; rows: kind, key, figure, pn, num, url, expires_at."""
-    return Claim(to_download=tuple(ImageJob(FigureKey(Kind(kind), key, figure), pn, num, url, expires_at, lease=gen)
-                                   for kind, key, figure, pn, num, url, expires_at in sorted(rows)))
+    """Listed drawings taken under generation `gen`; rows: kind, key, figure, image, pn, num, url, expires_at."""
+    return Claim(to_download=tuple(ImageJob(FigureKey(Kind(kind), key, figure, image), pn, num, url, expires_at,
+                                            lease=gen)
+                                   for kind, key, figure, image, pn, num, url, expires_at in sorted(rows)))
 
 
 def patents_to_download(rows: Iterable[tuple[Any, ...]], gen: int) -> Claim:
@@ -32,10 +33,10 @@ def patents_to_download(rows: Iterable[tuple[Any, ...]], gen: int) -> Claim:
 def keys_to_ask(kind: Kind, rows: Iterable[tuple[Any, ...]], gen: int, stored: Iterable[tuple[Any, ...]]) -> Claim:
     """One kind's batch for the API; rows: seq, key, repeat (paid for before and unused: its URL, or a
     drawing's, expired, or its answer was lost on the way: asking again is a recharge). `stored`: key,
-    figure of its drawings already downloaded."""
+    figure, image of its drawings already downloaded."""
     taken = sorted(rows)
     return Claim(to_ask=Batch(kind, tuple(key for _seq, key, _repeat in taken), gen,
-                              frozenset(FigureKey(kind, key, figure) for key, figure in stored)),
+                              frozenset(FigureKey(kind, key, figure, image) for key, figure, image in stored)),
                  repeats=tuple(key for _seq, key, repeat in taken if repeat))
 
 

@@ -85,7 +85,7 @@ CLAIM_DRAWINGS = """WITH c AS (SELECT d.kind, d.key, d.figure FROM drawings d JO
         LIMIT %(limit)s FOR UPDATE OF d SKIP LOCKED)
     UPDATE drawings d SET claimed_by = %(worker)s, lease_until = %(lease_until)s, lease_gen = %(gen)s FROM c
     WHERE d.kind = c.kind AND d.key = c.key AND d.figure = c.figure
-    RETURNING d.kind, d.key, d.figure, d.pn, d.num, d.url, d.expires_at"""
+    RETURNING d.kind, d.key, d.figure, d.image, d.pn, d.num, d.url, d.expires_at"""
 WAITING_DRAWINGS = """SELECT count(*) FILTER (WHERE claimed_by IS NOT NULL AND lease_until >= %(now)s),
         count(*) FILTER (WHERE retry_at > %(now)s), min(retry_at) FILTER (WHERE retry_at > %(now)s)
     FROM drawings WHERE status = 'resolved'"""
@@ -101,7 +101,7 @@ CLAIM_TO_ASK = f"""WITH c AS (SELECT kind, key FROM patents WHERE {_UNSETTLED} A
 # (the last column: paid for before and unused: the URL, or a drawing's, expired, or the answer was lost on
 # the way (a Deferred that says so counts an attempt; pending with attempts is one): asking again is a recharge)
 # The drawings of the keys asked that are already downloaded: asked again, they keep their row and file.
-STORED_DRAWINGS = """SELECT key, figure FROM drawings WHERE kind = %(kind)s AND key = ANY(%(keys)s)
+STORED_DRAWINGS = """SELECT key, figure, image FROM drawings WHERE kind = %(kind)s AND key = ANY(%(keys)s)
     AND status = 'downloaded'"""
 # When nothing could be claimed, every unsettled key of the run is deferred to a later retry, held
 # under a live lease, or being claimed in another worker's open transaction (which no query can see
@@ -122,12 +122,12 @@ TABLES_WITH_CLAIMS = ("patents", "drawings")
 
 # --- results (the per-event UPDATEs are `transitions.update_for`, shared with SQLite) ----------
 
-# The current generation of the rows some held writes were meant for (patents: figure 0).
-GENERATIONS = """SELECT 'patents', p.kind, p.key, 0, p.lease_gen FROM patents p
+# The current generation of the rows some held writes were meant for (patents: image '').
+GENERATIONS = """SELECT 'patents', p.kind, p.key, '', p.lease_gen FROM patents p
         JOIN unnest(%(kinds)s::text[], %(keys)s::text[]) AS w(kind, key) ON p.kind = w.kind AND p.key = w.key
-    UNION ALL SELECT 'drawings', d.kind, d.key, d.figure, d.lease_gen FROM drawings d
-        JOIN unnest(%(dkinds)s::text[], %(dkeys)s::text[], %(figures)s::int[]) AS w(kind, key, figure)
-        ON d.kind = w.kind AND d.key = w.key AND d.figure = w.figure"""
+    UNION ALL SELECT 'drawings', d.kind, d.key, d.image, d.lease_gen FROM drawings d
+        JOIN unnest(%(dkinds)s::text[], %(dkeys)s::text[], %(images)s::text[]) AS w(kind, key, image)
+        ON d.kind = w.kind AND d.key = w.key AND d.image = w.image"""
 
 # --- reading ------------------------------------------------------------------------------
 

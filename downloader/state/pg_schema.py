@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from downloader.core.errors import StateError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Index n holds the statements that take a store from version n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -96,6 +96,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE patents ADD COLUMN lease_gen bigint NOT NULL DEFAULT 0",
         "ALTER TABLE drawings ADD COLUMN lease_gen bigint NOT NULL DEFAULT 0",
         "CREATE SEQUENCE lease_generations",
+    ),
+    (
+        # A drawing is found by its identity, the path of its URL, not by its figure (`transitions`): a listing
+        # that drops a drawing from the middle moves the later ones up. Rows from before get it from their URL
+        # (what `core.fulltext.image_path_of` takes: after the scheme and host, up to a query or fragment); one
+        # listed twice keeps it on its first row only. Rows without a URL (expired, pending) get none: their next
+        # listing, which gives each drawing a fresh URL anyway, replaces them.
+        "ALTER TABLE drawings ADD COLUMN image text",
+        "UPDATE drawings SET image = substring(url from '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*([^?#]*)') "
+        "WHERE url IS NOT NULL",
+        """UPDATE drawings d SET image = NULL WHERE image IS NOT NULL AND EXISTS (SELECT 1 FROM drawings o
+            WHERE o.kind = d.kind AND o.key = d.key AND o.image = d.image AND o.figure < d.figure)""",
+        "CREATE UNIQUE INDEX drawings_image ON drawings (kind, key, image)",
     ),
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION

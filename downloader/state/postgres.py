@@ -321,8 +321,8 @@ async def _generations(cur: psycopg.AsyncCursor[Any], events: Sequence[StateEven
     drawings = [f for f in fences if f[0] == "drawings"]
     await cur.execute(q.GENERATIONS, {"kinds": [f[1] for f in patents], "keys": [f[2] for f in patents],
                                       "dkinds": [f[1] for f in drawings], "dkeys": [f[2] for f in drawings],
-                                      "figures": [f[3] for f in drawings]})
-    return {(table, kind, key, int(figure)): int(gen) for table, kind, key, figure, gen in await cur.fetchall()}
+                                      "images": [f[3] for f in drawings]})
+    return {(table, kind, key, image): int(gen) for table, kind, key, image, gen in await cur.fetchall()}
 
 
 async def _execute(query: str, params: Mapping[str, Any], conn: AsyncConnection) -> None:

@@ -24,8 +24,10 @@ With --drawings all a patent's answer is `Listed` (→ resolved, `figures` set) 
 `drawings` (resolved → downloaded | failed, or pending when its URL expired), held by the patent's claim.
 Once none of its drawings waits for a download the patent follows them (`transitions.settle_patent`):
 pending again if a URL expired (asked again), failed if one failed, else downloaded. Asked again, it is
-listed whole, but its drawings already downloaded keep their row and file (`Batch.stored`, and the guard);
-drawings the new listing no longer names lose their row (`transitions.retire_unlisted`).
+listed whole, and each drawing it names is matched with its row by its URL's path (`FigureKey.image`), never
+by its place: the row takes the new listing's figure, and one already downloaded keeps its file (not
+downloaded again: `Batch.stored`); drawings the new listing no longer names lose their row
+(`transitions.retire_unlisted`).
 """
 
 from __future__ import annotations
@@ -246,8 +248,8 @@ class SqliteStore:
         """The current generation of each held write's row (the rare path: some write did not apply)."""
         fences = {fence_of(w) for w in events if isinstance(w, Held)}
         return {fence: gen for fence in fences for gen, in self._conn.execute(
-            f"SELECT lease_gen FROM {fence[0]} WHERE kind=? AND key=?" + (" AND figure=?" if fence[3] else ""),
-            fence[1:] if fence[3] else fence[1:3])}
+            *(("SELECT lease_gen FROM drawings WHERE kind=? AND key=? AND image=?", fence[1:])
+              if fence[0] == "drawings" else ("SELECT lease_gen FROM patents WHERE kind=? AND key=?", fence[1:3])))}
 
     # --- reading ------------------------------------------------------------------------------
 

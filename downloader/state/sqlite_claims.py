@@ -61,7 +61,7 @@ def claim(conn: sqlite3.Connection, run_id: int, worker: str, limit: int, usable
 def _stored(conn: sqlite3.Connection, kind: Kind, keys: Sequence[str]) -> list[Any]:
     """The drawings of `keys` already downloaded: asked again, they keep their row and file."""
     marks = ",".join("?" * len(keys))
-    return conn.execute(f"SELECT key, figure FROM drawings WHERE kind=? AND key IN ({marks}) "
+    return conn.execute(f"SELECT key, figure, image FROM drawings WHERE kind=? AND key IN ({marks}) "
                         "AND status='downloaded'", (kind.value, *keys)).fetchall()
 
 
@@ -73,7 +73,7 @@ def _claim_drawings(conn: sqlite3.Connection, args: dict[str, Any]) -> list[Any]
         "(SELECT d.rowid FROM drawings d "
         "JOIN patents p ON p.kind=d.kind AND p.key=d.key WHERE d.status='resolved' AND p.seen_run=:run "
         "AND (d.claimed_by IS NULL OR d.lease_until < :now) AND (d.retry_at IS NULL OR d.retry_at<=:now) "
-        "LIMIT :limit) RETURNING kind, key, figure, pn, num, url, expires_at", args).fetchall()
+        "LIMIT :limit) RETURNING kind, key, figure, image, pn, num, url, expires_at", args).fetchall()
 
 
 def _claim_rows(conn: sqlite3.Connection, condition: str, args: dict[str, Any], columns: str) -> list[Any]:

@@ -8,10 +8,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from downloader.core.errors import StateError
+from downloader.core.fulltext import image_path_of
 from downloader.core.model import PatentKey
 from downloader.machine import state_error
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _BASE = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -75,6 +76,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE drawings ADD COLUMN lease_gen INTEGER NOT NULL DEFAULT 0",
         "INSERT OR IGNORE INTO meta VALUES ('lease_generation', '0')",
     ),
+    5: (
+        # A drawing is found by its identity, the path of its URL, not by its figure (`transitions`): a listing
+        # that drops a drawing from the middle moves the later ones up. Rows from before get it from their URL
+        # (`url_path`, the function `core.fulltext.image_path_of`, registered by `_prepare`); one listed twice
+        # keeps it on its first row only. Rows without a URL (expired, pending) get none: their next listing,
+        # which gives each drawing a fresh URL anyway, replaces them.
+        "ALTER TABLE drawings ADD COLUMN image TEXT",
+        "UPDATE drawings SET image=url_path(url) WHERE url IS NOT NULL",
+        "UPDATE drawings SET image=NULL WHERE image IS NOT NULL AND EXISTS (SELECT 1 FROM drawings o WHERE "
+        "o.kind=drawings.kind AND o.key=drawings.key AND o.image=drawings.image AND o.figure < drawings.figure)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS drawings_image ON drawings (kind, key, image)",
+    ),
 }
 
 
@@ -110,6 +123,7 @@ def _prepare(conn: sqlite3.Connection, path: Path | str, durable: bool) -> sqlit
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode survives a process kill; FULL also survives power loss (--durable).
     conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+    conn.create_function("url_path", 1, _url_path, deterministic=True)  # for MIGRATIONS[5]
     with Transaction(conn):
         for statement in _BASE.split(";"):
             if statement.strip():
@@ -125,6 +139,14 @@ def _prepare(conn: sqlite3.Connection, path: Path | str, durable: bool) -> sqlit
                 conn.execute(statement)
             conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(target),))
     return conn
+
+
+def _url_path(url: str) -> str | None:
+    """`image_path_of` for SQL: None for a URL it cannot take apart (its row gets no identity, as without URL)."""
+    try:
+        return image_path_of(url)
+    except ValueError:
+        return None
 
 
 class Transaction:

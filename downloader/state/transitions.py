@@ -78,15 +78,15 @@ def _fenced(sql: str, mark: str) -> str:
     return f"{sql} AND lease_gen={mark}"
 
 
-Fence = tuple[str, str, str, int]  # table, kind, key, figure (0 for a patent's row)
+Fence = tuple[str, str, str, str]  # table, kind, key, a drawing's image ("" for a patent's row)
 
 
 def fence_of(write: Held) -> Fence:
     """The row whose generation decides whether `write` applies."""
     event, key = write.event, write.event.key
     if isinstance(key, FigureKey) and not isinstance(event, Resolved):
-        return "drawings", key.kind.value, key.value, key.figure
-    return "patents", key.kind.value, key.value, 0
+        return "drawings", key.kind.value, key.value, key.image
+    return "patents", key.kind.value, key.value, ""
 
 
 def refused(writes: Sequence[StateEvent | Held], current: dict[Fence, int]) -> list[Held]:
@@ -145,30 +145,45 @@ def _guarded(new: Status | None, assignments: str, allowed: tuple[Status, ...], 
 
 
 # --- drawings (--drawings all): one row per drawing under its patent ------------------------------
+#
+# A drawing's row is found by its `image` (the path of its URL: `FigureKey`), never by its figure: when the
+# API drops a drawing from the middle of a patent's list, the later ones move up a place, and a row found by
+# its place would pair a stored file with another drawing's URL. A complete listing (`Listed` and a
+# `Resolved` for each drawing it names, in one transaction) renumbers the patent's rows to its own order:
+# each drawing it names is written at its figure negated (kept rows and new ones alike, so no figure is ever
+# two rows' at once); the rows still at a positive figure after it are the ones it no longer names
+# (`retire_unlisted`), and `seat_listed` then turns the negated figures positive. A drawing downloaded before
+# keeps its file, URL and status: only its figure follows the listing.
 
-_DRAWING_WHERE = "WHERE kind={m} AND key={m} AND figure={m} AND status IN ({sources})"
+_DRAWING_WHERE = "WHERE kind={m} AND key={m} AND image={m} AND status IN ({sources})"
+# What a listing gives a drawing's row: a fresh URL held by the patent's claim, unless it is downloaded.
+_LISTED = {"pn": "excluded.pn", "num": "excluded.num", "url": "excluded.url", "expires_at": "excluded.expires_at",
+           "image_type": "excluded.image_type", "status": "'resolved'", "error": "NULL", "retry_at": "NULL",
+           "claimed_by": "excluded.claimed_by", "lease_until": "excluded.lease_until",
+           "lease_gen": "excluded.lease_gen", "updated_at": "excluded.updated_at"}
+_RELISTED = "figure=excluded.figure, " + ", ".join(
+    f"{column}=CASE WHEN drawings.status='downloaded' THEN drawings.{column} ELSE {value} END"
+    for column, value in _LISTED.items())
 
 
 def drawing_update(event: StateEvent, key: FigureKey, mark: str, now: float) -> tuple[str, tuple[Any, ...]]:
     """The guarded statement for an event of one drawing, and its parameters.
 
-    A listed drawing is inserted under its patent, held by the patent's claim (the worker that asked
-    downloads it), or given a fresh URL unless it is already downloaded (the resolver does not list
-    those again: `Batch.stored`; the guard keeps them if it did). The patent's own row follows
-    its drawings through `SETTLE_PATENT`, run after them in the same transaction.
+    A listed drawing is inserted under its patent (once the listing made the patent resolved), held by the
+    patent's claim (the worker that asked downloads it), or, listed before, given a fresh URL unless it is
+    already downloaded (the pipeline does not download those again: `Batch.stored`); either way at its new
+    figure, negated until `seat_listed` (see above). The patent's own row follows its drawings through
+    `settle_patent`, run after them in the same transaction.
     """
-    m, where = mark, (now, key.kind.value, key.value, key.figure)
+    m, where = mark, (now, key.kind.value, key.value, key.image)
     match event:
         case Resolved(_, _, _, num, url, expires_at, _, image_type):
-            return (f"INSERT INTO drawings (kind, key, figure, pn, num, url, expires_at, image_type, status, "
-                    f"claimed_by, lease_until, lease_gen, updated_at) SELECT p.kind, p.key, {m}, p.pn, {m}, {m}, {m}, "
-                    f"{m}, 'resolved', p.claimed_by, p.lease_until, p.lease_gen, {m} FROM patents p WHERE p.kind={m} "
-                    f"AND p.key={m} ON CONFLICT (kind, key, figure) DO UPDATE SET pn=excluded.pn, num=excluded.num, "
-                    "url=excluded.url, expires_at=excluded.expires_at, image_type=excluded.image_type, "
-                    "status='resolved', error=NULL, retry_at=NULL, claimed_by=excluded.claimed_by, "
-                    "lease_until=excluded.lease_until, lease_gen=excluded.lease_gen, updated_at=excluded.updated_at "
-                    "WHERE drawings.status IN ('pending','resolved','failed')",
-                    (key.figure, num, url, expires_at, image_type, now, key.kind.value, key.value))
+            return (f"INSERT INTO drawings (kind, key, figure, image, pn, num, url, expires_at, image_type, status, "
+                    f"claimed_by, lease_until, lease_gen, updated_at) SELECT p.kind, p.key, {m}, {m}, p.pn, {m}, {m}, "
+                    f"{m}, {m}, 'resolved', p.claimed_by, p.lease_until, p.lease_gen, {m} FROM patents p "
+                    f"WHERE p.kind={m} AND p.key={m} AND p.status='resolved' "
+                    f"ON CONFLICT (kind, key, image) DO UPDATE SET {_RELISTED}",
+                    (-key.figure, key.image, num, url, expires_at, image_type, now, key.kind.value, key.value))
         case Downloaded(_, local_file, size, sha):
             return _drawing(f"status='downloaded', local_file={m}, bytes={m}, sha256={m}, error=NULL, {_RELEASE}",
                             ("resolved",), m), (local_file, size, sha, *where)
@@ -206,15 +221,24 @@ def lists_patent(event: StateEvent) -> bool:
 
 
 def retire_unlisted(mark: str) -> str:
-    """Drop the drawings of a patent that its latest complete listing no longer names: those past the
-    `figures` its row records (NULL, after no_image or not_found: all of them). The manifest keeps one
+    """Drop the drawings of a patent that its latest complete listing no longer names: after no_image or
+    not_found (its row's `figures` NULL) all of them; after a listing, those it did not write (still at a
+    positive figure while the ones it named wait at theirs negated: see above). The manifest keeps one
     row per drawing the API lists, and a drawing left pending by a URL that expired cannot send its
     patent back to the API (and bill it) again and again. Run after the listing's own statements, before
-    `settle_patent`; it reads the patent's row, so a refused or late listing retires nothing it did not
-    record. A file already downloaded for such a drawing stays where it is. Parameters: kind, key."""
+    `seat_listed` and `settle_patent`; a refused or late listing wrote no row and records no NULL, so it
+    retires nothing. A file already downloaded for such a drawing stays where it is. Parameters: kind, key."""
     m = mark
-    return (f"DELETE FROM drawings WHERE kind={m} AND key={m} AND figure > COALESCE((SELECT p.figures FROM "
-            "patents p WHERE p.kind=drawings.kind AND p.key=drawings.key), 0)")
+    return (f"DELETE FROM drawings WHERE kind={m} AND key={m} AND figure > 0 AND ((SELECT p.figures FROM patents p "
+            "WHERE p.kind=drawings.kind AND p.key=drawings.key) IS NULL OR EXISTS (SELECT 1 FROM drawings n "
+            "WHERE n.kind=drawings.kind AND n.key=drawings.key AND n.figure < 0))")
+
+
+def seat_listed(mark: str) -> str:
+    """Give the drawings a listing just wrote their figure (written negated: see above), once
+    `retire_unlisted` dropped the rows that held those figures before. Parameters: kind, key."""
+    m = mark
+    return f"UPDATE drawings SET figure=-figure WHERE kind={m} AND key={m} AND figure < 0"
 
 
 def settle_patent(mark: str) -> str:
@@ -238,7 +262,7 @@ Rows = list[tuple[Any, ...]]
 class Writes(NamedTuple):
     """A batch of results as the statements that apply it, in order: `results`, runs of alike statements
     (one executemany each; the rows they change count against the batch), then `follow_ups`: the
-    patents listed whole (`retire_unlisted`) and those whose drawings settled (`settle_patent`)."""
+    patents listed whole (`retire_unlisted`, `seat_listed`) and those whose drawings settled (`settle_patent`)."""
 
     results: list[tuple[str, Rows]]
     follow_ups: list[tuple[str, Rows]]
@@ -259,6 +283,6 @@ def writes(events: Sequence[StateEvent | Held], mark: str, now: float) -> Writes
             listings[(plain.key.kind.value, plain.key.value)] = None
         if settles_patent(plain):
             patents[(now, plain.key.kind.value, plain.key.value)] = None
-    follow_ups = [(sql, list(rows)) for sql, rows in ((retire_unlisted(mark), listings), (settle_patent(mark), patents))
-                  if rows]
+    follow_ups = [(sql, list(rows)) for sql, rows in ((retire_unlisted(mark), listings), (seat_listed(mark), listings),
+                                                      (settle_patent(mark), patents)) if rows]
     return Writes(results, follow_ups)

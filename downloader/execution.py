@@ -326,14 +326,19 @@ def run_helper(out: str, settings: Settings, run_id: int, *, parent: int, use_uv
 
 
 async def _manifest_current(store: StateStore, inputs: Sequence[str | Path], summary: Summary) -> bool:
-    """Whether the last real run wrote the manifest this one would: same inputs, nothing new since."""
+    """Whether the manifest in place is the one this run would write: the last finished run had the same
+    inputs, and left the store's keys (and drawings) in the states they are in now. Keys it left pending that
+    settled later without a run writing the manifest after them (a fleet worker's) make it out of date; so
+    does a run over another list in between, even one with nothing to do (it wrote that list's manifest)."""
     if summary.new or summary.by_status.get("failed"):
         return False
     for run in await store.runs(10):
-        if run.id == summary.run_id or run.exit_code is None or run.summary.get("nothing_to_do"):
+        if run.id == summary.run_id or run.exit_code is None:  # this one, or one that never wrote a manifest
             continue
         return (run.options.get("inputs") == [str(p) for p in inputs]
-                and run.summary.get("manifest_rows") == summary.unique)
+                and run.summary.get("manifest_rows") == summary.unique
+                and run.summary.get("by_status") == summary.by_status
+                and run.summary.get("drawings") == summary.drawings)
     return False
 
 

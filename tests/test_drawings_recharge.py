@@ -99,7 +99,7 @@ def test_answers_lost_until_the_retries_ran_out_are_counted_as_possibly_charged(
         tmp_path: Path, sim_config, threaded_simulator) -> None:
     """Every P042 answer is billed, then cut, for one second (--max-runtime): the patents stay pending, and the
     summary counts each lost answer as charged (the first of each patent once, the others as recharged), which
-    is what the API billed; the next run, without faults, pays each patent once more."""
+    is what the API billed; the next run, without faults, pays each patent once more: a recharge."""
     sim = threaded_simulator
     values = with_drawings(sim, 4, 1)
     source = write_csv(tmp_path / "in.csv", values)
@@ -116,6 +116,7 @@ def test_answers_lost_until_the_retries_ran_out_are_counted_as_possibly_charged(
     sim_config.api_fault_rate = 0.0
     again = run([source], tmp_path / "out", sim, drawings="all")
     assert again["exit_code"] == 0 and again["charged"] == sim.counters.charged - billed == len(values)
+    assert again["recharged"] == len(values)  # the store remembers the lost answers: asked again, paid again
 
 
 def test_a_patent_asked_again_for_one_expired_drawing_keeps_its_other_drawings(

@@ -309,3 +309,41 @@ def test_cron_line_runs_silently_with_the_env_file(tmp_path, threaded_simulator)
     assert " end: " in (tmp_path / "patent-images.log").read_text()
     assert (tmp_path / "out" / "manifest.csv").exists()
     assert "patent_images_last_success_timestamp_seconds" in (tmp_path / "patent-images.prom").read_text()
+
+
+def test_a_rerun_with_nothing_to_do_rewrites_a_manifest_the_store_has_moved_past(tmp_path, inputs, threaded_simulator):
+    """A run stopped with keys pending, which then settle without a run writing a manifest after it (as a
+    fleet worker's transaction would): the next run has nothing to do, yet the manifest it finds lists
+    those keys as pending, so it writes the manifest again from the store."""
+    sim, out = threaded_simulator, tmp_path / "out"
+    assert cli.main(run_args(inputs, out, sim, "--max-charged", "130", "--batch-size", "50")) == 4
+    pending = by_status(out)["pending"]
+    assert pending > 0
+    conn = connect(out / STATE_FILE)
+    try:
+        with conn:
+            conn.execute("UPDATE patents SET status='not_found', url=NULL WHERE status IN ('pending','resolved')")
+    finally:
+        conn.close()
+    requests = sim.counters.api_requests
+    assert cli.main(run_args(inputs, out, sim)) == 0
+    counts = by_status(out)
+    assert sim.counters.api_requests == requests  # nothing asked: the store had it all
+    assert counts["pending"] == 0 and sum(counts.values()) == 250 and counts["not_found"] >= pending
+    written = (out / "manifest.csv").stat().st_mtime_ns
+    assert cli.main(run_args(inputs, out, sim)) == 0
+    assert (out / "manifest.csv").stat().st_mtime_ns == written  # nothing moved since: the manifest stands
+
+
+def test_a_rerun_with_nothing_to_do_after_a_run_over_another_list_writes_its_own_manifest(tmp_path, inputs,
+                                                                                        threaded_simulator):
+    """The whole list, then a part of it (nothing to do: that part's manifest), then the whole list again
+    (nothing to do): the manifest lists the whole list again, not the part."""
+    sim, out = threaded_simulator, tmp_path / "out"
+    assert cli.main(run_args(inputs, out, sim)) == 0
+    part = write_csv(tmp_path / "part.csv", [row["patent_number"] for row in manifest(out)][:40])
+    requests = sim.counters.api_requests
+    assert cli.main(run_args(part, out, sim)) == 0
+    assert len(manifest(out)) == 40
+    assert cli.main(run_args(inputs, out, sim)) == 0
+    assert len(manifest(out)) == 250 and sim.counters.api_requests == requests

@@ -18,6 +18,7 @@
     │   ├── TokenExpiredError   67200003, 67200009, HTTP 401: refresh the token once
     │   ├── InvalidParameterError 68300004, 68300007: split the batch to isolate bad keys
     │   └── FatalApiError       auth refused, quota, balance, expired client     → exit 3
+    ├── BudgetSpentError        --max-charged has no room to ask again after an answer lost on the way
     ├── LocalResourceError      this machine is out of open files (EMFILE, ENFILE) for now: back off, retry
     ├── LeaseLostError          this worker's claim on a key lapsed: its image is not put in place
     └── DownloadError           one image could not be fetched (per patent, data not a stop)
@@ -107,6 +108,11 @@ class OutputError(FatalError):
     def __init__(self, message: str, *, hint: str = "", hint_says_rerun: bool = False) -> None:
         super().__init__(message, hint=hint, hint_says_rerun=hint_says_rerun)
         self.unsaved: list[str] = []
+
+
+class BudgetSpentError(DownloaderError):
+    """--max-charged has no room for another try of a call whose answer was lost on the way (it may have
+    been billed, so its reservation is used up): the call's keys wait for the next run. Never retried."""
 
 
 class LocalResourceError(DownloaderError):

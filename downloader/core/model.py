@@ -164,11 +164,14 @@ class Deferred:
 
     The status does not change (pending stays pending; resolved keeps its URL for the download).
     `retry_at` (epoch seconds) keeps claims off it until then; `error` says why, for the log.
+    `billed`: an API answer for it may have been billed and was lost on the way (or a page of its
+    listing was paid for): the store remembers it, so asking again later counts as a recharge.
     """
 
     key: PatentKey
     error: str
     retry_at: float
+    billed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

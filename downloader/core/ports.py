@@ -25,12 +25,20 @@ Fetched = Downloaded | UrlExpired | Failed | Deferred
 class BatchResult:
     """Outcomes for the keys that were asked (Deferred ones in an outage), and the keys left
     unasked (budget spent); `charged` is how many results the answer billed, `recharged` how many of
-    them were billed again because an earlier answer was lost on the way (its call was retried)."""
+    them were billed again because an earlier answer was lost on the way (its call was retried).
+    `budget_spent`: --max-charged had no room for something this batch needed (keys left unasked, or
+    a retry of an answer lost on the way: those keys are Deferred), so the run stops asking."""
 
     outcomes: list[Answer]
     unasked: tuple[PatentKey, ...] = ()
     charged: int = 0
     recharged: int = 0
+    budget_spent: bool = False
+
+    @property
+    def stops(self) -> bool:
+        """Whether the budget ends the run's asking here."""
+        return self.budget_spent or bool(self.unasked)
 
 
 class Resolver(Protocol):

@@ -14,6 +14,14 @@ suspect credential. Other requests refused meanwhile wait for the verdict, then 
 Transport failures (refused, DNS, TLS, timeouts, resets, 5xx) whose retries are spent defer the
 batch's keys (pending, tried again later), never fail them; when every call fails that way for a
 while, `OutageDetector` stops the run (OutageError, exit 3).
+
+Answers lost on the way (HTTP 200, then the body cut or reset; or a timeout after the request was
+written): PatSnap bills an answer when it gives it, so each was (possibly) billed. Counted in `charged`
+as the answer that arrived in their place, or, when none did, at their most (every key asked), the
+first once and the others in `recharged`; the keys are deferred as `billed`, so asking them again
+later is a recharge too. --max-charged: the first try is paid for by the caller's reservation, and a
+lost answer may have used it up, so each try after one reserves its cost anew (`Call.cost`) before it
+is sent, or is not sent (BudgetSpentError): what the API bills never passes the budget.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from yarl import URL
 from downloader.core import protocol
 from downloader.core.credentials import refused_error
 from downloader.core.errors import (
+    BudgetSpentError,
     FatalApiError,
     InvalidParameterError,
     OutageError,
@@ -79,18 +88,33 @@ class ApiRequest:
 class Call:
     """One request's tries: `holder` is set while it checks refused credentials; `lost` counts the
     answers given (HTTP 200: billed) whose body was lost on the way, or possibly given (a timeout after
-    the request was written), so that it was asked again or not answered at all."""
+    the request was written), so that it was asked again or not answered at all.
+
+    `cost`: the most one answer is billed (results). The caller reserved it of --max-charged for the
+    first try; each lost answer may have used up a try's reservation, so before the next try the client
+    reserves `cost` more (`extra` sums them: the caller settles its reservation plus `extra`)."""
 
     holder: str | None = None
     lost: int = 0
+    cost: int = 0
+    extra: int = 0
 
 
 @dataclass
 class _Bill:
-    """What one batch's calls were billed; `recharged`: results paid again because an answer was lost."""
+    """What one batch's calls were billed; `recharged`: results paid again because an answer was lost;
+    `reserved`: what the batch holds of --max-charged (its first reservation and the retries')."""
 
     charged: int = 0
     recharged: int = 0
+    reserved: int = 0
+    budget_spent: bool = False
+
+    def lost(self, results: int, answers: int) -> None:
+        """`answers` answers of `results` each were possibly billed and none arrived: the first is the
+        batch's charge, the others charges again."""
+        self.charged += results * answers
+        self.recharged += results * max(0, answers - 1)
 
 
 class PatsnapClient:
@@ -121,28 +145,35 @@ class PatsnapClient:
         if granted == 0:
             return BatchResult([], unasked)
         asked = Batch(batch.kind, batch.keys[:granted])
-        bill = _Bill()
+        bill = _Bill(reserved=granted)
         try:
             outcomes = await self._resolve_splitting(asked, bill)
         finally:
             with anyio.CancelScope(shield=True):
-                await self.budget.settle(granted, bill.charged)
-        return BatchResult(outcomes, unasked, bill.charged, bill.recharged)
+                await self.budget.settle(bill.reserved, bill.charged)
+        return BatchResult(outcomes, unasked, bill.charged, bill.recharged, bill.budget_spent)
 
     async def _resolve_splitting(self, batch: Batch, bill: _Bill) -> list[Answer]:
+        keys = [PatentKey(batch.kind, k) for k in batch.keys]
+        call = Call(cost=len(keys))
         try:
-            return list(await self._call(batch, bill))
+            return list(await self._call(batch, bill, call))
         except InvalidParameterError as err:
             if len(batch.keys) == 1:
-                return [Failed(PatentKey(batch.kind, batch.keys[0]), describe(err))]
+                return [Failed(keys[0], describe(err))]
             left, right = protocol.split(batch)
             return await self._resolve_splitting(left, bill) + await self._resolve_splitting(right, bill)
         except (TokenExpiredError, TransientApiError) as err:
-            return self.unanswered(err, [PatentKey(batch.kind, k) for k in batch.keys])
+            return self.unanswered(err, keys, billed=call.lost > 0)
+        except BudgetSpentError as err:
+            bill.budget_spent = True
+            return budget_spent(err, keys)
 
-    def unanswered(self, err: TokenExpiredError | TransientApiError, keys: Sequence[PatentKey]) -> list[Answer]:
+    def unanswered(self, err: TokenExpiredError | TransientApiError, keys: Sequence[PatentKey], *,
+                   billed: bool = False) -> list[Answer]:
         """Keys whose call failed past its retries: refused credentials stop the run; a transport
-        failure defers them (they wait and are asked again), or stops the run when every call fails."""
+        failure defers them (they wait and are asked again), or stops the run when every call fails.
+        `billed`: an answer for them may have been billed (asking again is a recharge)."""
         if isinstance(err, TokenExpiredError):  # refused over and over, past every check
             raise refused_error(err, static=self._tokens.static,
                                 apikey_is_client_id=self._apikey_is_client_id) from err
@@ -150,14 +181,21 @@ class PatsnapClient:
         if outage is not None:
             raise outage from err
         retry_at = time.time() + self.outage.defer_seconds
-        return [Deferred(key, describe(err), retry_at) for key in keys]
+        return [Deferred(key, describe(err), retry_at, billed) for key in keys]
 
-    async def _call(self, batch: Batch, bill: _Bill) -> list[Outcome]:
+    async def _call(self, batch: Batch, bill: _Bill, call: Call) -> list[Outcome]:
         """Ask once (with retries). An answer lost on the way after the API gave it was billed, for
-        the same results as the one that arrived: counted in `charged` and `recharged`."""
+        the same results as the one that arrived: counted in `charged` and `recharged`. When none
+        arrived, each lost one counts at its most: every key asked (the API bills those it finds)."""
         request = ApiRequest(API_PATH, protocol.request_params(batch, self.api_key))
-        call = Call()
-        items, answered_at = await self._exchange(request, _abstract_items, call)
+        try:
+            items, answered_at = await self._exchange(request, _abstract_items, call)
+        except BaseException:
+            self._counters.charged += len(batch.keys) * call.lost
+            bill.lost(len(batch.keys), call.lost)
+            raise
+        finally:
+            bill.reserved += call.extra
         billed = len(items) * (1 + call.lost)
         self._counters.charged += billed
         bill.charged += billed
@@ -169,7 +207,9 @@ class PatsnapClient:
         """One request through the gate, with retries and the credential check: `decode` turns the
         answer's JSON into a value or raises its ApiError. Returns the value and when it was answered;
         `call.lost` then says how many answers were lost on the way (billed, each like the one returned),
-        and when it raises, how many were lost before it gave up (possibly billed)."""
+        and when it raises, how many were lost before it gave up (possibly billed). With `call.cost`,
+        each try after a lost answer first reserves that much of the budget (`call.extra`), or raises
+        BudgetSpentError without sending it."""
         return await self._exchange(request, decode, call if call is not None else Call())
 
     async def _exchange(self, request: ApiRequest, decode: Callable[[object], T], call: Call) -> tuple[T, float]:
@@ -179,6 +219,7 @@ class PatsnapClient:
         outage = self.outage.error(time.monotonic())
         if outage is not None:
             raise outage
+        await self._cover_retry(call)
         # The token first: the request must leave as soon as its slot comes (late requests bunch
         # at the server), and getting a new token takes a store and a network round trip.
         try:
@@ -219,6 +260,20 @@ class PatsnapClient:
             await self.gate.succeeded(ticket, call.holder)
             call.holder = None
             return value, answered_at
+
+    async def _cover_retry(self, call: Call) -> None:
+        """Before a try: reserve `call.cost` of --max-charged for each lost answer not yet made up for
+        (each may have used up a try's reservation), or raise BudgetSpentError: this try is not sent."""
+        missing = call.lost * call.cost - call.extra
+        if missing <= 0:
+            return
+        granted = await self.budget.reserve(missing)
+        if granted < missing:
+            with anyio.CancelScope(shield=True):
+                await self.budget.settle(granted, 0)
+            raise BudgetSpentError(f"the --max-charged budget has no room to ask again for {call.cost} "
+                                   f"result{'s' if call.cost != 1 else ''} whose answer was lost on the way")
+        call.extra += granted
 
     async def _refused(self, err: TokenExpiredError, token: str, call: Call) -> None:
         """A refusal: become the fleet's checker (refresh once; the caller retries once) or wait
@@ -278,6 +333,12 @@ class PatsnapClient:
     def outage_error(self) -> OutageError | None:
         """The OutageError to stop with when every call failed for a while (checked on a timer too)."""
         return self.outage.error(time.monotonic())
+
+
+def budget_spent(err: BudgetSpentError, keys: Sequence[PatentKey]) -> list[Answer]:
+    """Keys whose call lost an answer (possibly billed) and that the budget cannot ask again: deferred as
+    billed (the next run asks them, a recharge), due at once; the run stops asking (BatchResult.budget_spent)."""
+    return [Deferred(key, describe(err), time.time(), billed=True) for key in keys]
 
 
 def _abstract_items(body: object) -> tuple[Any, ...]:

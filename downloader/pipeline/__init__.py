@@ -226,7 +226,7 @@ class Pipeline:
                 except FatalError as err:
                     await self._fatal(err)
                     return
-                if result.unasked:
+                if result.stops:
                     self._stop(StopReason.BUDGET, "the --max-charged budget is spent; the next run continues")
                 committed = await record_answer(to_results, (Held(o, batch.lease) for o in result.outcomes))
                 # A drawing downloaded before and listed again keeps its file: recorded (its new figure), not fetched.

@@ -21,7 +21,7 @@ class PipelineConfig:
 
     batch_size: int = 100
     api_concurrency: int = 4
-    download_concurrency: int = 32
+    download_concurrency: int = 64  # as Settings: the one process of the default takes all of it
     expiry_margin: float = 120.0
     lease: float = 60.0
     deadline: float | None = None  # time.monotonic() after which no new work is claimed (--max-runtime)

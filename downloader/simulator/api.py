@@ -223,7 +223,20 @@ async def _answer(sim: Simulator, request: web.Request) -> web.StreamResponse:
     counters.ids_asked += len(wanted)
     counters.asks.update(wanted)
     counters.charged += len(data)  # billed when answered, whether or not the client reads it all
+    cut_when_told(sim, request, wanted)
     return await billed_answer(sim, request, web.json_response({"data": data, "status": True, "error_code": 0}))
+
+
+def cut_when_told(sim: Simulator, request: web.Request, keys: list[str]) -> None:
+    """Mark this (billed) answer to be cut when `config.cut_answers` still counts one of its keys."""
+    told = sim.config.cut_answers
+    named = [key for key in keys if told.get(key, 0) > 0]
+    if not named or request.get(_CUT):
+        return
+    for key in named:
+        told[key] -= 1
+    sim.counters.api_faults_injected += 1
+    request[_CUT] = True
 
 
 async def billed_answer(sim: Simulator, request: web.Request, answer: web.Response) -> web.StreamResponse:

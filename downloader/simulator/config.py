@@ -84,6 +84,11 @@ class SimulatorConfig:
     # after the first leaves out, wherever they stand: the drawings after one move up a place and keep their URL's
     # path (as when the API withdraws a figure from the middle of a document).
     dropped_drawings: set[str] = field(default_factory=set)
+    # Identifiers as requested (normalized: numbers upper-cased, ids lower-cased) -> how many more answers to a
+    # request naming one are billed and then cut, as the "cut" fault does (P021 and P042): a test chooses which
+    # calls lose their answers instead of the dice. Each such answer takes one from every listed key it names
+    # (and counts in `api_faults_injected`).
+    cut_answers: dict[str, int] = field(default_factory=dict)
     # A CDN that refuses URLs earlier than they say: `url_honoured` seconds after signing, whatever
     # end they carry (a revoked signing key), and a CDN clock `cdn_clock_skew` seconds ahead of the
     # API's (negative: behind); its Date headers and ServerTime say its own time.
@@ -124,6 +129,8 @@ class SimulatorConfig:
             raise ValueError(f"apikey_refusal must be one of {APIKEY_REFUSALS}")
         if any(not isinstance(n, int) or n < 0 for n in self.fewer_drawings.values()):
             raise ValueError("fewer_drawings must map pns to drawing counts >= 0")
+        if any(not isinstance(n, int) or n < 0 for n in self.cut_answers.values()):
+            raise ValueError("cut_answers must map identifiers to counts >= 0")
         if self.url_honoured is not None and self.url_honoured <= 0:
             raise ValueError("url_honoured must be positive or null")
 

@@ -11,7 +11,8 @@ connection halfway through the body (as P021's answers); `counters.asks` counts 
 first page (offset 0), `fulltext_pages` every page answered. `config.stale_drawings` lists a drawing
 once with a URL that has already expired; `config.fewer_drawings` lists fewer drawings of a patent once it
 was listed before (its first page asked more than once), and `config.dropped_drawings` leaves given ones
-out then, wherever they stand: the later ones move up, each under its own URL path (its identity).
+out then, wherever they stand: the later ones move up, each under its own URL path (its identity);
+`config.cut_answers` cuts the next answers of a patent (billed, as the "cut" fault).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from downloader.simulator import signing
-from downloader.simulator.api import billed_answer, coded_error, guarded_api_request
+from downloader.simulator.api import billed_answer, coded_error, cut_when_told, guarded_api_request
 from downloader.simulator.core import Simulator
 from downloader.simulator.universe import Record
 
@@ -58,6 +59,7 @@ async def _page_answer(sim: Simulator, request: web.Request) -> web.StreamRespon
     if offset == 0:
         counters.ids_asked += 1
         counters.asks[key] += 1
+    cut_when_told(sim, request, [key])
     if record is None:
         return await billed_answer(sim, request, _unknown(key))
     listed = _listed(sim, record, again=counters.asks[key] > 1)

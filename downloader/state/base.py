@@ -89,9 +89,10 @@ class Claim:
     """Work a worker now holds under its lease.
 
     `to_ask`: keys of one kind that need the API (never more than the claim's limit).
-    `repeats`: the keys of `to_ask` that were paid for before and whose URL expired unused
+    `repeats`: the keys of `to_ask` that were paid for before and never used: their URL expired unused
     (a UrlExpired event, or a resolved key whose URL is past `usable_after`; with --drawings all,
-    a drawing's URL): asking them again is a recharge, counted as such. `to_ask.stored` names their
+    a drawing's URL), or their answer was lost on the way (a Deferred with `billed`): asking them
+    again is a recharge, counted as such. `to_ask.stored` names their
     drawings already downloaded, which keep their row and file when the patent is listed again.
     `to_download`: keys whose signed URL is still good: download them without an API call.
     Keys whose `retry_at` is in the future (a Deferred event set it) are in neither.

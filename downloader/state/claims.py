@@ -31,8 +31,9 @@ def patents_to_download(rows: Iterable[tuple[Any, ...]], gen: int) -> Claim:
 
 
 def keys_to_ask(kind: Kind, rows: Iterable[tuple[Any, ...]], gen: int, stored: Iterable[tuple[Any, ...]]) -> Claim:
-    """One kind's batch for the API; rows: seq, key, repeat (paid for before, and its URL, or a drawing's,
-    expired unused: asking again is a recharge). `stored`: key, figure, image of its drawings already downloaded."""
+    """One kind's batch for the API; rows: seq, key, repeat (paid for before and unused: its URL, or a
+    drawing's, expired, or its answer was lost on the way: asking again is a recharge). `stored`: key,
+    figure, image of its drawings already downloaded."""
     taken = sorted(rows)
     return Claim(to_ask=Batch(kind, tuple(key for _seq, key, _repeat in taken), gen,
                               frozenset(FigureKey(kind, key, figure, image) for key, figure, image in stored)),

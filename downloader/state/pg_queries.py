@@ -95,9 +95,11 @@ FIRST_TO_ASK = f"""SELECT kind FROM patents WHERE {_UNSETTLED} AND {_NEEDS_API} 
     ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"""
 CLAIM_TO_ASK = f"""WITH c AS (SELECT kind, key FROM patents WHERE {_UNSETTLED} AND kind = %(kind)s AND {_NEEDS_API}
         AND {_FREE} ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-    {_TAKE} RETURNING p.seq, p.key, (p.expiries > 0 OR p.status = 'resolved' OR EXISTS (SELECT 1 FROM drawings d
-        WHERE d.kind = p.kind AND d.key = p.key AND d.status = 'pending'))"""
-# (the last column: paid for before, and the URL, or a drawing's, expired unused: asking again is a recharge)
+    {_TAKE} RETURNING p.seq, p.key, (p.expiries > 0 OR p.status = 'resolved'
+        OR (p.status = 'pending' AND p.attempts > 0)
+        OR EXISTS (SELECT 1 FROM drawings d WHERE d.kind = p.kind AND d.key = p.key AND d.status = 'pending'))"""
+# (the last column: paid for before and unused: the URL, or a drawing's, expired, or the answer was lost on
+# the way (a Deferred that says so counts an attempt; pending with attempts is one): asking again is a recharge)
 # The drawings of the keys asked that are already downloaded: asked again, they keep their row and file.
 STORED_DRAWINGS = """SELECT key, figure, image FROM drawings WHERE kind = %(kind)s AND key = ANY(%(keys)s)
     AND status = 'downloaded'"""

@@ -23,6 +23,9 @@ _DUE = "(retry_at IS NULL OR retry_at<=:now)"
 # A patent with a drawing whose URL expired unused (pending) is asked again for a fresh one: a recharge.
 _DRAWING_EXPIRED = ("EXISTS (SELECT 1 FROM drawings d WHERE d.kind=patents.kind AND d.key=patents.key "
                     "AND d.status='pending')")
+# Paid for before and unused: its URL (or a drawing's) expired, or its answer was lost on the way (a
+# Deferred that says so counts an attempt, and only an answer settles a key: pending with attempts is one).
+_REPEAT = f"expiries>0 OR status='resolved' OR (status='pending' AND attempts>0) OR {_DRAWING_EXPIRED}"
 TABLES_WITH_CLAIMS = ("patents", "drawings")
 
 
@@ -47,9 +50,9 @@ def claim(conn: sqlite3.Connection, run_id: int, worker: str, limit: int, usable
             first = conn.execute(f"SELECT kind FROM patents WHERE seen_run=:run AND {condition} AND {_FREE} "
                                  "ORDER BY seq LIMIT 1", args).fetchone()
             if first:
-                # A key paid for before whose URL (or a drawing's) expired unused, counted or not yet, is a repeat.
+                # A key paid for before and unused (_REPEAT), counted or not yet, is a repeat.
                 rows = _claim_rows(conn, f"{condition} AND kind=:kind", {**args, "kind": first[0]},
-                                   f"seq, key, expiries>0 OR status='resolved' OR {_DRAWING_EXPIRED}")
+                                   f"seq, key, {_REPEAT}")
                 kind = Kind(first[0])
                 return claims.keys_to_ask(kind, rows, gen, _stored(conn, kind, [key for _, key, _ in rows]))
         return _nothing_free(conn, args)

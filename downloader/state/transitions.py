@@ -126,8 +126,10 @@ def update_for(event: StateEvent, mark: str) -> tuple[str, tuple[Any, ...]]:
             return guarded(Status.PENDING, f"url=NULL, expires_at=NULL, expiries=expiries+1, error={m}, "
                                            f"retry_at=CASE WHEN {often} THEN {m} ELSE NULL END, {_RELEASE}"), (
                 reason, retry_at)
-        case Deferred(_, error, retry_at):
-            return guarded(None, f"error={m}, retry_at={m}, {_RELEASE}", _DEFERRED_FROM), (error, retry_at)
+        case Deferred(_, error, retry_at, billed):
+            # An answer billed but lost counts as an attempt: the claim that asks again calls it a repeat.
+            paid = "attempts=attempts+1, " if billed else ""
+            return guarded(None, f"error={m}, retry_at={m}, {paid}{_RELEASE}", _DEFERRED_FROM), (error, retry_at)
     raise TypeError(f"not a state event: {event!r}")
 
 
@@ -192,7 +194,7 @@ def drawing_update(event: StateEvent, key: FigureKey, mark: str, now: float) -> 
                             ("resolved",), m), (reason, retry_at, *where)
         case Failed(_, error):
             return _drawing(f"status='failed', error={m}, {_RELEASE}", ("resolved", "pending"), m), (error, *where)
-        case Deferred(_, error, retry_at):
+        case Deferred(_, error, retry_at, _):
             return _drawing(f"error={m}, retry_at={m}, {_RELEASE}", ("resolved",), m), (error, retry_at, *where)
     raise TypeError(f"not an event of a drawing: {event!r}")
 

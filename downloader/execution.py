@@ -18,12 +18,13 @@ from __future__ import annotations
 import os
 import resource
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 from anyio.abc import Process
@@ -53,7 +54,14 @@ from downloader.state.lock import DirLock
 from downloader.state.sqlite import STATE_FILE
 from downloader.stops import watch_stops
 from downloader.wiring import http_clients
-from downloader.workers import default_workers, help_when_busy, helpers, relay_progress, stop_helpers
+from downloader.workers import (
+    default_workers,
+    help_when_busy,
+    helpers,
+    kill_helpers,
+    relay_progress,
+    stop_helpers,
+)
 
 _INTERRUPTED = "interrupted; state and manifest are saved, run the same command to continue"
 
@@ -102,6 +110,7 @@ class Execution:
     counters: Counters = field(default_factory=Counters)  # the network side's tallies (API calls, bytes …)
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     helpers: list[Process] = field(default_factory=list)
+    _asked: set[int] = field(default_factory=set)  # helpers asked to stop (their pids)
     deadline: float | None = None  # time.monotonic() after which nothing new is claimed (--max-runtime)
     interrupted: bool = False  # a signal (or, for a helper, its parent's death) asked the run to stop
     fatal: FatalError | None = None  # the condition that stopped the run, from the pipeline or while finishing
@@ -114,7 +123,7 @@ class Execution:
         try:
             async with opened(self.out, self.settings) as (sink, store), anyio.create_task_group() as tg:
                 if self.handle_signals:
-                    tg.start_soon(watch_stops, self._interrupt, True, None)
+                    tg.start_soon(watch_stops, self._interrupt, True, None, self._stop_now)
                 summary = await self._run(sink, store)
                 tg.cancel_scope.cancel()
             return summary
@@ -126,7 +135,7 @@ class Execution:
         try:
             async with opened(self.out, self.settings, lock=False) as (sink, store):
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(watch_stops, self._interrupt, True, parent)
+                    tg.start_soon(watch_stops, self._interrupt, True, parent)  # a second stop: the parent kills it
                     try:
                         await self._execute(sink, store, run_id)
                     finally:
@@ -180,7 +189,7 @@ class Execution:
                     await self._execute(sink, store, run_id, counts)  # counted above: not again
                 finally:
                     if self.interrupted or self.result.stopped or self.fatal is not None:
-                        stop_helpers(procs)
+                        stop_helpers(procs, self._asked)
                     tg.cancel_scope.cancel()
 
     async def _ingest(self, sink: ImageSink, store: StateStore, run_id: int, draft: dict[str, Any]) -> None:
@@ -302,11 +311,25 @@ class Execution:
             unsaved.append(what)
             self.events(Notice("unsaved", f"{what} not written: {err}"))
 
+    def _stop_now(self, why: str) -> NoReturn:
+        """A second stop signal: end this process now, as kill -9 would (the store keeps what it committed,
+        the next run continues), its helpers too (SIGKILL: a Ctrl-C in a terminal reaches them as well, so
+        they take no second signal to mean "now" themselves). Only with signal handling, which the caller
+        asked for."""
+        kill_helpers(self.helpers)
+        message = (f"{why} again: stopping at once, without waiting to save state or write the manifest (as "
+                   "kill -9 would). The state store keeps what it committed: run the same command to continue; "
+                   "answers that were in flight may be asked for, and paid, again")
+        self.events(Notice("interrupted", message))
+        sys.stderr.write(f"patent-images: {message}\n")
+        sys.stderr.flush()
+        os._exit(130)
+
     def _interrupt(self, why: str) -> None:
         if not self.interrupted and self.result.stop_reason is None:
             self.events(Notice("interrupted", f"{why}: stopping, state is being saved"))
         self.interrupted = True
-        stop_helpers(self.helpers)
+        stop_helpers(self.helpers, self._asked)
         if self._pipeline is not None:
             self._pipeline.interrupt(f"{why}: stopping, state is being saved")
 

@@ -119,14 +119,27 @@ def loop_demand() -> float:
         return time.thread_time()
 
 
-def stop_helpers(procs: list[Process]) -> None:
-    """Ask every helper still running to stop as after SIGTERM (state kept)."""
+def stop_helpers(procs: list[Process], asked: set[int]) -> None:
+    """Ask every helper still running to stop as after SIGTERM (state kept), once each (`asked` holds the
+    pids already asked): a Ctrl-C in a terminal reaches the helpers too, and one stop is enough."""
+    for proc in procs:
+        if proc.returncode is None and proc.pid not in asked:
+            asked.add(proc.pid)
+            _signal(proc, signal.SIGTERM)
+
+
+def kill_helpers(procs: list[Process]) -> None:
+    """End every helper still running at once (this process is ending at once: a second stop signal)."""
     for proc in procs:
         if proc.returncode is None:
-            try:
-                proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            _signal(proc, signal.SIGKILL)
+
+
+def _signal(proc: Process, signum: signal.Signals) -> None:
+    try:
+        proc.send_signal(signum)
+    except ProcessLookupError:
+        pass
 
 
 def _running_on_uvloop() -> bool:

@@ -320,7 +320,7 @@ class Execution:
         message = (f"{why} again: stopping at once, without waiting to save state or write the manifest (as "
                    "kill -9 would). The state store keeps what it committed: run the same command to continue; "
                    "answers that were in flight may be asked for, and paid, again")
-        self.events(Notice("interrupted", message))
+        self.events(Notice("at_once", message))  # for the log file: the line below is the terminal's
         sys.stderr.write(f"patent-images: {message}\n")
         sys.stderr.flush()
         os._exit(130)

@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from downloader.core.events import BatchDone, Elsewhere, Event, ImageDone, Notice, Planned, Problem
 
-QUIET = frozenset({"token", "fatal", "failed", "budget", "runtime"})
+# "at_once": a second stop signal; the process says so on stderr itself as it ends (no closing line follows).
+QUIET = frozenset({"token", "fatal", "failed", "budget", "runtime", "at_once"})
 
 
 def shown(notice: Notice, verbose: bool) -> bool:

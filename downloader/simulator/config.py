@@ -18,6 +18,11 @@ DOWN_KINDS = ("500", "502", "503", "reset")
 APIKEY_REFUSALS = ("code", "401")
 
 
+# The config fields that hold tuples and sets: JSON gives lists, and wants lists back.
+_TUPLE_FIELDS = ("api_fault_kinds", "image_fault_kinds")
+_SET_FIELDS = ("huge_images", "missing_images", "stale_drawings", "dropped_drawings")
+
+
 @dataclass
 class SimulatorConfig:
     """Behaviour of the fake PatSnap API and CDN; every field may be changed at run time.
@@ -105,9 +110,9 @@ class SimulatorConfig:
         if unknown:
             raise KeyError(f"unknown config fields: {sorted(unknown)}")
         for name, value in changes.items():
-            if name in ("api_fault_kinds", "image_fault_kinds"):
+            if name in _TUPLE_FIELDS:
                 value = tuple(value)
-            elif name in ("huge_images", "missing_images", "stale_drawings", "dropped_drawings"):
+            elif name in _SET_FIELDS:
                 value = set(value)
             setattr(self, name, value)
         self.validate()
@@ -137,9 +142,9 @@ class SimulatorConfig:
     def as_json(self) -> dict[str, Any]:
         """The config as JSON-serialisable values (sets and tuples become sorted lists)."""
         out = dataclasses.asdict(self)
-        for name in ("huge_images", "missing_images", "stale_drawings", "dropped_drawings"):
+        for name in _SET_FIELDS:
             out[name] = sorted(out[name])
-        for name in ("api_fault_kinds", "image_fault_kinds"):
+        for name in _TUPLE_FIELDS:
             out[name] = list(out[name])
         return out
 

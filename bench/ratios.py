@@ -21,6 +21,7 @@ ONE_ASYNCIO = "patent-images --workers 1, asyncio loop"
 ONE_DEFAULT_LOOP = "patent-images --workers 1"
 THREADS = "patent-images --io threads"
 OLD_DEFAULT = "patent-images --workers 2"  # the default before issue 19 on these 2 cores: two processes from the start
+BEFORE_TREE = "patent-images before issue 19"  # bench/run.py --before DIR: that export's default (tool.Variant)
 BARE, BARE_UVLOOP = "bare aiohttp", "bare aiohttp + uvloop"
 RSS_CAP_MB = 150.0
 RSS_FLAT = 1.10  # "flat from 100,000": at most this much more at 1,000,000
@@ -109,6 +110,12 @@ def _helper_targets(b: Bench) -> list[Target]:
             found.append(Target(f"{mode}: default ÷ {OLD_DEFAULT} (the default before issue 19)",
                                 t.images_per_s / o.images_per_s, 1.0, False,
                                 f"{t.images_per_s:,.0f} ÷ {o.images_per_s:,.0f} images/s"))
+        # --before DIR: the default of the code the issue was filed against ("today's figure" in its words)
+        for name, o in rows.items():
+            if TOOL in rows and name.startswith(BEFORE_TREE):
+                t = rows[TOOL]
+                found.append(Target(f"{mode}: default ÷ {name}'s default", t.images_per_s / o.images_per_s, 1.0,
+                                    False, f"{t.images_per_s:,.0f} ÷ {o.images_per_s:,.0f} images/s"))
     return found
 
 
@@ -243,7 +250,9 @@ def _method(b: Bench, skipped: str) -> str:
         "is CPU-bound, up to one per core and one per 5,000 unsettled keys; uvloop when installed, see the machine "
         "table), its first process given the mode's whole in-flight count; `--workers 2` is the default before "
         "issue 19 on these 2 cores (two processes from the start, each with half the in-flight count); "
-        "`--workers 1` is one process; `asyncio loop` sets "
+        "`--workers 1` is one process; `patent-images before issue 19 (DIR)` (with `--before DIR`) is the default "
+        "of an export of an older tree (run as `python -m downloader` from DIR), two processes each with half "
+        "the in-flight count; `asyncio loop` sets "
         "`PATENT_IMAGES_LOOP=asyncio`; `--io threads` writes each image in one worker-thread hop (the path taken "
         "on NFS/SMB/FUSE folders). `bare aiohttp + uvloop` is the bare loop on uvloop's event loop.",
         f"- Latency: {b.latency.method}.",

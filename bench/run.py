@@ -171,8 +171,7 @@ def run_tool_images(b: Bench, mode: Mode, base: str, variant: Variant = DEFAULT,
     # every client of a mode has the same downloads in flight (the latency bounds assume it).
     # The default starts one process and adds helpers only while it is CPU-bound (when in-flight downloads no
     # longer decide the speed): its first process gets the whole count.
-    workers = variant.workers or 1
-    per_worker = max(1, mode.concurrency // workers)
+    per_worker = max(1, mode.concurrency // variant.processes)
     with simulator(base, mode.name) as sim:
         cmd = tool_command(csv_path, out, sim.base_url, API_RATE, 4, per_worker, variant)
         if profile is not None:
@@ -200,7 +199,8 @@ def run_image_mode(b: Bench, mode: Mode) -> None:
     every round of one); each client's row holds the medians of its rounds."""
     with b.latency.cdn(b.nginx, mode.latency_ms) as base:
         clients: list[tuple[str, Callable[[], Row]]] = [
-            *((v.name, partial(run_tool_images, b, mode, base, v)) for v in variants(mode.name == "disk", b.uvloop)),
+            *((v.name, partial(run_tool_images, b, mode, base, v)) for v in variants(mode.name == "disk", b.uvloop,
+                                                                                  b.args.before)),
             *((p.name, partial(run_peer, b, mode, p, base)) for p in b.peers)]
         clients = [(name, run) for name, run in clients if re.search(b.args.clients, name)]
         rounds: dict[str, list[Row]] = {name: [] for name, _ in clients}
@@ -344,7 +344,8 @@ def parse_args() -> argparse.Namespace:
                         help="rounds per image mode (every client once per round); rows show the medians")
     parser.add_argument("--no-img2dataset", action="store_true", help="skip the img2dataset peer")
     parser.add_argument("--before", type=Path, metavar="DIR",
-                        help="issue19 mode: an export of an older tree to measure beside this one")
+                        help="issue19 and image modes: an export of an older tree to measure beside this one "
+                             "(image modes: its default, two processes from the start)")
     parser.add_argument("--clients", default="", metavar="REGEX",
                         help="image modes: only the clients whose name matches (a custom run)")
     args = parser.parse_args()

@@ -72,17 +72,27 @@ class ToolRun:
 
 @dataclass(frozen=True)
 class Variant:
-    """One way to run the tool: --workers (None: its default, one per core), the event loop, --io."""
+    """One way to run the tool: --workers (None: its default), the event loop, --io; or an older tree's
+    default (`tree`, an export of it), whose processes are `split` (the in-flight count is divided among them)."""
 
     workers: int | None = None
     loop: str = "auto"  # PATENT_IMAGES_LOOP: auto is uvloop when installed (the machine table says)
     io: str | None = None
+    tree: Path | None = None
+    split: int | None = None
 
     @property
     def name(self) -> str:
+        if self.tree is not None:
+            return f"patent-images before issue 19 ({self.tree.name})"
         flags = "".join(f" {flag}" for flag in (self.workers and f"--workers {self.workers}",
                                                  self.io and f"--io {self.io}") if flag)
         return f"patent-images{flags}" + ("" if self.loop == "auto" else f", {self.loop} loop")
+
+    @property
+    def processes(self) -> int:
+        """How many processes share the mode's in-flight count at the start (the default starts alone)."""
+        return self.split or self.workers or 1
 
     def args(self) -> list[str]:
         return ([] if self.workers is None else ["--workers", str(self.workers)]) + (
@@ -95,12 +105,15 @@ class Variant:
 DEFAULT = Variant()
 
 
-def variants(disk: bool, uvloop: bool) -> list[Variant]:
+def variants(disk: bool, uvloop: bool, before: Path | None = None) -> list[Variant]:
     """The tool's rows of an image mode: default workers and --workers 1, on the default loop (uvloop when
-    installed) and on asyncio's, and in the disk mode --io threads (the path for NFS/SMB/FUSE folders)."""
+    installed) and on asyncio's, and in the disk mode --io threads (the path for NFS/SMB/FUSE folders); with
+    `before` (an export of the tree issue 19 was filed against) that tree's default too."""
     loops = ("auto", "asyncio") if uvloop else ("auto",)
     found = [Variant(workers, loop) for loop in loops for workers in (None, 1)]
     found.append(Variant(2, loops[0]))  # the default before issue 19 on 2 cores: two processes from the start
+    if before is not None:  # that tree's own default: one process per core (2 here) from the start
+        found.append(Variant(None, loops[0], tree=before, split=2))
     if disk:
         found.append(Variant(None, loops[0], "threads"))
     return found
@@ -108,7 +121,9 @@ def variants(disk: bool, uvloop: bool) -> list[Variant]:
 
 def tool_command(csv_path: Path, out: Path, api_base: str, rate: float, api_concurrency: int,
                  download_concurrency: int, variant: Variant = DEFAULT) -> list[str]:
-    return [str(PATENT_IMAGES), "run", str(csv_path), "--out", str(out), "--api-base", api_base,
+    # An older tree runs as `python -m downloader` from its folder (its helpers inherit the folder).
+    program = [str(PATENT_IMAGES)] if variant.tree is None else [sys.executable, "-m", "downloader"]
+    return [*program, "run", str(csv_path), "--out", str(out), "--api-base", api_base,
             "--token", "demo-token", "--api-key", "demo-key", "--rate", str(rate),
             "--api-concurrency", str(api_concurrency), "--download-concurrency", str(download_concurrency),
             "--no-progress", *variant.args()]
@@ -118,7 +133,7 @@ def run_tool(cmd: list[str], out: Path, log: Path, timeout: float, sim: Simulato
              variant: Variant = DEFAULT) -> ToolRun:
     """Run the tool (under an optional wrapper, e.g. py-spy, as a prefix of `cmd`)."""
     cpu_before = sim.cpu_s()
-    measured = run_measured(cmd, log, timeout=timeout, env=variant.env())
+    measured = run_measured(cmd, log, timeout=timeout, env=variant.env(), cwd=variant.tree)
     return ToolRun(measured, last_summary(out), simulator=sim.counters(), simulator_cpu_s=sim.cpu_s() - cpu_before)
 
 

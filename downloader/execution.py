@@ -55,6 +55,7 @@ from downloader.state.sqlite import STATE_FILE
 from downloader.stops import watch_stops
 from downloader.wiring import http_clients
 from downloader.workers import (
+    Outlook,
     default_workers,
     help_when_busy,
     helpers,
@@ -184,7 +185,8 @@ class Execution:
                 if most:
                     tg.start_soon(relay_progress, store, run_id, self.worker, self.events)
                 if most > first:
-                    tg.start_soon(help_when_busy, group, most, store, run_id, self.events, lambda: self.interrupted)
+                    tg.start_soon(help_when_busy, group, most, store, run_id, self.events, lambda: self.interrupted,
+                                  Outlook(lambda: self.counters.images, self._api_ceiling, self._images_per_patent))
                 try:
                     await self._execute(sink, store, run_id, counts)  # counted above: not again
                 finally:
@@ -227,6 +229,14 @@ class Execution:
             finally:
                 self._pipeline = None
         self.fatal = self.fatal or self.result.fatal
+
+    def _api_ceiling(self) -> float | None:
+        """Images/s the account's API rate allows this job (--rate × the URLs an answer brings); None before any."""
+        per = self._pipeline.lookahead.images_per_answer if self._pipeline is not None else None
+        return None if per is None else self.settings.rate * per
+
+    def _images_per_patent(self) -> float:
+        return self._pipeline.lookahead.images_per_patent if self._pipeline is not None else 1.0
 
     def _info(self, so_far: PipelineResult) -> dict[str, Any]:
         """What this worker's heartbeat carries: where it runs, and its counts (the other workers' progress)."""

@@ -21,12 +21,12 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import anyio
 from anyio.abc import Process
 
-from downloader.core.busy import SAMPLE_SECONDS, BusyWatch
+from downloader.core.busy import SAMPLE_SECONDS, BusyWatch, helper_pays
 from downloader.core.events import Elsewhere, Notice, Sink
 from downloader.core.settings import Settings
 from downloader.state.base import StateStore
@@ -77,19 +77,37 @@ async def helpers(count: int, out: str, settings: Settings, run_id: int) -> Asyn
                 await proc.wait()
 
 
+@dataclass(frozen=True)
+class Outlook:
+    """What this process knows of its own pace, for `help_when_busy`: the images it has done so far,
+    the images/s the account's API rate allows (None: no answer yet), and images per patent."""
+
+    done: Callable[[], int]
+    ceiling: Callable[[], float | None]
+    images_per_patent: Callable[[], float]
+
+
 async def help_when_busy(group: Helpers, most: int, store: StateStore, run_id: int, events: Sink,
-                         interrupted: Callable[[], bool]) -> None:
-    """Start a helper each time this process's event loop is CPU-bound for half a second (core/busy.py),
-    up to `most`, while enough work is left for one and the run was not `interrupted()`."""
-    watch = BusyWatch()
+                         interrupted: Callable[[], bool], outlook: Outlook,
+                         demand: Callable[[], float] | None = None) -> None:
+    """Start a helper each time this process's event loop is CPU-bound for half a second (core/busy.py) and a
+    helper would pay (the API rate leaves room for it, enough work is left), up to `most`, unless the run
+    was `interrupted()`. `demand`: the loop thread's cumulative demand (a test gives its own)."""
+    watch, demand = BusyWatch(), demand or loop_demand
     while len(group.procs) < most:
         await anyio.sleep(SAMPLE_SECONDS)
-        if not watch.sample(time.monotonic(), loop_demand()) or interrupted():
+        now = time.monotonic()
+        if not watch.sample(now, demand(), outlook.done()) or interrupted():
             continue
+        watch.settle(now)
         counts = await store.counts(run_id)
-        if counts.get("pending", 0) + counts.get("resolved", 0) >= KEYS_PER_WORKER:
-            await group.start()
-            events(Notice("workers", f"this process is CPU-bound: helper {len(group.procs)} started"))
+        keys_left = counts.get("pending", 0) + counts.get("resolved", 0)
+        processes = 1 + len(group.procs)
+        if keys_left < KEYS_PER_WORKER or not helper_pays(watch.rate, processes, outlook.ceiling(),
+                                                          keys_left * outlook.images_per_patent()):
+            continue
+        await group.start()
+        events(Notice("workers", f"this process is CPU-bound: helper {len(group.procs)} started"))
 
 
 async def relay_progress(store: StateStore, run_id: int, me: str, events: Sink) -> None:

@@ -15,6 +15,13 @@ downloads). BUSY_SHARE sits between the two. A whole run of 20,000 images takes 
 has to come within a second to pay: with readings 0.25 s apart it came 0.5–0.75 s into a run on tmpfs,
 and a run at `--rate 200` went from 3,510 (readings 0.5 s apart, 1 s busy) to 3,785 images/s (two
 processes from the start: 3,935).
+
+Busy is not enough: a helper shares the account's API rate, which caps the job at `--rate` × the
+images an API call brings. When one process already runs near that cap, a helper only adds its
+start-up (20,000 images on tmpfs at `--rate 50`: one process 3,817 images/s, the default with a
+helper 3,644, two from the start 3,704; at `--rate 200` the helper paid: 4,195 against 3,799). So a
+busy reading starts a helper only when it pays (`helper_pays`): by the estimate, the work left ends at
+least PAYS_SECONDS sooner with one more process, each as fast as this one, up to that cap.
 """
 
 from __future__ import annotations
@@ -25,20 +32,25 @@ BUSY_SHARE = 0.75  # of the wall time the loop thread ran or waited to run
 BUSY_SECONDS = 0.5  # two readings in a row
 SAMPLE_SECONDS = 0.25
 SETTLE_SECONDS = 5.0
+# A helper is at work about half a second after it is started, and the estimate has it as fast as this process
+# at once: it must promise more than that to pay.
+PAYS_SECONDS = 1.0
 
 
 @dataclass(slots=True)
 class BusyWatch:
-    """Feed it readings of the loop thread's demand; it says when to start a helper."""
+    """Feed it readings of the loop thread's demand; it says when the loop was busy long enough for a helper."""
 
-    busy_since: float | None = None
+    busy_since: tuple[float, int] | None = None  # (wall clock, images done) where the busy stretch began
     quiet_until: float = 0.0
-    last: tuple[float, float] | None = None  # (wall clock, cumulative demand) of the previous reading
+    last: tuple[float, float, int] | None = None  # (wall clock, cumulative demand, images done) of the last reading
+    rate: float = 0.0  # images/s of this process over the last busy stretch (when `sample` said True)
 
-    def sample(self, wall: float, demand: float) -> bool:
+    def sample(self, wall: float, demand: float, done: int = 0) -> bool:
         """A reading at `wall` of the loop thread's cumulative demand (CPU seconds + seconds runnable
-        but waiting for a CPU). True: the loop was busy for BUSY_SECONDS, start a helper now."""
-        previous, self.last = self.last, (wall, demand)
+        but waiting for a CPU) and of the images this process has done. True: the loop was busy for
+        BUSY_SECONDS (`rate` says how fast it went); judge whether a helper pays, then `settle()`."""
+        previous, self.last = self.last, (wall, demand, done)
         if previous is None or wall <= previous[0]:
             return False
         share = (demand - previous[1]) / (wall - previous[0])
@@ -46,8 +58,26 @@ class BusyWatch:
             self.busy_since = None
             return False
         if self.busy_since is None:
-            self.busy_since = max(previous[0], self.quiet_until)
-        if wall - self.busy_since < BUSY_SECONDS:
+            self.busy_since = (previous[0], previous[2]) if previous[0] >= self.quiet_until else (wall, done)
+        began, done_then = self.busy_since
+        if wall - began < BUSY_SECONDS:
             return False
-        self.busy_since, self.quiet_until = None, wall + SETTLE_SECONDS
+        self.rate = (done - done_then) / (wall - began)
         return True
+
+    def settle(self, wall: float) -> None:
+        """A helper was started, or would not pay: judge again after SETTLE_SECONDS of fresh readings."""
+        self.busy_since, self.quiet_until = None, wall + SETTLE_SECONDS
+
+
+def helper_pays(rate: float, processes: int, ceiling: float | None, images_left: float) -> bool:
+    """Whether one more process would end the work left at least PAYS_SECONDS sooner. `rate`: images/s of
+    this process (each of the `processes` is taken to be as fast); `ceiling`: images/s the account's API rate
+    allows (None: not known yet, and busy alone decides); `images_left`: images still to download."""
+    if ceiling is None:
+        return True
+    if rate <= 0:
+        return False
+    now = min(rate * processes, ceiling)
+    more = min(rate * (processes + 1), ceiling)
+    return more > now and images_left / now - images_left / more >= PAYS_SECONDS

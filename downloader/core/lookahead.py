@@ -47,6 +47,7 @@ class Lookahead:
     download_concurrency: int
     seconds_per_image: float | None = None
     images_per_patent: float = 1.0
+    images_per_answer: float | None = None  # URLs an API answer brings (running average; None before any)
     margin: float = 0.0
     asking: int = 0  # patents claimed for the API and not answered yet
     queued: int = 0  # images whose URL is known and whose download has not started
@@ -119,6 +120,8 @@ class Lookahead:
         self.queued += images
         if asked:
             self.images_per_patent = max(0.05, (1 - _SMOOTH) * self.images_per_patent + _SMOOTH * images / asked)
+            per = self.images_per_answer
+            self.images_per_answer = images if per is None else (1 - _SMOOTH) * per + _SMOOTH * images
         if life is not None and margin is not None:
             self.lives.append((life, age))
             self.margin = margin

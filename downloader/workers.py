@@ -90,10 +90,11 @@ class Outlook:
 async def help_when_busy(group: Helpers, most: int, store: StateStore, run_id: int, events: Sink,
                          interrupted: Callable[[], bool], outlook: Outlook,
                          demand: Callable[[], float] | None = None) -> None:
-    """Start a helper each time this process's event loop is CPU-bound for half a second (core/busy.py) and a
+    """Start a helper each time this process's event loop is CPU-bound for a while (core/busy.py) and a
     helper would pay (the API rate leaves room for it, enough work is left), up to `most`, unless the run
     was `interrupted()`. `demand`: the loop thread's cumulative demand (a test gives its own)."""
     watch, demand = BusyWatch(), demand or loop_demand
+    watch.sample(time.monotonic(), demand(), outlook.done())  # the window may begin as the run does
     while len(group.procs) < most:
         await anyio.sleep(SAMPLE_SECONDS)
         now = time.monotonic()

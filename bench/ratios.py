@@ -103,7 +103,7 @@ def _helper_targets(b: Bench) -> list[Target]:
     """Issue 19 §2: the default (one process, a helper only while it is CPU-bound) stays at the old default's
     figure (two processes from the start) or better where the work is CPU-bound."""
     found = []
-    for mode in ("tmpfs", "disk"):
+    for mode in ("tmpfs", "disk", "tmpfs200"):
         rows = _rows(b, mode)
         if TOOL in rows and OLD_DEFAULT in rows:
             t, o = rows[TOOL], rows[OLD_DEFAULT]

@@ -42,7 +42,7 @@ RESULTS = BENCH / "results"
 SHM = Path("/dev/shm/patent-images-bench")
 SPY_RATE = 200  # samples/s
 PROFILED = Variant(workers=1, loop="asyncio")  # one process; asyncio's loop shows as Python frames
-ALL_MODES = (*IMAGE_MODES, "meta", "api", "issue19", "scale", "profile")
+ALL_MODES = (*IMAGE_MODES, "tmpfs200", "meta", "api", "issue19", "scale", "profile")
 DEFAULT_MODES = (*IMAGE_MODES, "meta")
 QUICK_MODES = ("disk", "tmpfs", "lat30", "meta")
 
@@ -173,7 +173,7 @@ def run_tool_images(b: Bench, mode: Mode, base: str, variant: Variant = DEFAULT,
     # longer decide the speed): its first process gets the whole count.
     per_worker = max(1, mode.concurrency // variant.processes)
     with simulator(base, mode.name) as sim:
-        cmd = tool_command(csv_path, out, sim.base_url, API_RATE, 4, per_worker, variant)
+        cmd = tool_command(csv_path, out, sim.base_url, mode.api_rate, 4, per_worker, variant)
         if profile is not None:
             cmd = spy_prefix(profile, SPY_RATE) + cmd
         settle()
@@ -184,11 +184,11 @@ def run_tool_images(b: Bench, mode: Mode, base: str, variant: Variant = DEFAULT,
     verified, size, statuses = verify_manifest(out, b.corpus)
     shutil.rmtree(out, ignore_errors=True)
     m, s = run.measured, run.summary
-    api_floor = s.get("api_calls", 0) / API_RATE
+    api_floor = s.get("api_calls", 0) / mode.api_rate
     extra = {"summary": s, "statuses": statuses, "simulator_cpu_s": round(run.simulator_cpu_s, 2),
              "simulator_counters": run.simulator, "api_floor_s": api_floor}
     note = (f"{s.get('workers', '?')} worker(s) × {per_worker} in flight; run {s.get('seconds', 0):.1f} s in summary; "
-            f"{s.get('api_calls', '?')} API calls (≥ {api_floor:.1f} s at {API_RATE:.0f}/s); "
+            f"{s.get('api_calls', '?')} API calls (≥ {api_floor:.1f} s at {mode.api_rate:.0f}/s); "
             f"simulator CPU {run.simulator_cpu_s:.1f} s")
     return Row(mode.name, variant.name, len(images), verified, size, m.wall_s, m.cpu_s, m.rss_mb, m.exit_code,
                nginx_cpu, other_cpu, note, extra)
@@ -205,8 +205,8 @@ def run_image_mode(b: Bench, mode: Mode) -> None:
         clients = [(name, run) for name, run in clients if re.search(b.args.clients, name)]
         rounds: dict[str, list[Row]] = {name: [] for name, _ in clients}
         for number in range(1, b.args.repeat + 1):
-            # Each round starts one client later: this VM's disk is fast for the first run of a mode and slower
-            # after (a burst allowance), so a fixed order would hand one client every fast slot.
+            # Each round starts one client later: this VM's disk speed swung 2× between runs a minute apart, and a
+            # fixed order would give a client the same slot (after the same neighbour) every round.
             turn = (number - 1) % len(clients)
             for name, run in clients[turn:] + clients[:turn]:
                 row = run()
@@ -225,7 +225,8 @@ def run_image_mode(b: Bench, mode: Mode) -> None:
 def _mode_title(mode: Mode) -> str:
     where = "/dev/shm (tmpfs)" if mode.tmpfs else "disk (bench/work/out)"
     lat = f"{mode.latency_ms} ms added per request" if mode.latency_ms else "no added latency"
-    return f"Files written to {where}; {lat}; {mode.concurrency} downloads in flight"
+    return (f"Files written to {where}; {lat}; {mode.concurrency} downloads in flight; "
+            f"the tool at --rate {mode.api_rate:g}")
 
 
 # --- metadata mode -----------------------------------------------------------------------------------

@@ -96,7 +96,21 @@ def targets(b: Bench) -> list[Target]:
                 found.append(Target(f"tmpfs: CPU per image, {tool} ÷ {bare}{which}",
                                     t.cpu_ms_per_image / r.cpu_ms_per_image, goal, True,
                                     f"{t.cpu_ms_per_image:.3f} ÷ {r.cpu_ms_per_image:.3f} ms"))
-    return found + _helper_targets(b) + _scale_targets(b) + _api_targets(b)
+    return found + _before_cpu_targets(b) + _helper_targets(b) + _scale_targets(b) + _api_targets(b)
+
+
+def _before_cpu_targets(b: Bench) -> list[Target]:
+    """With --before DIR: one process of this code against one of that tree, CPU per image (no more than it)."""
+    found = []
+    for mode in ("tmpfs", "tmpfs200"):
+        rows = _rows(b, mode)
+        for name, o in rows.items():
+            if ONE_DEFAULT_LOOP in rows and name.startswith(BEFORE_TREE) and name.endswith("--workers 1"):
+                t = rows[ONE_DEFAULT_LOOP]
+                found.append(Target(f"{mode}: CPU per image, {ONE_DEFAULT_LOOP} ÷ {name}",
+                                    t.cpu_ms_per_image / o.cpu_ms_per_image, 1.0, True,
+                                    f"{t.cpu_ms_per_image:.3f} ÷ {o.cpu_ms_per_image:.3f} ms"))
+    return found
 
 
 def _helper_targets(b: Bench) -> list[Target]:
@@ -112,7 +126,7 @@ def _helper_targets(b: Bench) -> list[Target]:
                                 f"{t.images_per_s:,.0f} ÷ {o.images_per_s:,.0f} images/s"))
         # --before DIR: the default of the code the issue was filed against ("today's figure" in its words)
         for name, o in rows.items():
-            if TOOL in rows and name.startswith(BEFORE_TREE):
+            if TOOL in rows and name.startswith(BEFORE_TREE) and not name.endswith("--workers 1"):
                 t = rows[TOOL]
                 found.append(Target(f"{mode}: default ÷ {name}'s default", t.images_per_s / o.images_per_s, 1.0,
                                     False, f"{t.images_per_s:,.0f} ÷ {o.images_per_s:,.0f} images/s"))

@@ -84,7 +84,8 @@ class Variant:
     @property
     def name(self) -> str:
         if self.tree is not None:
-            return f"patent-images before issue 19 ({self.tree.name})"
+            one = " --workers 1" if self.workers == 1 else ""
+            return f"patent-images before issue 19 ({self.tree.name}){one}"
         flags = "".join(f" {flag}" for flag in (self.workers and f"--workers {self.workers}",
                                                  self.io and f"--io {self.io}") if flag)
         return f"patent-images{flags}" + ("" if self.loop == "auto" else f", {self.loop} loop")
@@ -112,8 +113,8 @@ def variants(disk: bool, uvloop: bool, before: Path | None = None) -> list[Varia
     loops = ("auto", "asyncio") if uvloop else ("auto",)
     found = [Variant(workers, loop) for loop in loops for workers in (None, 1)]
     found.append(Variant(2, loops[0]))  # the default before issue 19 on 2 cores: two processes from the start
-    if before is not None:  # that tree's own default: one process per core (2 here) from the start
-        found.append(Variant(None, loops[0], tree=before, split=2))
+    if before is not None:  # that tree's own default (one process per core, 2 here, from the start), and one process
+        found += [Variant(None, loops[0], tree=before, split=2), Variant(1, loops[0], tree=before)]
     if disk:
         found.append(Variant(None, loops[0], "threads"))
     return found

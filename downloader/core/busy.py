@@ -14,8 +14,8 @@ Measured on 2 cores (20,000 images from a local nginx, readings 0.1 s apart): th
 with 30 ms of latency, where it gave 0.92× (it only split the same downloads); over 0.4 s the two
 stay apart (tmpfs ≥ 0.85, 30 ms ≤ 0.7), and BUSY_SHARE sits between. A run of 20,000 images takes
 4–11 s, so the helper has to come early to pay: two readings 0.25 s apart, the first 0.25 s in, had it
-started 1.28 s into a run at `--rate 200` (4,525 images/s); this window had it 0.76 s in (4,599; two
-processes from the start: 4,842).
+start 1.1–1.3 s into a run at `--rate 200`; this window has it 0.76–0.83 s in (what that gains in images/s
+was below the noise of 3- and 5-round A/Bs, bench/ab.py).
 
 Busy is not enough: a helper shares the account's API rate, which caps the job at `--rate` × the
 images an API call brings. When one process already runs near that cap, a helper only adds its

@@ -32,8 +32,9 @@ from pathlib import Path
 
 from corpus import build_corpus, write_csv
 from install import compile_package
-from measure import clean_env
+from measure import clean_env, machine_busy_s
 from nginx import Nginx
+from run import settle
 from tool import Simulator
 
 BENCH = Path(__file__).resolve().parent
@@ -66,14 +67,9 @@ def thread_shares(pid: int) -> tuple[float, float] | None:
         return None
 
 
-def machine_idle() -> tuple[int, int]:
-    """(idle + iowait jiffies, all jiffies) since boot."""
-    with open("/proc/stat") as f:
-        ticks = [int(x) for x in f.readline().split()[1:9]]
-    return ticks[3] + ticks[4], sum(ticks)
-
-
 def has_child(pid: int) -> bool:
+    """Whether `pid` has started a process (a helper). One file, not nginx.children_of's scan of /proc: it is
+    read every SAMPLE seconds while the run is measured."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             return bool(f.read().split())
@@ -83,8 +79,7 @@ def has_child(pid: int) -> bool:
 
 def one_run(v: Variant, csv_path: Path, out: Path, sim: Simulator, args: argparse.Namespace, number: int) -> str:
     shutil.rmtree(out, ignore_errors=True)
-    os.sync()
-    time.sleep(0.5)
+    settle()
     profile = ["-m", "cProfile", "-o", str(args.cprofile / f"{v.name}-{number}.prof")] if args.cprofile else []
     cmd = [sys.executable, *profile, "-m", "downloader", "run", str(csv_path), "--out", str(out),
            "--api-base", sim.base_url, "--token", "demo-token", "--api-key", "demo-key", "--rate", f"{args.rate:g}",
@@ -96,22 +91,21 @@ def one_run(v: Variant, csv_path: Path, out: Path, sim: Simulator, args: argpars
         proc = subprocess.Popen(cmd, cwd=v.tree, env=clean_env({"PATENT_IMAGES_LOOP": "auto"}),
                                 stdout=subprocess.DEVNULL, stderr=log)
     trace, helper_at = [], None
-    last = (started, thread_shares(proc.pid), machine_idle())
+    last = (started, thread_shares(proc.pid), machine_busy_s())
     while proc.poll() is None:
         time.sleep(0.005)  # the wall time is read to 5 ms; the trace every SAMPLE
         now = time.monotonic()
         if now - last[0] < SAMPLE:
             continue
-        shares, idle = thread_shares(proc.pid), machine_idle()
+        shares, busy = thread_shares(proc.pid), machine_busy_s()
         if shares and last[1]:
             span = now - last[0]
-            cores = os.cpu_count() or 1
             trace.append(f"{now - started:.1f}s run {(shares[0] - last[1][0]) / span:.2f} wait "
                          f"{(shares[1] - last[1][1]) / span:.2f} idle "
-                         f"{cores * (idle[0] - last[2][0]) / max(1, idle[1] - last[2][1]):.2f}")
+                         f"{(os.cpu_count() or 1) - (busy - last[2]) / span:.2f}")
         if helper_at is None and has_child(proc.pid):
             helper_at = now - started
-        last = (now, shares, idle)
+        last = (now, shares, busy)
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime

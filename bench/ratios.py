@@ -21,7 +21,8 @@ ONE_ASYNCIO = "patent-images --workers 1, asyncio loop"
 ONE_DEFAULT_LOOP = "patent-images --workers 1"
 THREADS = "patent-images --io threads"
 OLD_DEFAULT = "patent-images --workers 2"  # the default before issue 19 on these 2 cores: two processes from the start
-BEFORE_TREE = "patent-images before issue 19"  # bench/run.py --before DIR: that export's default (tool.Variant)
+BEFORE_TREE = "patent-images before issue 19"  # bench/run.py --before DIR: that export's rows (tool.Variant)
+BEFORE_ONE = " --workers 1"  # the end of the name of its one-process row
 BARE, BARE_UVLOOP = "bare aiohttp", "bare aiohttp + uvloop"
 RSS_CAP_MB = 150.0
 RSS_FLAT = 1.10  # "flat from 100,000": at most this much more at 1,000,000
@@ -99,17 +100,24 @@ def targets(b: Bench) -> list[Target]:
     return found + _before_cpu_targets(b) + _helper_targets(b) + _scale_targets(b) + _api_targets(b)
 
 
+def _before_rows(rows: dict[str, Row], one: bool) -> list[tuple[str, Row]]:
+    """With --before DIR: that tree's rows (tool.Variant names them), its `--workers 1` one or its default."""
+    return [(name, row) for name, row in rows.items()
+            if name.startswith(BEFORE_TREE) and name.endswith(BEFORE_ONE) == one]
+
+
 def _before_cpu_targets(b: Bench) -> list[Target]:
     """With --before DIR: one process of this code against one of that tree, CPU per image (no more than it)."""
     found = []
     for mode in ("tmpfs", "tmpfs200"):
         rows = _rows(b, mode)
-        for name, o in rows.items():
-            if ONE_DEFAULT_LOOP in rows and name.startswith(BEFORE_TREE) and name.endswith("--workers 1"):
-                t = rows[ONE_DEFAULT_LOOP]
-                found.append(Target(f"{mode}: CPU per image, {ONE_DEFAULT_LOOP} ÷ {name}",
-                                    t.cpu_ms_per_image / o.cpu_ms_per_image, 1.0, True,
-                                    f"{t.cpu_ms_per_image:.3f} ÷ {o.cpu_ms_per_image:.3f} ms"))
+        if ONE_DEFAULT_LOOP not in rows:
+            continue
+        t = rows[ONE_DEFAULT_LOOP]
+        for name, o in _before_rows(rows, one=True):
+            found.append(Target(f"{mode}: CPU per image, {ONE_DEFAULT_LOOP} ÷ {name}",
+                                t.cpu_ms_per_image / o.cpu_ms_per_image, 1.0, True,
+                                f"{t.cpu_ms_per_image:.3f} ÷ {o.cpu_ms_per_image:.3f} ms"))
     return found
 
 
@@ -125,11 +133,10 @@ def _helper_targets(b: Bench) -> list[Target]:
                                 t.images_per_s / o.images_per_s, 1.0, False,
                                 f"{t.images_per_s:,.0f} ÷ {o.images_per_s:,.0f} images/s"))
         # --before DIR: the default of the code the issue was filed against ("today's figure" in its words)
-        for name, o in rows.items():
-            if TOOL in rows and name.startswith(BEFORE_TREE) and not name.endswith("--workers 1"):
-                t = rows[TOOL]
-                found.append(Target(f"{mode}: default ÷ {name}'s default", t.images_per_s / o.images_per_s, 1.0,
-                                    False, f"{t.images_per_s:,.0f} ÷ {o.images_per_s:,.0f} images/s"))
+        for name, o in _before_rows(rows, one=False) if TOOL in rows else []:
+            t = rows[TOOL]
+            found.append(Target(f"{mode}: default ÷ {name}'s default", t.images_per_s / o.images_per_s, 1.0,
+                                False, f"{t.images_per_s:,.0f} ÷ {o.images_per_s:,.0f} images/s"))
     return found
 
 
@@ -266,7 +273,7 @@ def _method(b: Bench, skipped: str) -> str:
         "issue 19 on these 2 cores (two processes from the start, each with half the in-flight count); "
         "`--workers 1` is one process; `patent-images before issue 19 (DIR)` (with `--before DIR`) is the default "
         "of an export of an older tree (run as `python -m downloader` from DIR), two processes each with half "
-        "the in-flight count; `asyncio loop` sets "
+        "the in-flight count, and `… --workers 1` that tree as one process; `asyncio loop` sets "
         "`PATENT_IMAGES_LOOP=asyncio`; `--io threads` writes each image in one worker-thread hop (the path taken "
         "on NFS/SMB/FUSE folders). `bare aiohttp + uvloop` is the bare loop on uvloop's event loop.",
         f"- Latency: {b.latency.method}.",

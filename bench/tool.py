@@ -84,7 +84,7 @@ class Variant:
     @property
     def name(self) -> str:
         if self.tree is not None:
-            one = " --workers 1" if self.workers == 1 else ""
+            one = " --workers 1" if self.workers == 1 else ""  # ratios.BEFORE_ONE
             return f"patent-images before issue 19 ({self.tree.name}){one}"
         flags = "".join(f" {flag}" for flag in (self.workers and f"--workers {self.workers}",
                                                  self.io and f"--io {self.io}") if flag)
@@ -109,7 +109,7 @@ DEFAULT = Variant()
 def variants(disk: bool, uvloop: bool, before: Path | None = None) -> list[Variant]:
     """The tool's rows of an image mode: default workers and --workers 1, on the default loop (uvloop when
     installed) and on asyncio's, and in the disk mode --io threads (the path for NFS/SMB/FUSE folders); with
-    `before` (an export of the tree issue 19 was filed against) that tree's default too."""
+    `before` (an export of the tree issue 19 was filed against) that tree's default and its `--workers 1` too."""
     loops = ("auto", "asyncio") if uvloop else ("auto",)
     found = [Variant(workers, loop) for loop in loops for workers in (None, 1)]
     found.append(Variant(2, loops[0]))  # the default before issue 19 on 2 cores: two processes from the start

@@ -15,12 +15,14 @@ from typing import Any
 from downloader.core.errors import DownloaderError, FatalError
 from downloader.core.settings import Settings
 from downloader.execution import run_helper
+from downloader.machine import settle_collector
 
 
 def main() -> int:
     """A helper worker: read the job from stdin, work until nothing is left, exit."""
     job: dict[str, Any] = json.loads(sys.stdin.buffer.read())
     settings = Settings(**job["settings"])
+    settle_collector()
     try:
         run_helper(job["out"], settings, int(job["run_id"]), parent=os.getppid(), use_uvloop=job["use_uvloop"])
     except FatalError:

@@ -18,11 +18,14 @@ written, so a full disk stops the run cleanly.
 
 Open files: `raise_open_file_limit` lifts the soft RLIMIT_NOFILE to the hard limit (as aria2 and
 nginx do), and `fit_concurrency` (pure) caps the concurrencies when even that is too low.
+
+The garbage collector: `settle_collector`, for a process that is one run (the CLI's, a helper's).
 """
 
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import resource
 import shutil
@@ -245,6 +248,21 @@ def raise_open_file_limit() -> int:
         except (ValueError, OSError):
             pass  # some sandboxes refuse: keep what there is and fit the concurrencies to it
     return soft
+
+
+# Allocations between collections of the youngest generation (CPython's default is 700). Each collection
+# walks every young object still alive, and a run always has thousands alive (64 downloads in flight, their
+# buffers and futures): at 700 that was ~540 collections and ~0.19 s of CPU per 20,000 images (3% of the
+# run); at 10,000, ~20 collections and ~0.015 s, and the oldest generation was not collected at all.
+YOUNG_COLLECTION = 10_000
+
+
+def settle_collector() -> None:
+    """Collect the youngest generation every YOUNG_COLLECTION allocations. Reference counting still frees
+    nearly everything at once; only garbage in cycles waits a little longer. Process-wide, so only a process
+    that is the tool (the console script, a helper worker) calls it, never the library for its caller."""
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION, middle, oldest)
 
 
 def open_files() -> int:

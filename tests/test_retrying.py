@@ -74,3 +74,16 @@ def test_backoff_is_full_jitter_exponential_and_capped():
     assert backoff(4, 0.5, 30.0, rng=lambda: 1.0) == 4.0
     assert backoff(20, 0.5, 30.0, rng=lambda: 1.0) == 30.0
     assert backoff(3, 0.5, 30.0, rng=lambda: 0.5) == 1.0
+
+
+async def test_retry_goes_on_from_a_first_try_the_caller_made_itself():
+    """The image fetcher makes the first try without a policy; `retry` takes its failure as try one."""
+    calls: list[int] = []
+    first = TransientDownloadError("first")
+    assert await retrying.RetryPolicy(3).retry(first, failing([TransientDownloadError("second")], calls)) == "ok"
+    assert len(calls) == 2  # tries two and three
+    with pytest.raises(TransientDownloadError, match="first"):
+        await retrying.RetryPolicy(1).retry(first, failing([], calls))  # no tries left: the failure itself
+    with pytest.raises(BadImageError):
+        await retrying.RetryPolicy(5).retry(BadImageError("not retried"), failing([], calls))
+    assert len(calls) == 2

@@ -18,11 +18,13 @@ from downloader.cli.runner import run_command, settings_from
 from downloader.core.errors import DownloaderError, FatalError, OutputError, UsageError
 from downloader.core.outcome import exit_code_for
 from downloader.core.settings import DEFAULT_API_BASE, IO_MODES, Settings, parse_duration
-from downloader.machine import output_error
+from downloader.machine import output_error, settle_collector
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and `python -m downloader`."""
+    if argv is None:  # the whole process is the tool (not a caller's test or script)
+        settle_collector()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(with_simulator="simulate" in argv)
     args = parser.parse_args(argv)

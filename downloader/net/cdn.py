@@ -52,7 +52,7 @@ from downloader.core.outage import SPAN, OutageDetector, origin
 from downloader.core.urlclock import UrlClock, cdn_time
 from downloader.net.httperrors import cause, map_client_errors
 from downloader.net.proxies import proxy_for
-from downloader.net.retrying import RetryPolicy
+from downloader.net.retrying import RETRYABLE, RetryPolicy
 from downloader.sinks.base import ImageSink, Upload
 
 _ERROR_BODY_BYTES = 64 * 1024
@@ -106,7 +106,11 @@ class ImageFetcher:
 
     async def _fetch(self, job: ImageJob) -> Downloaded | UrlExpired | Failed | Deferred:
         try:
-            return await self._policy().call(lambda: self._once(job))
+            try:  # the first try outside the policy: nearly every download needs no other
+                return await self._once(job)
+            except RETRYABLE as err:
+                failed = err
+            return await self._policy().retry(failed, lambda: self._once(job))
         except UrlExpiredError as err:
             self._counters.expired_urls += 1
             return UrlExpired(job.key, describe(err), time.time() + EXPIRED_DEFER)
@@ -192,7 +196,8 @@ class ImageFetcher:
         """Teach the clock the age this URL was honoured at (and, now and then, the CDN's Date)."""
         now = time.time()
         date = resp.headers.get("Date") if self.clock.wants_date(now) else None
-        self.clock.served(signed_at=signed, started=started, now=now, server_time=cdn_time(None, date))
+        self.clock.served(signed_at=signed, started=started, now=now,
+                          server_time=None if date is None else cdn_time(None, date))
 
     async def _refuse(self, resp: aiohttp.ClientResponse, job: ImageJob, signed: float | None) -> None:
         status = resp.status
@@ -214,6 +219,7 @@ class ImageFetcher:
         digest = hashlib.sha256()
         size = 0
         head = b""
+        ext = ""  # the image's type, read from its first bytes
         upload: Upload | None = None
         try:
             async for chunk in resp.content.iter_any():
@@ -225,15 +231,14 @@ class ImageFetcher:
                     head += chunk
                     if len(head) < MAGIC_BYTES_NEEDED:
                         continue
-                    upload = self._begin(head)
+                    ext, upload = _image_type(head), self._sink.begin()
                     chunk = head
                 upload.write(chunk)
             if upload is None:
-                upload = self._begin(head)
+                ext, upload = _image_type(head), self._sink.begin()
                 upload.write(head)
             if declared is not None and size != declared:
                 raise TransientDownloadError(f"body cut short: {size} of {declared} bytes")
-            ext = sniff_image_type(head) or "bin"
             pn = job.pn or job.key.value
             relative = (drawing_path if isinstance(job.key, FigureKey) else image_path)(pn, job.num, ext)
             sha = digest.hexdigest()
@@ -249,13 +254,14 @@ class ImageFetcher:
         self._counters.images += 1
         return Downloaded(job.key, relative, size, sha)
 
-    def _begin(self, head: bytes) -> Upload:
-        if sniff_image_type(head) is None:
-            # CDNs do answer 200 with an HTML error page now and then: worth another try.
-            raise NotAnImageError(f"not an image: the body starts with {head[:16]!r}")
-        return self._sink.begin()
 
 
+def _image_type(head: bytes) -> str:
+    """The extension the first bytes of a body announce; NotAnImageError when they announce no image."""
+    ext = sniff_image_type(head)
+    if ext is None:  # CDNs do answer 200 with an HTML error page now and then: worth another try
+        raise NotAnImageError(f"not an image: the body starts with {head[:16]!r}")
+    return ext
 def _refused(err: TransientDownloadError) -> bool:
     """True when the host refused the connection (nothing listens there), not a timeout, reset or 5xx."""
     return err.__cause__ is not None and cause(err.__cause__) == "connection refused"

@@ -6,32 +6,47 @@ import errno
 import socket
 import ssl
 from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 import aiohttp
 
 from downloader.core.errors import DownloaderError
 
 
-@contextmanager
-def map_client_errors(cls: type[DownloaderError], what: str) -> Iterator[None]:
-    """Re-raise network failures (resets, timeouts, truncated bodies, bad JSON) as `cls`.
+def map_client_errors(cls: type[DownloaderError], what: str) -> ClientErrors:
+    """Re-raise network failures (resets, timeouts, truncated bodies, bad JSON) as `cls`, in a `with` block.
 
     The message says what happened in a few fixed words ("API request failed: connection refused
     (ClientConnectorError)"): the originals can hold the URL, and so the apikey or a signature.
     """
-    try:
-        yield
-    except DownloaderError:
-        raise
-    except TimeoutError as err:
-        raise cls(f"{what} timed out") from err
-    except aiohttp.ClientPayloadError as err:
-        raise cls(f"{what}: body cut short ({type(err).__name__})") from err
-    except aiohttp.ClientResponseError as err:
-        raise cls(f"{what}: HTTP {err.status}") from err
-    except (aiohttp.ClientError, ConnectionError, ValueError) as err:
-        raise cls(f"{what} failed: {cause(err)} ({type(err).__name__})") from err
+    return ClientErrors(cls, what)
+
+
+class ClientErrors:
+    """The context manager `map_client_errors` gives: a plain class, since it wraps every download, and a
+    generator-based one (contextlib) costs a generator and three more calls each time."""
+
+    __slots__ = ("_cls", "_what")
+
+    def __init__(self, cls: type[DownloaderError], what: str) -> None:
+        self._cls = cls
+        self._what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        if err is None or isinstance(err, DownloaderError):
+            return
+        cls, what = self._cls, self._what
+        if isinstance(err, TimeoutError):
+            raise cls(f"{what} timed out") from err
+        if isinstance(err, aiohttp.ClientPayloadError):
+            raise cls(f"{what}: body cut short ({type(err).__name__})") from err
+        if isinstance(err, aiohttp.ClientResponseError):
+            raise cls(f"{what}: HTTP {err.status}") from err
+        if isinstance(err, aiohttp.ClientError | ConnectionError | ValueError):
+            raise cls(f"{what} failed: {cause(err)} ({type(err).__name__})") from err
 
 
 def cause(err: BaseException) -> str:

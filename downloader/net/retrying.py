@@ -49,15 +49,23 @@ class RetryPolicy:
 
         The first try runs outside tenacity: its loop costs ~40 µs a call, which measured as a
         few percent of the CPU per image, and almost every call succeeds at once. A failure worth
-        retrying is counted, waited for, and the remaining tries go through the tenacity loop.
+        retrying goes on in `retry`.
         """
         try:
             return await attempt()
         except RETRYABLE as err:
-            if not self._admit(err):
-                raise
-            self._report(err)
-            await anyio.sleep(self._delay(err))
+            failed = err
+        return await self.retry(failed, attempt)
+
+    async def retry(self, failed: BaseException, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Go on after a first try of `attempt` failed with `failed` (raised again when not worth another
+        try): it is counted and waited for, and the remaining tries go through the tenacity loop. A caller
+        that makes the first try itself (the image fetcher: no policy object at all when it succeeds)
+        hands its failure here."""
+        if not self._admit(failed):
+            raise failed
+        self._report(failed)
+        await anyio.sleep(self._delay(failed))
         async for state in self.retrying():
             with state:
                 return await attempt()

@@ -247,10 +247,11 @@ class Pipeline:
 
     def _answered(self, batch: Batch, outcomes: Sequence[object], images: Sequence[Resolved], unasked: int) -> None:
         """Count recharges, and tell the lookahead how much URL life and how many images the answer gave."""
-        for o in outcomes:
-            if isinstance(o, Resolved | Listed | NoImage) and o.key in self._repeats:
-                self._recharged += 1
-        self._repeats.difference_update(PatentKey(batch.kind, k) for k in batch.keys)
+        if self._repeats:  # nearly always empty: a key per answer would be built and hashed for nothing
+            for o in outcomes:
+                if isinstance(o, Resolved | Listed | NoImage) and o.key in self._repeats:
+                    self._recharged += 1
+            self._repeats.difference_update(PatentKey(batch.kind, k) for k in batch.keys)
         now = time.time()
         first = min(images, key=lambda o: o.expires_at, default=None)
         life = None if first is None else first.expires_at - now

@@ -126,8 +126,9 @@ class LocalSink:
         return str(self.root / name)
 
     def _commit(self, temp: str, relative: str) -> str:
-        final = os.path.join(self._root, relative)
-        parent = os.path.dirname(final)
+        # `relative` is a naming.py path ("images/ab/c/NAME.png"): plain string work, not posixpath's calls.
+        final = f"{self._root}/{relative}"
+        parent = final[:final.rfind("/")]
         if parent not in self._made:
             _makedirs_below(self._root, parent)
             self._made.add(parent)

@@ -99,37 +99,35 @@ def update_for(event: StateEvent, mark: str) -> tuple[str, tuple[Any, ...]]:
 
     Its trailing parameters, appended by the caller, are updated_at, kind, key (`fenced_update` does).
     """
-    def guarded(new: Status | None, assignments: str, allowed: tuple[Status, ...] = ()) -> str:
-        return _guarded(new, assignments, allowed, mark)
-
-    m = mark
-    match event:
+    m, guarded = mark, _guarded
+    match event:  # the two of nearly every image first: a match tries its cases in order
+        case Downloaded(_, local_file, size, sha):
+            return guarded(Status.DOWNLOADED, f"local_file={m}, bytes={m}, sha256={m}, error=NULL, {_RELEASE}",
+                           (), m), (local_file, size, sha)
         case Resolved(_, pn, pid, num, url, expires_at):
             return guarded(Status.RESOLVED, f"pn={m}, patent_id={m}, num={m}, url={m}, expires_at={m}, error=NULL, "
-                                            "retry_at=NULL, attempts=attempts+1"), (pn, pid, num, url, expires_at)
+                                            "retry_at=NULL, attempts=attempts+1", (), m), (
+                pn, pid, num, url, expires_at)
         case Listed(_, pn, pid, figures):  # its drawings' rows follow (drawing_update); it keeps its claim
             return guarded(Status.RESOLVED, f"pn={m}, patent_id={m}, figures={m}, url=NULL, expires_at=NULL, "
-                                            "error=NULL, retry_at=NULL, attempts=attempts+1"), (pn, pid, figures)
+                                            "error=NULL, retry_at=NULL, attempts=attempts+1", (), m), (pn, pid, figures)
         case NoImage(_, pn, pid):  # figures=NULL: a patent listed before lists none now (`retire_unlisted`)
             return guarded(Status.NO_IMAGE, f"pn={m}, patent_id={m}, url=NULL, error=NULL, retry_at=NULL, "
-                                            f"figures=NULL, attempts=attempts+1, {_RELEASE}"), (pn, pid)
+                                            f"figures=NULL, attempts=attempts+1, {_RELEASE}", (), m), (pn, pid)
         case NotFound():
             return guarded(Status.NOT_FOUND, "url=NULL, error=NULL, retry_at=NULL, figures=NULL, "
-                                             f"attempts=attempts+1, {_RELEASE}"), ()
+                                             f"attempts=attempts+1, {_RELEASE}", (), m), ()
         case Failed(_, error):
-            return guarded(Status.FAILED, f"error={m}, attempts=attempts+1, {_RELEASE}"), (error,)
-        case Downloaded(_, local_file, size, sha):
-            return guarded(Status.DOWNLOADED, f"local_file={m}, bytes={m}, sha256={m}, error=NULL, {_RELEASE}"), (
-                local_file, size, sha)
+            return guarded(Status.FAILED, f"error={m}, attempts=attempts+1, {_RELEASE}", (), m), (error,)
         case UrlExpired(_, reason, retry_at):
             often = f"expiries+1>={MAX_EXPIRIES}"
             return guarded(Status.PENDING, f"url=NULL, expires_at=NULL, expiries=expiries+1, error={m}, "
-                                           f"retry_at=CASE WHEN {often} THEN {m} ELSE NULL END, {_RELEASE}"), (
+                                           f"retry_at=CASE WHEN {often} THEN {m} ELSE NULL END, {_RELEASE}", (), m), (
                 reason, retry_at)
         case Deferred(_, error, retry_at, billed):
             # An answer billed but lost counts as an attempt: the claim that asks again calls it a repeat.
             paid = "attempts=attempts+1, " if billed else ""
-            return guarded(None, f"error={m}, retry_at={m}, {paid}{_RELEASE}", _DEFERRED_FROM), (error, retry_at)
+            return guarded(None, f"error={m}, retry_at={m}, {paid}{_RELEASE}", _DEFERRED_FROM, m), (error, retry_at)
     raise TypeError(f"not a state event: {event!r}")
 
 

@@ -1,15 +1,16 @@
-"""The manifest's fast CSV lines are byte for byte what csv.writer writes, whatever the values hold."""
+"""The manifest's fast lines are byte for byte what csv.writer and json.dumps write, whatever the values hold."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
+import json
 import random
 
 import pytest
 
-from downloader.outputs import plain_csv_line
+from downloader.outputs import _json_line, plain_csv_line
 
 TRICKY = ["", " ", "a,b", 'say "hi"', "line\nbreak", "carriage\rreturn", "tab\there", "ünïcødé", "'", ";", "\\",
           "http://cdn/x.png?sign=q%3Da%26b&response-expires=Mon%2C%2030%20Nov", "images/ab/c/US1_0001.png", "123"]
@@ -67,3 +68,11 @@ def test_the_readme_explains_every_manifest_column_with_a_real_demo_row():
     assert row["local_file"] == image_path(row["pn"], row["num"], "png") and row["path"].startswith("http://127.0.0.1:")
     image = Universe(SimulatorConfig().seed).image_bytes(row["pn"], row["num"])
     assert (row["bytes"], row["sha256"]) == (str(len(image)), hashlib.sha256(image).hexdigest())
+
+
+def test_json_lines_are_what_json_dumps_writes():
+    """manifest.jsonl's rows go through json's C encoder directly (outputs._json_line): same text as dumps."""
+    rng = random.Random(7)
+    for _ in range(500):
+        row = {f"c{i}": rng.choice([*TRICKY, None, 0, 12345, -1, 1.5, "中文", "\x00\x1f\u2028"]) for i in range(10)}
+        assert _json_line(row) == json.dumps(row, ensure_ascii=False)

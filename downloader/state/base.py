@@ -54,9 +54,9 @@ class IngestCounts:
     duplicates: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class PatentRow:
-    """One key as the store holds it: what manifests, reports and status read."""
+class PatentRow(NamedTuple):
+    """One key as the store holds it: what manifests, reports and status read. A named tuple: one is
+    made for every row of every manifest, and a frozen dataclass took ~5x longer to make (2.3 µs)."""
 
     kind: Kind
     key: str

@@ -255,13 +255,14 @@ class ImageFetcher:
         return Downloaded(job.key, relative, size, sha)
 
 
-
 def _image_type(head: bytes) -> str:
     """The extension the first bytes of a body announce; NotAnImageError when they announce no image."""
     ext = sniff_image_type(head)
     if ext is None:  # CDNs do answer 200 with an HTML error page now and then: worth another try
         raise NotAnImageError(f"not an image: the body starts with {head[:16]!r}")
     return ext
+
+
 def _refused(err: TransientDownloadError) -> bool:
     """True when the host refused the connection (nothing listens there), not a timeout, reset or 5xx."""
     return err.__cause__ is not None and cause(err.__cause__) == "connection refused"
